@@ -1,0 +1,92 @@
+"""The ``mm-lightning`` command line (also ``python -m mm_lightning``).
+
+``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
+``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
+
+The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import sys
+from typing import List, Optional
+
+from mmengine.config import Config
+
+from .config import ConfigError, load_config
+from .precision import AMP_WRAPPER
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='mm-lightning',
+                                     description='Run an mmengine config on PyTorch Lightning.')
+    commands = parser.add_subparsers(dest='command', required=True)
+
+    train = commands.add_parser('train', help='train a model from a config')
+    train.add_argument('config', help='config file (.py, .json, .yaml)')
+    train.add_argument('--work-dir', help='where logs and checkpoints go')
+    train.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
+                       help='resume from PATH, or from the latest checkpoint in the work_dir')
+    train.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
+    train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                       help='override config entries, e.g. train_cfg.max_epochs=2')
+
+    test = commands.add_parser('test', help='evaluate a checkpoint on the test set')
+    test.add_argument('config', help='config file (.py, .json, .yaml)')
+    test.add_argument('checkpoint', help='mmengine-format checkpoint to load')
+    test.add_argument('--work-dir', help='where logs go')
+    test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                      help='override config entries')
+    return parser
+
+
+def _default_work_dir(cfg: Config, config_path: str) -> str:
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config after the command line's changes, as OpenMMLab's tools make them."""
+    cfg = load_config(args.config, args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = _default_work_dir(cfg, args.config)
+    if args.command == 'train':
+        if args.amp:
+            optim_wrapper = cfg.get('optim_wrapper')
+            if optim_wrapper is None:
+                raise ConfigError('--amp: the config has no optim_wrapper')
+            if optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', AMP_WRAPPER):
+                raise ConfigError(f'--amp: optim_wrapper.type is {optim_wrapper.get("type")!r}; AMP applies to '
+                                  'OptimWrapper configs')
+            optim_wrapper.type = AMP_WRAPPER
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if args.resume == 'auto':
+            cfg.resume = True
+            cfg.load_from = None
+        elif args.resume is not None:
+            cfg.resume = True
+            cfg.load_from = args.resume
+    else:
+        cfg.load_from = args.checkpoint
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from .runner import FlexibleRunner
+    try:
+        cfg = build_config(args)
+        if args.command == 'test' and not osp.isfile(args.checkpoint):
+            raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
+        runner = FlexibleRunner.from_cfg(cfg)
+        if args.command == 'train':
+            runner.train()
+        else:
+            metrics = runner.test()
+            runner.logger.info(f'test metrics: {metrics}')
+    except ConfigError as err:
+        print(f'mm-lightning: error: {err}', file=sys.stderr)
+        return 2
+    return 0

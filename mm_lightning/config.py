@@ -1,0 +1,85 @@
+"""Loading mmengine configs in every form mmengine takes them.
+
+A config can be a path (``.py``, ``.json``, ``.yaml``; ``_base_`` inheritance and
+pure-Python lazy-import configs included), a plain dict or an mmengine ``Config``.
+``--cfg-options`` style overrides are applied the way mmengine's tools apply them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from mmengine.config import Config, DictAction
+from mmengine.utils import import_modules_from_strings
+
+ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Config]
+CfgOptions = Union[Mapping[str, Any], Iterable[str], None]
+
+
+class ConfigError(ValueError):
+    """A config value mm_lightning cannot use. The message names the config key."""
+
+
+def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
+    """Return a private ``Config`` copy of ``source`` with ``cfg_options`` merged in.
+
+    ``custom_imports`` are imported here for dicts and ``Config`` objects; mmengine
+    already imports them while reading a file.
+    """
+    if isinstance(source, Config):
+        cfg = copy.deepcopy(source)
+        _import_custom_modules(cfg)
+    elif isinstance(source, Mapping):
+        cfg = Config(copy.deepcopy(dict(source)))
+        _import_custom_modules(cfg)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise ConfigError(f'config file not found: {path!r}')
+        cfg = Config.fromfile(path)
+    else:
+        raise ConfigError('a config must be a file path, a dict or an mmengine Config, '
+                          f'got {type(source).__name__}')
+    options = parse_cfg_options(cfg_options)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def parse_cfg_options(options: CfgOptions) -> dict:
+    """Parse ``KEY=VALUE`` items as mmengine's ``DictAction`` does (lists, tuples, bools).
+
+    A mapping is taken as already parsed.
+    """
+    if options is None:
+        return {}
+    if isinstance(options, Mapping):
+        return dict(options)
+    items = [options] if isinstance(options, str) else list(options)
+    for item in items:
+        key, sep, _ = str(item).partition('=')
+        if not sep or not key.strip():
+            raise ConfigError(f'bad --cfg-options item {item!r}: expected KEY=VALUE, '
+                              'for example train_cfg.max_epochs=12')
+    namespace = argparse.Namespace()
+    DictAction(option_strings=[], dest='options')(None, namespace, items)
+    return namespace.options
+
+
+def _import_custom_modules(cfg: Config) -> None:
+    custom_imports = cfg.get('custom_imports')
+    if not custom_imports:
+        return
+    if not isinstance(custom_imports, Mapping) or 'imports' not in custom_imports:
+        raise ConfigError("custom_imports: expected dict(imports=[...], allow_failed_imports=False), "
+                          f'got {custom_imports!r}')
+    import_modules_from_strings(**custom_imports)
+
+
+def config_source_name(cfg: Config) -> Optional[str]:
+    """The config file's name without extension, if the config came from a file."""
+    if cfg.filename is None:
+        return None
+    return os.path.splitext(os.path.basename(cfg.filename))[0]

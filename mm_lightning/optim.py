@@ -1,0 +1,127 @@
+"""Optimizer wrappers: built by mmengine, stepped through Lightning.
+
+mmengine's ``OptimWrapper.update_params`` keeps its meaning (loss scaling for
+``accumulative_counts``, when to step, clipping), so models that override
+``train_step`` work unchanged. Only the three points where the device, distribution
+and precision matter are routed to Lightning: ``backward`` goes through
+``manual_backward``, ``step`` through the ``LightningOptimizer`` (strategy and precision
+plugin), and skipped gradient synchronisation through the strategy.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.strategies import ParallelStrategy
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim import build_optim_wrapper as mm_build_optim_wrapper
+from mmengine.registry import OPTIM_WRAPPERS
+from torch import nn
+from torch.optim import Optimizer
+
+from .config import ConfigError
+from .precision import AMP_WRAPPER, strip_amp
+from .registry import build, config_key
+
+AnyOptimWrapper = Union[OptimWrapper, OptimWrapperDict]
+
+
+def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
+    """Build ``optim_wrapper`` in each form mmengine's Runner accepts.
+
+    AMP settings are taken by the precision plugin (see :mod:`mm_lightning.precision`).
+    """
+    if isinstance(cfg, OptimWrapper):
+        if type(cfg).__name__ == AMP_WRAPPER:
+            raise ConfigError('optim_wrapper: pass AmpOptimWrapper as a config dict; its loss scaling '
+                              "becomes Lightning's precision plugin")
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f'optim_wrapper: expected a dict or an OptimWrapper, got {cfg!r}')
+    cfg = strip_amp(dict(cfg))
+    optimizer = cfg.get('optimizer')
+    if isinstance(optimizer, Optimizer):
+        cfg.setdefault('type', 'OptimWrapper')
+        return build(OPTIM_WRAPPERS, cfg, 'optim_wrapper')
+    if optimizer is not None or 'constructor' in cfg:
+        with config_key('optim_wrapper'):
+            return mm_build_optim_wrapper(model, cfg)
+    wrappers = OrderedDict()
+    for name, wrapper in cfg.items():
+        if not isinstance(wrapper, OptimWrapper):
+            raise ConfigError(f'optim_wrapper.{name}: without `optimizer` or `constructor`, each entry must be '
+                              f'a built OptimWrapper, got {wrapper!r}')
+        wrappers[name] = wrapper
+    return OptimWrapperDict(**wrappers)
+
+
+def wrappers_of(optim_wrapper: AnyOptimWrapper) -> List[OptimWrapper]:
+    """The single wrappers, in the order their optimizers are given to Lightning."""
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        return list(optim_wrapper.values())
+    return [optim_wrapper]
+
+
+def scale_lr(optim_wrapper: AnyOptimWrapper, auto_scale_lr: Optional[Mapping[str, Any]],
+             batch_size: int, world_size: int, logger: Any) -> None:
+    """mmengine's linear LR scaling rule, with the real world size."""
+    if not auto_scale_lr or not auto_scale_lr.get('enable', False):
+        return
+    if 'base_batch_size' not in auto_scale_lr:
+        raise ConfigError('auto_scale_lr: `base_batch_size` is required when enable=True')
+    real_bs = world_size * batch_size
+    base_bs = auto_scale_lr['base_batch_size']
+    ratio = float(real_bs) / float(base_bs)
+    logger.info(f'LR is set based on batch size of {base_bs} and the current batch size is {real_bs}. '
+                f'Scaling the original LR by {ratio}.')
+    for wrapper in wrappers_of(optim_wrapper):
+        for group in wrapper.optimizer.param_groups:
+            group['lr'] = group['lr'] * ratio
+
+
+class LightningRoutedOptimWrapper:
+    """Put in front of a built wrapper's class by :func:`route_through_lightning`."""
+
+    _lightning_module: pl.LightningModule
+    _lightning_index: int
+
+    def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        self._lightning_module.manual_backward(loss, **kwargs)
+        self._inner_count += 1  # type: ignore[attr-defined]
+
+    def step(self, **kwargs: Any) -> None:
+        # Clipping runs in ConfigModule.on_before_optimizer_step, after AMP unscaling.
+        optimizers = self._lightning_module.optimizers()
+        if isinstance(optimizers, list):
+            optimizers = optimizers[self._lightning_index]
+        optimizers.step(**kwargs)
+
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        strategy = self._lightning_module.trainer.strategy
+        block = not self.should_sync() and isinstance(strategy, ParallelStrategy)  # type: ignore[attr-defined]
+        with strategy.block_backward_sync() if block else nullcontext():  # type: ignore[union-attr]
+            yield
+
+
+_ROUTED_CLASSES: Dict[type, type] = {}
+
+
+def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.LightningModule) -> None:
+    """Route each wrapper's backward/step/no-sync through ``module``'s Trainer (in place).
+
+    The wrapper keeps its own class's behaviour otherwise (``update_params``,
+    ``should_update``, ``scale_loss``, ``get_lr``...), custom subclasses included.
+    """
+    for index, wrapper in enumerate(wrappers_of(optim_wrapper)):
+        cls = type(wrapper)
+        if not isinstance(wrapper, LightningRoutedOptimWrapper):
+            if cls not in _ROUTED_CLASSES:
+                _ROUTED_CLASSES[cls] = type(cls.__name__, (LightningRoutedOptimWrapper, cls),
+                                            {'__module__': cls.__module__})
+            wrapper.__class__ = _ROUTED_CLASSES[cls]
+        wrapper._lightning_module = module  # type: ignore[attr-defined]
+        wrapper._lightning_index = index  # type: ignore[attr-defined]

@@ -1,0 +1,63 @@
+"""A config's ``lightning.Trainer`` arguments: loop lengths, cadence, devices, precision, callbacks.
+
+The fixed settings below keep Lightning from doing what mmengine never does (sanity
+validation, swapping samplers, its own checkpoints and logs); hooks bridged by
+:class:`~mm_lightning.hooks.HookBridge` do mmengine's checkpointing and logging. A
+config may add or override Trainer arguments under ``lightning_trainer=dict(...)``.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, Dict, Mapping
+
+from mmengine.config import Config
+
+from .config import ConfigLike, load_config
+from .hooks import build_lightning_callbacks
+from .loops import parse_train_cfg
+from .precision import precision_plugin
+from .strategies import accelerator_name, build_strategy, resolve_launcher, world_layout
+
+#: Trainer settings that make Lightning run a config the way mmengine's Runner does.
+FIXED_SETTINGS: Dict[str, Any] = dict(
+    num_sanity_val_steps=0,         # mmengine never validates before training
+    use_distributed_sampler=False,  # mmengine's samplers already shard and pad
+    enable_checkpointing=False,     # CheckpointHook writes mmengine-format checkpoints
+    logger=False,                   # LoggerHook writes mmengine logs; vis_backends add loggers
+    enable_progress_bar=False,      # mmengine-style log lines instead
+    enable_model_summary=False,
+    inference_mode=False,           # evaluation under torch.no_grad(), as mmengine
+    accumulate_grad_batches=1,      # optim_wrapper.accumulative_counts accumulates
+    check_val_every_n_epoch=1,      # the hook bridge schedules validation (mmengine's rules)
+    max_steps=-1,
+)
+
+
+def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
+    """Keyword arguments for ``lightning.Trainer`` that run ``cfg`` as mmengine would.
+
+    Works on a config file, dict or ``Config`` without building or starting anything
+    but the callbacks the config names. ``overrides`` win over everything.
+    """
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    kwargs: Dict[str, Any] = dict(FIXED_SETTINGS)
+    kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
+    train_cfg = cfg.get('train_cfg')
+    if train_cfg is not None:
+        parsed = parse_train_cfg(train_cfg)
+        kwargs['max_epochs'] = parsed['max_epochs'] if parsed['by_epoch'] else 1
+    launcher = resolve_launcher(cfg.get('launcher'))
+    env_cfg = cfg.get('env_cfg') or {}
+    accelerator = accelerator_name()
+    kwargs.update(accelerator=accelerator, **world_layout(launcher),
+                  strategy=build_strategy(cfg.get('strategy'), launcher, env_cfg))
+    if env_cfg.get('cudnn_benchmark'):
+        kwargs['benchmark'] = True
+    plugin = precision_plugin(cfg.get('optim_wrapper'), accelerator)
+    if plugin is not None:
+        kwargs['plugins'] = [plugin]
+    kwargs['callbacks'] = build_lightning_callbacks(cfg.get('custom_hooks'))
+    kwargs.update(cfg.get('lightning_trainer') or {})
+    kwargs.update(overrides)
+    return kwargs

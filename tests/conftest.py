@@ -1,0 +1,23 @@
+import os
+import sys
+import warnings
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import toy  # noqa: E402,F401  (registers the test components)
+
+warnings.filterwarnings('ignore', category=DeprecationWarning)
+
+
+def data(size=40, seed=0, shuffle=True, batch_size=8, sampler='DefaultSampler', **extra):
+    return dict(dataset=dict(type='BlobDataset', size=size, seed=seed),
+                sampler=dict(type=sampler, shuffle=shuffle), batch_size=batch_size, num_workers=0, **extra)
+
+
+@pytest.fixture
+def toy_data():
+    return data

@@ -1,0 +1,80 @@
+"""Run mmengine's Runner and mm_lightning's FlexibleRunner on one config and record both."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mm_lightning import FlexibleRunner
+
+
+class ParityRecorder(Hook):
+    """Records, at every training iteration, the logged losses and every optimizer's LRs."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.iterations: List[Dict[str, Any]] = []
+        self.val_metrics: List[dict] = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        record = {key: float(value) for key, value in outputs.items()}
+        lrs = runner.optim_wrapper.get_lr()
+        record.update({f'lr/{name}': list(values) for name, values in lrs.items()})
+        record['iter'] = runner.iter
+        record['epoch'] = runner.epoch
+        self.iterations.append(record)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.val_metrics.append(dict(metrics or {}))
+
+
+@dataclass
+class RunRecord:
+    iterations: List[Dict[str, Any]]
+    val_metrics: List[dict]
+    weights: Dict[str, torch.Tensor]
+    test_metrics: Optional[dict] = None
+    runner: Any = field(default=None, repr=False)
+
+
+def run(runner_cls: type, cfg: dict, work_dir: str, name: str, test: bool = False) -> RunRecord:
+    cfg = copy.deepcopy(cfg)
+    cfg.update(work_dir=work_dir, experiment_name=name)
+    runner = runner_cls.from_cfg(cfg)
+    recorder = ParityRecorder()
+    runner.register_hook(recorder)
+    if 'train_cfg' in cfg:
+        runner.train()
+    test_metrics = runner.test() if test else None
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return RunRecord(recorder.iterations, recorder.val_metrics, weights, test_metrics, runner)
+
+
+def run_both(cfg: dict, tmp_path, test: bool = False):
+    """(mmengine's record, ours) for ``cfg``; each in its own work_dir."""
+    # Experiment names key mmengine's global loggers/visualizers: keep them unique per test.
+    reference = run(Runner, cfg, str(tmp_path / 'mmengine'), f'mmengine_{tmp_path.name}', test)
+    ours = run(FlexibleRunner, cfg, str(tmp_path / 'ours'), f'ours_{tmp_path.name}', test)
+    return reference, ours
+
+
+def assert_same_run(reference: RunRecord, ours: RunRecord, atol: float = 1e-6) -> None:
+    """Every iteration's losses and LRs, the validation metrics and the final weights agree."""
+    assert len(ours.iterations) == len(reference.iterations) > 0
+    for expected, actual in zip(reference.iterations, ours.iterations):
+        assert expected.keys() == actual.keys()
+        for key, value in expected.items():
+            if key.startswith('lr/') or key in ('iter', 'epoch'):
+                assert actual[key] == value, (key, expected, actual)
+            else:
+                assert abs(actual[key] - value) <= atol, (key, expected, actual)
+    assert ours.val_metrics == reference.val_metrics
+    assert ours.weights.keys() == reference.weights.keys()
+    for key, value in reference.weights.items():
+        torch.testing.assert_close(ours.weights[key], value, atol=atol, rtol=0, msg=key)

@@ -1,0 +1,158 @@
+"""Small registered components for tests: datasets, models and metrics.
+
+Registered with ``force=True`` so that importing this module twice (pytest, then a
+config's ``custom_imports``) is harmless.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.hooks import Hook
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@DATASETS.register_module(force=True)
+class BlobDataset(Dataset):
+    """Gaussian blobs, one per class; fixed by ``seed`` and independent of global RNG."""
+
+    METAINFO = dict(classes=('a', 'b', 'c'))
+
+    def __init__(self, size: int = 64, num_features: int = 8, num_classes: int = 3, seed: int = 0,
+                 metainfo: bool = True) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        centers = torch.randn(num_classes, num_features, generator=gen) * 3
+        self.labels = torch.randint(0, num_classes, (size,), generator=gen)
+        self.inputs = centers[self.labels] + torch.randn(size, num_features, generator=gen)
+        if metainfo:
+            self.metainfo = dict(classes=tuple('abcdefghij'[:num_classes]))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return dict(inputs=self.inputs[index], label=self.labels[index], index=index)
+
+
+@MODELS.register_module(force=True)
+class ToyClassifier(BaseModel):
+    """An MLP classifier; ``batch_norm`` and ``dropout`` exercise state and global RNG."""
+
+    def __init__(self, num_features: int = 8, num_classes: int = 3, hidden: int = 16,
+                 batch_norm: bool = False, dropout: float = 0.0, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        layers: List[nn.Module] = [nn.Linear(num_features, hidden)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, inputs: Any, label: Any = None, index: Any = None, mode: str = 'tensor') -> Any:
+        inputs = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        logits = self.net(inputs.float())
+        if mode == 'loss':
+            label = torch.stack(label) if isinstance(label, (list, tuple)) else label
+            return dict(loss_cls=nn.functional.cross_entropy(logits, label.long()))
+        if mode == 'predict':
+            label = torch.stack(label) if isinstance(label, (list, tuple)) else label
+            index = torch.as_tensor(index) if isinstance(index, (list, tuple)) else index
+            return [dict(pred=p, label=l, index=int(i)) for p, l, i in zip(logits.argmax(-1), label, index)]
+        return logits
+
+
+@METRICS.register_module(force=True)
+class ToyAccuracy(BaseMetric):
+    """Top-1 accuracy over the samples processed (each counted once)."""
+
+    default_prefix = 'toy'
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        for sample in data_samples:
+            self.results.append(dict(correct=int(sample['pred'] == sample['label']), index=sample['index']))
+
+    def compute_metrics(self, results: list) -> dict:
+        return dict(accuracy=100.0 * sum(r['correct'] for r in results) / len(results),
+                    count=len(results), index_sum=sum(r['index'] for r in results))
+
+
+@MODELS.register_module(force=True)
+class ToyGAN(BaseModel):
+    """Two sub-networks updated by their own optimizers inside a custom ``train_step``."""
+
+    def __init__(self, num_features: int = 8, data_preprocessor: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, num_features))
+        self.discriminator = nn.Sequential(nn.Linear(num_features, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, inputs: Any, label: Any = None, index: Any = None, mode: str = 'tensor') -> Any:
+        noise = torch.randn(len(inputs), 4)
+        return self.generator(noise)
+
+    def train_step(self, data: Any, optim_wrapper: OptimWrapperDict) -> Dict[str, torch.Tensor]:
+        data = self.data_preprocessor(data, True)
+        real = torch.stack(data['inputs']) if isinstance(data['inputs'], list) else data['inputs']
+        real = real.float()
+        log_vars = {}
+        with optim_wrapper['discriminator'].optim_context(self.discriminator):
+            fake = self.generator(torch.randn(len(real), 4)).detach()
+            d_loss = (nn.functional.softplus(-self.discriminator(real)).mean()
+                      + nn.functional.softplus(self.discriminator(fake)).mean())
+        optim_wrapper['discriminator'].update_params(d_loss)
+        log_vars['loss_disc'] = d_loss.detach()
+        with optim_wrapper['generator'].optim_context(self.generator):
+            fake = self.generator(torch.randn(len(real), 4))
+            g_loss = nn.functional.softplus(-self.discriminator(fake)).mean()
+        optim_wrapper['generator'].update_params(g_loss)
+        log_vars['loss_gen'] = g_loss.detach()
+        return log_vars
+
+    def val_step(self, data: Any) -> list:
+        return []
+
+    def test_step(self, data: Any) -> list:
+        return []
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)
+class ToyGANOptimWrapperConstructor:
+    """One optimizer wrapper per sub-network (generator, discriminator)."""
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
+        self.optim_wrapper_cfg = optim_wrapper_cfg
+
+    def __call__(self, model: nn.Module) -> OptimWrapperDict:
+        wrappers = {}
+        for name in ('generator', 'discriminator'):
+            constructor = DefaultOptimWrapperConstructor(dict(self.optim_wrapper_cfg[name]))
+            wrappers[name] = constructor(getattr(model, name))
+        return OptimWrapperDict(**wrappers)
+
+
+@HOOKS.register_module(force=True)
+class RecordingHook(Hook):
+    """Records every stage it sees with the arguments that identify the moment."""
+
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self.events: List[tuple] = []
+
+    def _record(self, stage: str, runner: Any, **kwargs: Any) -> None:
+        self.events.append((stage, runner.epoch, runner.iter, kwargs.get('batch_idx')))
+
+
+def _make_stage(stage: str):
+    def method(self: RecordingHook, runner: Any, **kwargs: Any) -> None:
+        self._record(stage, runner, **kwargs)
+    method.__name__ = stage
+    return method
+
+
+for _stage in Hook.stages:
+    setattr(RecordingHook, _stage, _make_stage(_stage))
