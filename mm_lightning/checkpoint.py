@@ -8,6 +8,7 @@ arrays) as tagged plain data so our files load safely, and turn them back on res
 """
 from __future__ import annotations
 
+import copy
 import pickle
 import time
 import warnings
@@ -28,14 +29,6 @@ from .config import ConfigError
 HISTORY_BUFFER_TAG = '__history_buffer__'
 NDARRAY_TAG = '__ndarray__'
 
-#: Classes an mmengine 0.10 checkpoint may pickle besides tensors; allowed (and only
-#: these) when reading such a file under ``weights_only=True``.
-MMENGINE_CHECKPOINT_GLOBALS: List[Any] = [
-    HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct,  # type: ignore[attr-defined]
-    np.core.multiarray.scalar, type(np.dtype('float64')), type(np.dtype('int64')),  # type: ignore[attr-defined]
-]
-
-
 def to_safe(obj: Any) -> Any:
     """Replace HistoryBuffers and numpy values by tagged plain data (see module doc)."""
     if isinstance(obj, HistoryBuffer):
@@ -47,11 +40,7 @@ def to_safe(obj: Any) -> Any:
         return {NDARRAY_TAG: True, 'data': torch.from_numpy(np.ascontiguousarray(obj)), 'dtype': str(obj.dtype)}
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, dict):
-        return type(obj)((key, to_safe(value)) for key, value in obj.items())
-    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
-        return type(obj)(to_safe(value) for value in obj)
-    return obj
+    return _map_containers(obj, to_safe)
 
 
 def from_safe(obj: Any) -> Any:
@@ -61,17 +50,41 @@ def from_safe(obj: Any) -> Any:
             return HistoryBuffer(obj['log_history'].tolist(), obj['count_history'].tolist(), obj['max_length'])
         if obj.get(NDARRAY_TAG) is True:
             return obj['data'].numpy().astype(obj['dtype'])
-        return type(obj)((key, from_safe(value)) for key, value in obj.items())
-    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
-        return type(obj)(from_safe(value) for value in obj)
+    return _map_containers(obj, from_safe)
+
+
+def _map_containers(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """Apply ``fn`` to the values of dicts (keeping their type: OrderedDict, Counter...) and lists."""
+    if isinstance(obj, dict):
+        mapped = copy.copy(obj)
+        for key, value in obj.items():
+            mapped[key] = fn(value)
+        return mapped
+    if type(obj) in (list, tuple):
+        return type(obj)(fn(value) for value in obj)
     return obj
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that ``torch.load(weights_only=True)`` refuses (see :func:`convert_checkpoint`)."""
+
+
 def read_checkpoint(filename: str, map_location: Any = 'cpu') -> dict:
-    """Load a checkpoint file safely; mmengine's own files need a few allowed classes."""
-    with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
+    """Load a checkpoint with ``weights_only=True`` and restore tagged values."""
+    try:
         checkpoint = _load_checkpoint(filename, map_location=map_location)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f'{filename}: this checkpoint pickles Python objects that torch.load(weights_only=True) refuses '
+            '(mmengine 0.10 stores HistoryBuffer objects in its message hub). If you trust the file, convert '
+            f'it once: `mm-lightning convert-checkpoint {filename} OUT.pth`') from err
     return from_safe(checkpoint)
+
+
+def convert_checkpoint(src: str, dst: str) -> None:
+    """Rewrite a trusted mmengine checkpoint in the safe form (unpickles ``src`` fully)."""
+    checkpoint = torch.load(src, map_location='cpu', weights_only=False)
+    torch.save(to_safe(checkpoint), dst)
 
 
 def build_checkpoint(runner: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool) -> dict:

@@ -2,6 +2,7 @@
 
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
+``mm-lightning convert-checkpoint SRC DST`` (an mmengine file, made loadable with ``weights_only=True``)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument('--work-dir', help='where logs go')
     test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                       help='override config entries')
+
+    convert = commands.add_parser('convert-checkpoint',
+                                  help='rewrite a trusted mmengine checkpoint so it loads with weights_only=True')
+    convert.add_argument('src', help='checkpoint written by mmengine (unpickled in full: trust it)')
+    convert.add_argument('dst', help='where to write the converted checkpoint')
     return parser
 
 
@@ -75,6 +81,11 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == 'convert-checkpoint':
+        from .checkpoint import convert_checkpoint
+        convert_checkpoint(args.src, args.dst)
+        print(f'wrote {args.dst}')
+        return 0
     from .runner import FlexibleRunner
     try:
         cfg = build_config(args)

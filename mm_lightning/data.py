@@ -130,6 +130,9 @@ class ConfigDataModule(pl.LightningDataModule):
             assert self._train_stream is not None
             self._train_stream.resume_at(iteration)
 
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        return batch  # the model's data_preprocessor moves data to the device, as under mmengine
+
     def setup(self, stage: str) -> None:
         wanted = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}.get(stage, ())
         for split in wanted:

@@ -71,9 +71,6 @@ class ConfigModule(pl.LightningModule):
         self._wrapper_of_optimizer = {id(w.optimizer): w for w in wrappers}
         return [w.optimizer for w in wrappers]
 
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        return batch  # the model's data_preprocessor moves data, as under mmengine
-
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         return self.model.train_step(batch, optim_wrapper=self._runner.optim_wrapper)
 

@@ -1,0 +1,72 @@
+"""ConfigModule / ConfigDataModule with a Trainer that a Lightning user builds."""
+import copy
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+from conftest import data
+from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
+from parity import ParityRecorder, run
+from mmengine.runner import Runner
+
+CFG = dict(
+    model=dict(type='ToyClassifier', batch_norm=True),
+    train_dataloader=data(size=40, batch_size=8),
+    val_dataloader=data(size=12, seed=1, shuffle=False), val_evaluator=dict(type='ToyAccuracy'), val_cfg=dict(),
+    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
+    param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
+                     dict(type='MultiStepLR', milestones=[2], by_epoch=True)],
+    train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=2),
+    randomness=dict(seed=4))
+
+
+class CountingCallback(Callback):
+    def __init__(self):
+        self.validations = 0
+
+    def on_validation_end(self, trainer, pl_module):
+        self.validations += 1
+
+
+def test_own_trainer_with_callbacks_and_logger_matches_mmengine(tmp_path):
+    reference = run(Runner, CFG, str(tmp_path / 'mm'), f'mm_{tmp_path.name}')
+
+    cfg = load_config(CFG, dict(work_dir=str(tmp_path / 'ours'), experiment_name=f'own_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    recorder = ParityRecorder()
+    module.runner.register_hook(recorder)
+    counter = CountingCallback()
+    kwargs = trainer_kwargs(cfg, logger=CSVLogger(str(tmp_path / 'csv'), name='run'))
+    kwargs['callbacks'].append(counter)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
+
+    assert [r['loss'] for r in recorder.iterations] == [r['loss'] for r in reference.iterations]
+    assert recorder.val_metrics == reference.val_metrics and counter.validations == 2  # epochs 2 and 3
+    for key, value in reference.weights.items():
+        torch.testing.assert_close(module.model.state_dict()[key], value, atol=1e-6, rtol=0)
+    assert float(trainer.callback_metrics['toy/accuracy']) == pytest.approx(reference.val_metrics[-1]['toy/accuracy'])
+    with open(tmp_path / 'csv' / 'run' / 'version_0' / 'metrics.csv') as f:
+        assert 'toy/accuracy' in f.readline()
+
+
+def test_plain_trainer_still_follows_the_config(tmp_path):
+    """No trainer_kwargs: the module's hook bridge keeps mmengine's loop length and cadence."""
+    cfg = load_config(CFG, dict(work_dir=str(tmp_path), experiment_name=f'plain_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    trainer = L.Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
+    assert module.runner.epoch == 3 and trainer.current_epoch == 3
+    assert len(module.runner.message_hub.get_scalar('val/toy/accuracy').data[0]) == 2
+
+
+def test_datamodule_builds_loaders_with_mmengine():
+    dm = ConfigDataModule.from_config(copy.deepcopy(CFG))
+    dm.setup('fit')
+    loader = dm.train_dataloader()
+    assert type(loader.sampler).__name__ == 'DefaultSampler' and loader.sampler.seed == 4
+    assert dm.test_dataloader() == []
