@@ -78,8 +78,25 @@ def _import_custom_modules(cfg: Config) -> None:
     import_modules_from_strings(**custom_imports)
 
 
-def config_source_name(cfg: Config) -> Optional[str]:
-    """The config file's name without extension, if the config came from a file."""
-    if cfg.filename is None:
-        return None
-    return os.path.splitext(os.path.basename(cfg.filename))[0]
+class TextCachingConfig(Config):
+    """A ``Config`` that formats its Python text once per content.
+
+    mmengine formats the text (with yapf) for the log, the dumped config and every
+    visualizer backend; that formatting is most of a run's start-up time.
+    """
+
+    @property
+    def pretty_text(self) -> str:
+        key = repr(self._cfg_dict)
+        cached = self.__dict__.get('_cached_pretty_text')
+        if cached is None or cached[0] != key:
+            cached = (key, super().pretty_text)
+            object.__setattr__(self, '_cached_pretty_text', cached)
+        return cached[1]
+
+
+def private_copy(cfg: Union[Config, Mapping[str, Any], None]) -> Config:
+    """A deep copy of ``cfg`` that the runner may change and format cheaply."""
+    copied = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(copy.deepcopy(dict(cfg or {})))
+    object.__setattr__(copied, '__class__', TextCachingConfig)
+    return copied

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import ConfigError, ConfigLike, load_config
+from .config import ConfigError, ConfigLike, load_config, private_copy
 from .context import RunContext, create_context, setup_environment
 from .data import ConfigDataModule, build_dataloader
 from .hooks import HookBridge, HookList, merged_default_hooks, split_custom_hooks
@@ -88,7 +88,7 @@ class FlexibleRunner:
         compile: Union[bool, Dict] = False,
         cfg: Optional[Union[Dict, Config]] = None,
     ) -> None:
-        self.cfg = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(dict(cfg or {}))
+        self.cfg = private_copy(cfg)
         _check_groups(train_dataloader=train_dataloader, train_cfg=train_cfg, optim_wrapper=optim_wrapper)
         _check_groups(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
         _check_groups(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
