@@ -13,6 +13,7 @@ from mmengine.model import BaseModel
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.hooks import Hook
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -156,3 +157,29 @@ def _make_stage(stage: str):
 
 for _stage in Hook.stages:
     setattr(RecordingHook, _stage, _make_stage(_stage))
+
+
+@HOOKS.register_module(force=True)
+class StopAtIterHook(Hook):
+    """Asks the training loop to stop once ``stop_iter`` iterations have run."""
+
+    def __init__(self, stop_iter: int) -> None:
+        self.stop_iter = stop_iter
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if runner.iter + 1 >= self.stop_iter:
+            runner.train_loop.stop_training = True
+
+
+class CountingCallback(Callback):
+    """A plain Lightning callback, named in a config's ``custom_hooks`` as ``toy.CountingCallback``."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.validations = 0
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.batches += 1
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self.validations += 1
