@@ -5,13 +5,12 @@ uses (environment and seed first, so the model is built from the same random sta
 from __future__ import annotations
 
 import copy
-import os
 import os.path as osp
 import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -22,9 +21,11 @@ from mmengine.runner import LogProcessor
 from mmengine.runner.utils import set_random_seed
 from mmengine.utils import mkdir_or_exist
 from mmengine.utils.dl_utils import collect_env, set_multi_processing
+from lightning.pytorch.loggers import Logger
 from mmengine.visualization import Visualizer
 
 from .config import ConfigError
+from .loggers import route_vis_backends
 from .registry import build
 
 ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
@@ -51,7 +52,7 @@ class RunContext:
     visualizer: Visualizer
     log_processor: LogProcessor
     default_scope: Optional[DefaultScope] = None
-    extra: dict = field(default_factory=dict)
+    lightning_loggers: list = field(default_factory=list)
 
     @property
     def distributed(self) -> bool:
@@ -123,7 +124,7 @@ def create_context(
         randomness=randomness, logger=logger, message_hub=MessageHub.get_instance(experiment_name),
         visualizer=None, log_processor=log_processor, default_scope=scope)  # type: ignore[arg-type]
     _log_env(context, cfg)
-    context.visualizer = _build_visualizer(visualizer, experiment_name, log_dir)
+    context.visualizer, context.lightning_loggers = _build_visualizer(visualizer, experiment_name, log_dir)
     if cfg:
         context.visualizer.add_config(cfg)
     return context
@@ -141,18 +142,20 @@ def _build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogP
         raise ConfigError(f'log_processor: {err}') from err
 
 
-def _build_visualizer(visualizer: Union[dict, Visualizer, None], name: str, log_dir: str) -> Visualizer:
+def _build_visualizer(visualizer: Union[dict, Visualizer, None], name: str,
+                      log_dir: str) -> Tuple[Visualizer, List[Logger]]:
+    """The run's visualizer and the Lightning loggers its backends write through."""
     if visualizer is None:
         return Visualizer.get_instance(name=name, vis_backends=[dict(type='LocalVisBackend')],
-                                       save_dir=log_dir)
+                                       save_dir=log_dir), []
     if isinstance(visualizer, Visualizer):
-        return visualizer
+        return visualizer, []
     if not isinstance(visualizer, Mapping):
         raise ConfigError(f'visualizer: expected a dict or a Visualizer, got {visualizer!r}')
-    visualizer = dict(visualizer)
+    visualizer, loggers = route_vis_backends(visualizer, log_dir)
     visualizer.setdefault('name', name)
     visualizer.setdefault('save_dir', log_dir)
-    return build(VISUALIZERS, visualizer, 'visualizer')
+    return build(VISUALIZERS, visualizer, 'visualizer'), loggers
 
 
 def _log_env(context: RunContext, cfg: Config) -> None:
@@ -171,6 +174,3 @@ def _log_env(context: RunContext, cfg: Config) -> None:
         context.logger.info(f'Config:\n{cfg.pretty_text}')
 
 
-def process_env(name: str, default: Any = None) -> Any:
-    """Read a launcher variable (torchrun, SLURM) from the environment."""
-    return os.environ.get(name, default)

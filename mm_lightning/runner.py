@@ -181,6 +181,8 @@ class FlexibleRunner:
     deterministic = property(lambda self: self._context.deterministic)
     default_scope = property(lambda self: self._context.default_scope)
     model_name = property(lambda self: self._model_name)
+    lightning_loggers = property(lambda self: self._context.lightning_loggers,
+                                 doc='Lightning loggers that vis_backends became; the visualizer writes through them.')
     _log_dir = log_dir
 
     @property
@@ -231,7 +233,8 @@ class FlexibleRunner:
     def trainer(self) -> pl.Trainer:
         """The Lightning Trainer running this config (built on first use)."""
         if self._trainer is None:
-            settings = trainer_kwargs(Config(self._trainer_settings))
+            settings = trainer_kwargs(Config(self._trainer_settings),
+                                      logger=self._context.lightning_loggers or False)
             self._trainer = pl.Trainer(**settings)
         return self._trainer
 
