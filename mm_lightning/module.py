@@ -80,8 +80,16 @@ class ConfigModule(pl.LightningModule):
             wrapper._clip_grad()  # after the precision plugin has unscaled gradients
 
     # -- evaluation -------------------------------------------------------------------------
+    def _loop(self, mode: str) -> Any:
+        return self._runner.val_loop if mode == 'val' else self._runner.test_loop
+
+    def _eval_epoch_start(self, mode: str) -> None:
+        self._eval_losses = {}
+        loop = self._loop(mode)
+        loop.evaluator.start(len(loop.dataloader.dataset))
+
     def _eval_step(self, mode: str, batch: Any) -> Any:
-        loop = self._runner.val_loop if mode == 'val' else self._runner.test_loop
+        loop = self._loop(mode)
         with autocast(enabled=loop.fp16):
             outputs = getattr(self.model, f'{mode}_step')(batch)
         outputs, self._eval_losses = _update_losses(outputs, self._eval_losses)
@@ -89,14 +97,15 @@ class ConfigModule(pl.LightningModule):
         return outputs
 
     def _eval_epoch_end(self, mode: str) -> None:
-        loop = self._runner.val_loop if mode == 'val' else self._runner.test_loop
+        loop = self._loop(mode)
         metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
         if self._eval_losses:
             metrics.update(_parse_losses(self._eval_losses, mode))
         self.metrics[mode] = metrics
         scalars = {key: float(value) for key, value in metrics.items() if _is_scalar(value)}
         if scalars:
-            self.log_dict(scalars, sync_dist=False)
+            # Already global (gathered by torchmetrics); averaging equal values across ranks keeps them.
+            self.log_dict(scalars, sync_dist=self._runner.world_size > 1)
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
         return self._eval_step('val', batch)
@@ -105,10 +114,10 @@ class ConfigModule(pl.LightningModule):
         return self._eval_step('test', batch)
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_losses = {}
+        self._eval_epoch_start('val')
 
     def on_test_epoch_start(self) -> None:
-        self._eval_losses = {}
+        self._eval_epoch_start('test')
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end('val')

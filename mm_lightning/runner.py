@@ -20,7 +20,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.optim import OptimWrapper
-from mmengine.registry import EVALUATOR, MODELS
+from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
 from mmengine.runner.checkpoint import find_latest_checkpoint
@@ -36,6 +36,7 @@ from .config import ConfigError, ConfigLike, load_config, private_copy
 from .context import RunContext, create_context, setup_environment
 from .data import ConfigDataModule, build_dataloader
 from .hooks import HookBridge, HookList, merged_default_hooks, split_custom_hooks
+from .metrics import ConfigEvaluator, build_evaluator
 from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
 from .module import ConfigModule
 from .optim import build_optim_wrapper, route_through_lightning
@@ -276,20 +277,12 @@ class FlexibleRunner:
         """mmengine's ``build_dataloader``: dataset, sampler, batch sampler, collate, worker seeding."""
         return build_dataloader(dataloader, 'dataloader', seed, diff_rank_seed)
 
-    def build_evaluator(self, evaluator: Union[Dict, List, Evaluator]) -> Evaluator:
-        """An ``Evaluator`` from a built one, a metric dict, a list, or ``dict(metrics=...)``."""
-        if isinstance(evaluator, Evaluator):
-            return evaluator
-        with config_key('evaluator'):
-            if isinstance(evaluator, dict):
-                if 'metrics' in evaluator:
-                    evaluator = dict(evaluator)
-                    evaluator.setdefault('type', 'Evaluator')
-                    return EVALUATOR.build(evaluator)
-                return Evaluator(evaluator)
-            if isinstance(evaluator, list):
-                return Evaluator(evaluator)
-        raise ConfigError(f'evaluator: expected a dict, a list or an Evaluator, got {evaluator!r}')
+    def build_evaluator(self, evaluator: Union[Dict, List, Evaluator]) -> ConfigEvaluator:
+        """An evaluator from a built one, a metric dict, a list, or ``dict(metrics=...)``.
+
+        mmengine metrics and native torchmetrics metrics both run as ``torchmetrics.Metric``.
+        """
+        return build_evaluator(evaluator, 'evaluator')
 
     def build_train_loop(self, loop: Union[TrainLoop, Dict]) -> TrainLoop:
         if isinstance(loop, TrainLoop):
@@ -300,8 +293,8 @@ class FlexibleRunner:
     def _build_eval_loop(self, mode: str, loop_cfg: Dict, evaluator: Any) -> EvalLoop:
         parsed = parse_eval_cfg(loop_cfg, f'{mode}_cfg')
         dataloader = self.datamodule.loader(mode)
-        with config_key(f'{mode}_evaluator'):
-            evaluator = self.build_evaluator(copy.deepcopy(evaluator))
+        evaluator = build_evaluator(copy.deepcopy(evaluator), f'{mode}_evaluator')
+        self.lightning_module.add_module(f'{mode}_evaluator', evaluator)  # moved to the device with it
         return EvalLoop(self, dataloader, evaluator, **parsed)
 
     # -- hooks -------------------------------------------------------------------------------------------
