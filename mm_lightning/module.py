@@ -15,7 +15,7 @@ from mmengine.runner.loops import _parse_losses, _update_losses
 from torch.optim import Optimizer
 
 from .config import CfgOptions, ConfigLike, load_config
-from .optim import wrappers_of
+from .optim import clip_gradients, wrappers_of
 
 
 def _is_scalar(value: Any) -> bool:
@@ -76,8 +76,8 @@ class ConfigModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         wrapper = self._wrapper_of_optimizer.get(id(optimizer))
-        if wrapper is not None and wrapper.clip_grad_kwargs:
-            wrapper._clip_grad()  # after the precision plugin has unscaled gradients
+        if wrapper is not None and getattr(wrapper, 'clip_grad_kwargs', None):
+            clip_gradients(wrapper, self.trainer.strategy)  # the precision plugin has unscaled gradients
 
     # -- evaluation -------------------------------------------------------------------------
     def _loop(self, mode: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import ParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.optim import build_optim_wrapper as mm_build_optim_wrapper
 from mmengine.registry import OPTIM_WRAPPERS
@@ -108,6 +108,19 @@ class LightningRoutedOptimWrapper:
 
 
 _ROUTED_CLASSES: Dict[type, type] = {}
+
+
+def clip_gradients(wrapper: OptimWrapper, strategy: Any) -> None:
+    """The wrapper's ``clip_grad``, done as the strategy needs (after AMP unscaling).
+
+    FSDP shards gradients, so a norm must be taken over all shards by the root FSDP
+    module; elsewhere mmengine's own clipping runs unchanged (and logs ``train/grad_norm``).
+    """
+    if isinstance(strategy, FSDPStrategy) and wrapper.grad_name == 'grad_norm':
+        norm = strategy.model.clip_grad_norm_(**wrapper.clip_grad_kwargs)
+        wrapper.message_hub.update_scalar('train/grad_norm', float(norm))
+    else:
+        wrapper._clip_grad()
 
 
 def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.LightningModule) -> None:

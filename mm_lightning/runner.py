@@ -45,9 +45,8 @@ from .schedulers import build_param_schedulers
 from .strategies import init_process_group, resolve_launcher
 from .trainer import trainer_kwargs
 
-#: Keys of a config that configure what mmengine's Runner builds around the model.
-RUNNER_MODEL_KEYS = ('activation_checkpointing', 'efficient_conv_bn_eval', 'sync_bn',
-                     'init_weights_for_test_or_val')
+#: Config keys (not constructor keywords) that shape the Trainer: Runner-style wrapping and extras.
+RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer')
 
 
 class FlexibleRunner:
@@ -118,7 +117,8 @@ class FlexibleRunner:
         self._trainer_settings = dict(
             work_dir=work_dir, train_cfg=train_cfg, launcher=launcher, env_cfg=env_cfg, strategy=strategy,
             optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
-            lightning_trainer=self.cfg.get('lightning_trainer'))
+            train_dataloader=dict(batch_size=_get_batch_size(train_dataloader)) if train_dataloader else None,
+            **{key: self.cfg.get(key) for key in RUNNER_TRAINER_KEYS})
 
         launcher = resolve_launcher(launcher)
         env_cfg = dict(env_cfg or {})

@@ -15,8 +15,8 @@ from mmengine.config import Config
 from .config import ConfigLike, load_config
 from .hooks import build_lightning_callbacks
 from .loops import parse_train_cfg
-from .precision import precision_plugin
-from .strategies import accelerator_name, build_strategy, resolve_launcher, world_layout
+from .precision import precision_settings
+from .strategies import StrategyContext, accelerator_name, build_strategy, resolve_launcher, world_layout
 
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 FIXED_SETTINGS: Dict[str, Any] = dict(
@@ -50,14 +50,20 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
     launcher = resolve_launcher(cfg.get('launcher'))
     env_cfg = cfg.get('env_cfg') or {}
     accelerator = accelerator_name()
-    kwargs.update(accelerator=accelerator, **world_layout(launcher),
-                  strategy=build_strategy(cfg.get('strategy'), launcher, env_cfg))
+    context = StrategyContext(launcher=launcher, env_cfg=env_cfg, accelerator=accelerator,
+                              train_batch_size=_batch_size(cfg.get('train_dataloader')), runner_cfg=cfg)
+    strategy = build_strategy(cfg.get('strategy'), context)
+    kwargs.update(accelerator=accelerator, **world_layout(launcher), strategy=strategy)
     if env_cfg.get('cudnn_benchmark'):
         kwargs['benchmark'] = True
-    plugin = precision_plugin(cfg.get('optim_wrapper'), accelerator)
-    if plugin is not None:
-        kwargs['plugins'] = [plugin]
+    kwargs.update(precision_settings(cfg.get('optim_wrapper'), strategy, accelerator))
     kwargs['callbacks'] = build_lightning_callbacks(cfg.get('custom_hooks'))
     kwargs.update(cfg.get('lightning_trainer') or {})
     kwargs.update(overrides)
     return kwargs
+
+
+def _batch_size(dataloader: Any) -> Any:
+    if isinstance(dataloader, Mapping):
+        return dataloader.get('batch_size')
+    return getattr(dataloader, 'batch_size', None)

@@ -1,0 +1,214 @@
+"""Strategy, precision and launcher translation: the Lightning objects carry the configured settings.
+
+FSDP and DeepSpeed refuse the CPU accelerator in Lightning, so their strategy objects are
+built and inspected here; a 2-process DDP run trains for real (tests/scripts/ddp_train.py).
+"""
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+
+from mm_lightning import ConfigError, trainer_kwargs
+from mm_lightning.precision import StaticGradScaler, _grad_scaler
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TORCHRUN_ENV = dict(WORLD_SIZE='4', LOCAL_WORLD_SIZE='2', RANK='0', LOCAL_RANK='0', GROUP_RANK='0',
+                    MASTER_ADDR='127.0.0.1', MASTER_PORT='29500', TORCHELASTIC_RUN_ID='x')
+
+
+@pytest.fixture
+def torchrun(monkeypatch):
+    for key, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def _kwargs(**cfg):
+    cfg.setdefault('env_cfg', dict(dist_cfg=dict(backend='gloo')))
+    return trainer_kwargs(cfg)
+
+
+def test_single_device(torchrun):
+    with pytest.raises(ConfigError, match='SingleDeviceStrategy cannot run under launcher'):
+        _kwargs(strategy=dict(type='SingleDeviceStrategy'))
+    kwargs = _kwargs(strategy=dict(type='SingleDeviceStrategy'), launcher='none')
+    assert isinstance(kwargs['strategy'], SingleDeviceStrategy) and kwargs['devices'] == 1
+
+
+def test_ddp_model_wrapper_options(torchrun):
+    kwargs = _kwargs(strategy=dict(type='DDPStrategy', model_wrapper=dict(
+        find_unused_parameters=True, broadcast_buffers=False, static_graph=True, gradient_as_bucket_view=True)),
+        env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=120)))
+    strategy = kwargs['strategy']
+    assert isinstance(strategy, DDPStrategy) and isinstance(strategy.cluster_environment, TorchElasticEnvironment)
+    assert strategy._ddp_kwargs == dict(find_unused_parameters=True, broadcast_buffers=False, static_graph=True,
+                                        gradient_as_bucket_view=True)
+    assert strategy.process_group_backend == 'gloo' and strategy._timeout == timedelta(seconds=120)
+    assert (kwargs['devices'], kwargs['num_nodes']) == (2, 2)
+
+
+def test_runner_style_ddp_defaults_and_model_wrapper_cfg(torchrun):
+    strategy = _kwargs(find_unused_parameters=True)['strategy']
+    assert strategy._ddp_kwargs == dict(broadcast_buffers=False, find_unused_parameters=True)  # as Runner wraps
+    strategy = _kwargs(model_wrapper_cfg=dict(type='MMDistributedDataParallel', static_graph=True))['strategy']
+    assert strategy._ddp_kwargs == dict(static_graph=True)
+    strategy = _kwargs(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel', sharding_strategy='SHARD_GRAD_OP',
+                                              use_orig_params=True))['strategy']
+    assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy.name == 'SHARD_GRAD_OP'
+    with pytest.raises(ConfigError, match='model_wrapper_cfg.type: .MMSeparateDistributedDataParallel. is not'):
+        _kwargs(model_wrapper_cfg=dict(type='MMSeparateDistributedDataParallel'))
+
+
+def test_fsdp_options(torchrun):
+    from mmengine.registry import FUNCTIONS
+    from torch.distributed.fsdp import BackwardPrefetch, CPUOffload
+
+    def check_linear(module):
+        return isinstance(module, torch.nn.Linear)
+
+    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
+    FUNCTIONS.register_module(name='check_linear', module=check_linear, force=True)
+    FUNCTIONS.register_module(module=size_based_auto_wrap_policy, force=True)
+    kwargs = _kwargs(strategy=dict(
+        type='FSDPStrategy', state_dict_cfg='full',
+        model_wrapper=dict(sharding_strategy='HYBRID_SHARD', cpu_offload=True, use_orig_params=False,
+                           backward_prefetch='BACKWARD_POST',
+                           auto_wrap_policy=dict(type='size_based_auto_wrap_policy', min_num_params=1000),
+                           mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32',
+                                                buffer_dtype='bfloat16')),
+        activation_checkpointing=dict(check_fn='check_linear')))
+    strategy = kwargs['strategy']
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.sharding_strategy.name == 'HYBRID_SHARD' and strategy._state_dict_type == 'full'
+    assert strategy.cpu_offload == CPUOffload(offload_params=True)
+    assert strategy.mixed_precision.param_dtype == torch.bfloat16
+    assert strategy.mixed_precision.reduce_dtype == torch.float32
+    assert strategy.kwargs['use_orig_params'] is False
+    assert strategy.kwargs['backward_prefetch'] == BackwardPrefetch.BACKWARD_POST
+    assert strategy.kwargs['auto_wrap_policy'].keywords == dict(min_num_params=1000)
+    policy = strategy._activation_checkpointing_kwargs['auto_wrap_policy']
+    assert policy(torch.nn.Linear(2, 2), recurse=False) and not policy(torch.nn.ReLU(), recurse=False)
+    assert _kwargs(strategy=dict(type='FSDPStrategy'))['strategy']._state_dict_type == 'sharded'  # mmengine 'local'
+
+
+def test_fsdp_amp_uses_fsdp_precision_with_static_scale(torchrun, monkeypatch):
+    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
+    monkeypatch.setattr('mm_lightning.strategies.accelerator_name', lambda: 'gpu')
+    kwargs = trainer_kwargs(dict(strategy=dict(type='FSDPStrategy'),
+                                 optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=512.0,
+                                                    optimizer=dict(type='AdamW', lr=1e-3))))
+    (plugin,) = kwargs['plugins']
+    assert isinstance(plugin, FSDPPrecision) and plugin.precision == '16-mixed'
+    assert plugin.scaler.static_scale == 512.0  # (a scaler is disabled, so unscaled, without CUDA)
+    assert type(plugin.scaler).__name__ == 'StaticShardedGradScaler'
+
+
+def test_amp_optim_wrapper_precision(monkeypatch):
+    kwargs = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16',
+                                                    optimizer=dict(type='SGD', lr=0.1))))
+    (plugin,) = kwargs['plugins']
+    assert isinstance(plugin, MixedPrecision) and plugin.precision == 'bf16-mixed' and plugin.scaler is None
+    with pytest.raises(ConfigError, match='float16 needs a GPU'):
+        trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
+    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
+    plugin = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=256.0,
+                                                    optimizer=dict(type='SGD', lr=0.1))))['plugins'][0]
+    assert plugin.precision == '16-mixed' and isinstance(plugin.scaler, StaticGradScaler)
+    # loss_scale forms -> GradScaler settings (built for the CPU here, where a CUDA scaler is disabled)
+    assert type(_grad_scaler('k', 'dynamic', 'cpu')) is torch.amp.GradScaler
+    assert _grad_scaler('k', 256.0, 'cpu').get_scale() == 256.0
+    scaler = _grad_scaler('k', dict(init_scale=1024.0, growth_interval=10), 'cpu')
+    assert scaler.get_scale() == 1024.0 and scaler.get_growth_interval() == 10
+    with pytest.raises(ConfigError, match="k.loss_scale: expected 'dynamic', a number or a dict"):
+        _grad_scaler('k', 'static', 'cpu')
+
+
+def test_static_scale_stays_fixed_after_overflow():
+    scaler = StaticGradScaler(128.0, device='cpu')
+    scaler._scale = torch.tensor(128.0)
+    scaler._growth_tracker = torch.tensor(0, dtype=torch.int32)
+    scaler.update()
+    assert scaler.get_scale() == 128.0
+
+
+def test_deepspeed_config_and_precision(torchrun, tmp_path):
+    pytest.importorskip('deepspeed')
+    base = tmp_path / 'ds.json'
+    base.write_text(json.dumps(dict(zero_optimization=dict(stage=1), gradient_clipping=0.5)))
+    kwargs = _kwargs(strategy=dict(
+        type='DeepSpeedStrategy', config=str(base),
+        zero_optimization=dict(stage=3, offload_optimizer=dict(device='cpu'), offload_param=dict(device='cpu')),
+        fp16=dict(enabled=True, loss_scale=0, initial_scale_power=12), inputs_to_half=['inputs'],
+        exclude_frozen_parameters=True),
+        train_dataloader=dict(batch_size=12))
+    strategy = kwargs['strategy']
+    assert type(strategy).__name__ == 'DeepSpeedStrategy'
+    assert strategy.config['zero_optimization']['stage'] == 3 and strategy.config['gradient_clipping'] == 0.5
+    assert strategy.config['train_micro_batch_size_per_gpu'] == 12
+    assert strategy.config['gradient_accumulation_steps'] == 1 and strategy.exclude_frozen_parameters
+    assert kwargs['precision'] == '16-mixed'
+    kwargs = _kwargs(strategy=dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=2),
+                                   bf16=dict(enabled=True)))
+    assert kwargs['precision'] == 'bf16-mixed' and kwargs['strategy'].config['train_micro_batch_size_per_gpu'] == 1
+    with pytest.raises(ConfigError, match='with DeepSpeedStrategy use DeepSpeedOptimWrapper'):
+        _kwargs(strategy=dict(type='DeepSpeedStrategy'),
+                optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1)))
+
+
+def test_colossalai_and_unknown_strategies(torchrun):
+    with pytest.raises(ConfigError, match="ColossalAIStrategy is not supported.*type='FSDPStrategy'"):
+        _kwargs(strategy=dict(type='ColossalAIStrategy'))
+    with pytest.raises(ConfigError, match="strategy.type: 'Megatron' is not supported"):
+        _kwargs(strategy=dict(type='Megatron'))
+    with pytest.raises(ConfigError, match=r"strategy: unsupported options \['bucket'\]"):
+        _kwargs(strategy=dict(type='DDPStrategy', bucket=1))
+
+
+def test_lightning_names_are_accepted(torchrun):
+    assert _kwargs(strategy='ddp')['strategy'] == 'ddp'
+    strategy = _kwargs(strategy=dict(type='lightning.pytorch.strategies.FSDPStrategy',
+                                     sharding_strategy='NO_SHARD'))['strategy']
+    assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy.name == 'NO_SHARD'
+    assert isinstance(strategy.cluster_environment, TorchElasticEnvironment)
+
+
+def test_slurm_launcher(monkeypatch):
+    for key, value in dict(SLURM_NTASKS='8', SLURM_NNODES='2', SLURM_NTASKS_PER_NODE='4', SLURM_PROCID='0',
+                           SLURM_LOCALID='0', SLURM_NODEID='0', SLURM_JOB_ID='1', SLURM_JOB_NAME='train',
+                           SLURM_NODELIST='node[1-2]').items():
+        monkeypatch.setenv(key, value)
+    kwargs = _kwargs(launcher='slurm')
+    assert isinstance(kwargs['strategy'].cluster_environment, SLURMEnvironment)
+    assert (kwargs['devices'], kwargs['num_nodes']) == (4, 2)
+
+
+def test_two_process_ddp_training_equals_one_process(tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+    env = dict(os.environ, PYTHONPATH=HERE, OMP_NUM_THREADS='1')
+    script = os.path.join(HERE, 'scripts', 'ddp_train.py')
+    single = subprocess.run([sys.executable, script, str(tmp_path / 'single'), '1'], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    result = subprocess.run([torchrun, '--nproc_per_node=2', '--master_port=29532', script,
+                             str(tmp_path / 'ddp'), '2'], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = torch.load(tmp_path / 'single' / 'final.pt', weights_only=True)
+    two = torch.load(tmp_path / 'ddp' / 'final.pt', weights_only=True)
+    initial = torch.load(tmp_path / 'single' / 'initial.pt', weights_only=True)
+    assert max((one[k] - initial[k]).abs().max() for k in one) > 1e-2  # it trained
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=0)
+    with open(tmp_path / 'ddp' / 'rank1_writes.json') as f:
+        assert json.load(f) == []  # rank 1 wrote nothing into the work_dir
+    logs = [f for f in os.listdir(tmp_path / 'ddp' / 'work') if os.path.isdir(tmp_path / 'ddp' / 'work' / f)]
+    (log_dir,) = logs
+    with open(tmp_path / 'ddp' / 'work' / log_dir / f'{log_dir}.log') as f:
+        log = f.read()
+    assert 'GPU number: 2' in log and 'Distributed training: True' in log
+    assert os.path.isfile(tmp_path / 'ddp' / 'work' / 'epoch_2.pth')
