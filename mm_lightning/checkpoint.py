@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 import time
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import mmengine
@@ -19,13 +21,16 @@ import numpy as np
 import torch
 from mmengine.fileio import FileClient, join_path
 from mmengine.logging import HistoryBuffer
-from mmengine.optim import OptimWrapper
+from lightning.pytorch.strategies import FSDPStrategy
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import (_load_checkpoint, _load_checkpoint_to_model, save_checkpoint,
                                         weights_to_cpu)
 from mmengine.utils import apply_to, get_git_hash
 
 from .config import ConfigError
 
+#: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
+MODULE_PREFIX = 'model.'
 HISTORY_BUFFER_TAG = '__history_buffer__'
 NDARRAY_TAG = '__ndarray__'
 
@@ -87,8 +92,63 @@ def convert_checkpoint(src: str, dst: str) -> None:
     torch.save(to_safe(checkpoint), dst)
 
 
+def _strategy(runner: Any) -> Any:
+    trainer = runner.lightning_module._trainer or runner._trainer
+    return trainer.strategy if trainer is not None else None
+
+
+def gathers_state(runner: Any) -> bool:
+    """Whether saving needs every rank: FSDP keeps model and optimizer state sharded."""
+    return isinstance(_strategy(runner), FSDPStrategy)
+
+
+def writes_parts(runner: Any) -> bool:
+    """Whether each rank writes its own part (FSDP ``state_dict_cfg='local'``/sharded, as mmengine)."""
+    strategy = _strategy(runner)
+    return isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == 'sharded'
+
+
+def _check_supported(runner: Any, action: str) -> None:
+    strategy = _strategy(runner)
+    if type(strategy).__name__ == 'DeepSpeedStrategy' and (action != 'save' or strategy.zero_stage_3):
+        raise ConfigError(f'strategy: mmengine-format checkpoints cannot {action} DeepSpeed '
+                          f'{"ZeRO-3 partitioned " if strategy.zero_stage_3 else ""}state here; '
+                          "use Lightning's ModelCheckpoint (DeepSpeed's own checkpoint format)")
+    if action != 'save' and writes_parts(runner):
+        raise ConfigError("strategy.state_dict_cfg: loading sharded FSDP checkpoints is not supported; "
+                          "save with state_dict_cfg='full'")
+
+
+def model_state_dict(runner: Any) -> dict:
+    """The mmengine model's weights (bare keys); gathered through Lightning under FSDP."""
+    strategy = _strategy(runner)
+    if not isinstance(strategy, FSDPStrategy):
+        return runner.model.state_dict()
+    state = strategy.lightning_module_state_dict()  # a collective: every rank calls it
+    return OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in state.items()
+                       if key.startswith(MODULE_PREFIX))
+
+
+def optimizer_state_dict(runner: Any) -> dict:
+    """``optim_wrapper.state_dict()``; gathered through Lightning under FSDP."""
+    strategy = _strategy(runner)
+    if not isinstance(strategy, FSDPStrategy):
+        return runner.optim_wrapper.state_dict()
+    from .optim import wrappers_of
+    states = []
+    for wrapper in wrappers_of(runner.optim_wrapper):
+        state = dict(strategy.optimizer_state(wrapper.optimizer))
+        if wrapper.base_param_settings is not None:
+            state['base_param_settings'] = wrapper.base_param_settings
+        states.append(state)
+    if isinstance(runner.optim_wrapper, OptimWrapperDict):
+        return dict(zip(runner.optim_wrapper.keys(), states))
+    return states[0]
+
+
 def build_checkpoint(runner: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool) -> dict:
-    """The dict mmengine's ``Runner.save_checkpoint`` writes, in safe form."""
+    """The dict mmengine's ``Runner.save_checkpoint`` writes."""
+    _check_supported(runner, 'save')
     meta.update(cfg=runner.cfg.pretty_text, seed=runner.seed, experiment_name=runner.experiment_name,
                 time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
                 mmengine_version=mmengine.__version__ + get_git_hash())
@@ -96,14 +156,14 @@ def build_checkpoint(runner: Any, meta: dict, save_optimizer: bool, save_param_s
         meta.update(dataset_meta=runner.train_dataloader.dataset.metainfo)
     checkpoint: Dict[str, Any] = {
         'meta': meta,
-        'state_dict': weights_to_cpu(runner.model.state_dict()),
+        'state_dict': weights_to_cpu(model_state_dict(runner)),
         'message_hub': apply_to(runner.message_hub.state_dict(), lambda x: hasattr(x, 'cpu'), lambda x: x.cpu()),
     }
     if save_optimizer:
         if not isinstance(runner.optim_wrapper, OptimWrapper):
             raise TypeError(f'runner.optim_wrapper should be an OptimWrapper or OptimWrapperDict, '
                             f'got {runner.optim_wrapper!r}')
-        checkpoint['optimizer'] = apply_to(runner.optim_wrapper.state_dict(), lambda x: hasattr(x, 'cpu'),
+        checkpoint['optimizer'] = apply_to(optimizer_state_dict(runner), lambda x: hasattr(x, 'cpu'),
                                            lambda x: x.cpu())
         scaler = runner.grad_scaler
         if scaler is not None:  # where AmpOptimWrapper keeps it
@@ -138,8 +198,35 @@ def write_checkpoint(checkpoint: dict, filepath: str, file_client_args: Optional
                     backend_args=backend_args)
 
 
-def load_into_model(model: torch.nn.Module, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
-    return _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=revise_keys)
+def load_into_model(runner: Any, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
+    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP."""
+    _check_supported(runner, 'load')
+    strategy = _strategy(runner)
+    if not isinstance(strategy, FSDPStrategy):
+        return _load_checkpoint_to_model(runner.model, checkpoint, strict, revise_keys=revise_keys)
+    state = checkpoint.get('state_dict', checkpoint)
+    for pattern, replacement in revise_keys:
+        state = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in state.items())
+    strategy.load_model_state_dict({'state_dict': {MODULE_PREFIX + k: v for k, v in state.items()}}, strict=strict)
+    return checkpoint
+
+
+def load_optimizer_state(runner: Any, state: dict) -> None:
+    """``optim_wrapper.load_state_dict``; scattered through Lightning under FSDP."""
+    strategy = _strategy(runner)
+    if not isinstance(strategy, FSDPStrategy):
+        runner.optim_wrapper.load_state_dict(state)
+        return
+    from .optim import wrappers_of
+    wrappers = wrappers_of(runner.optim_wrapper)
+    states = [state[name] for name in runner.optim_wrapper.keys()] \
+        if isinstance(runner.optim_wrapper, OptimWrapperDict) else [state]
+    states = [dict(s) for s in states]
+    for wrapper, wrapper_state in zip(wrappers, states):
+        settings = wrapper_state.pop('base_param_settings', None)
+        if settings is not None:
+            wrapper.base_param_settings = settings
+    strategy.load_optimizer_state_dict({'optimizer_states': states})
 
 
 def restore_training_state(runner: Any, checkpoint: dict, resume_optimizer: bool,
@@ -170,7 +257,7 @@ def restore_training_state(runner: Any, checkpoint: dict, resume_optimizer: bool
     if 'optimizer' in checkpoint and resume_optimizer:
         state = dict(checkpoint['optimizer'])
         scaler_state = state.pop('loss_scaler', None)
-        runner.optim_wrapper.load_state_dict(state)
+        load_optimizer_state(runner, state)
         if scaler_state is not None and runner.grad_scaler is not None:
             runner.grad_scaler.load_state_dict(scaler_state)
     if resume_param_scheduler and runner.param_schedulers is None:

@@ -8,6 +8,7 @@ loops, hooks, checkpoint, trainer); Lightning runs them. The facade is also the
 from __future__ import annotations
 
 import copy
+import os
 import os.path as osp
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -444,7 +445,7 @@ class FlexibleRunner:
         """Load model weights from an mmengine-format file; calls ``after_load_checkpoint``."""
         checkpoint = ckpt.read_checkpoint(filename, map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        checkpoint = ckpt.load_into_model(self.model, checkpoint, strict, revise_keys)
+        checkpoint = ckpt.load_into_model(self, checkpoint, strict, revise_keys)
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
@@ -460,12 +461,18 @@ class FlexibleRunner:
         self._has_loaded = True
         self.logger.info(f'resumed epoch: {self.epoch}, iter: {self.iter}')
 
-    @master_only
     def save_checkpoint(self, out_dir: str, filename: str, file_client_args: Optional[dict] = None,
                         save_optimizer: bool = True, save_param_scheduler: bool = True,
                         meta: Optional[dict] = None, by_epoch: bool = True,
                         backend_args: Optional[dict] = None) -> None:
-        """Write an mmengine-format checkpoint (``CheckpointHook`` calls this)."""
+        """Write an mmengine-format checkpoint (``CheckpointHook`` calls this).
+
+        Rank 0 writes, as under mmengine; every rank takes part where the strategy must
+        gather sharded state, and each writes its part of a sharded FSDP checkpoint.
+        """
+        writes_parts = ckpt.writes_parts(self)
+        if self.rank != 0 and not (writes_parts or ckpt.gathers_state(self)):
+            return
         if meta is None:
             meta = {}
         elif not isinstance(meta, dict):
@@ -478,6 +485,11 @@ class FlexibleRunner:
             meta.setdefault('iter', self.iter + 1)
         filepath = ckpt.checkpoint_path(out_dir, filename, file_client_args, backend_args)
         checkpoint = ckpt.build_checkpoint(self, meta, save_optimizer, save_param_scheduler)
+        if writes_parts:  # mmengine's layout: <filename>/rank<r>.pth
+            os.makedirs(filepath, exist_ok=True)
+            filepath = osp.join(filepath, f'rank{self.rank}.pth')
+        elif self.rank != 0:
+            return
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         ckpt.write_checkpoint(checkpoint, filepath, file_client_args=file_client_args, backend_args=backend_args)
 
