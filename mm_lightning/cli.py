@@ -1,6 +1,7 @@
 """The ``mm-lightning`` command line (also ``python -m mm_lightning``).
 
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
+``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
 ``mm-lightning convert-checkpoint SRC DST`` (an mmengine file, made loadable with ``weights_only=True``)
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
     train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                        help='override config entries, e.g. train_cfg.max_epochs=2')
+    _add_distribution_options(train)
 
     test = commands.add_parser('test', help='evaluate a checkpoint on the test set')
     test.add_argument('config', help='config file (.py, .json, .yaml)')
@@ -39,12 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument('--work-dir', help='where logs go')
     test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                       help='override config entries')
+    _add_distribution_options(test)
 
     convert = commands.add_parser('convert-checkpoint',
                                   help='rewrite a trusted mmengine checkpoint so it loads with weights_only=True')
     convert.add_argument('src', help='checkpoint written by mmengine (unpickled in full: trust it)')
     convert.add_argument('dst', help='where to write the converted checkpoint')
     return parser
+
+
+def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='how processes were started (default: inferred from the environment)')
+    parser.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
+    parser.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
 
 
 def _default_work_dir(cfg: Config, config_path: str) -> str:
@@ -58,6 +68,11 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = _default_work_dir(cfg, args.config)
+    if args.launcher is not None:
+        cfg.launcher = args.launcher
+    for option, key in ((args.devices, 'devices'), (args.num_nodes, 'num_nodes')):
+        if option is not None:
+            cfg.lightning_trainer = dict(cfg.get('lightning_trainer') or {}, **{key: option})
     if args.command == 'train':
         if args.amp:
             optim_wrapper = cfg.get('optim_wrapper')

@@ -39,3 +39,12 @@ def test_python_dash_m_entry_point(tmp_path):
                             capture_output=True, text=True, cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=os.path.dirname(CONFIG) + '/..'))
     assert result.returncode == 2 and "checkpoint file not found: 'missing.pth'" in result.stderr
+
+
+def test_distribution_options_reach_the_config():
+    from mm_lightning.cli import _parser, build_config
+    args = _parser().parse_args(['train', CONFIG, '--launcher', 'none', '--devices', '1', '--num-nodes', '1',
+                                 '--cfg-options', 'lightning_trainer.enable_progress_bar=True'])
+    cfg = build_config(args)
+    assert cfg.launcher == 'none'
+    assert cfg.lightning_trainer == dict(enable_progress_bar=True, devices=1, num_nodes=1)

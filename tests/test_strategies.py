@@ -211,4 +211,21 @@ def test_two_process_ddp_training_equals_one_process(tmp_path):
     with open(tmp_path / 'ddp' / 'work' / log_dir / f'{log_dir}.log') as f:
         log = f.read()
     assert 'GPU number: 2' in log and 'Distributed training: True' in log
+    assert 'the current batch size is 8. Scaling the original LR by 2.0' in log  # auto_scale_lr, real world size
     assert os.path.isfile(tmp_path / 'ddp' / 'work' / 'epoch_2.pth')
+
+
+def test_deepspeed_extra_missing_says_how_to_install(torchrun, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'deepspeed', None)
+    with pytest.raises(ConfigError, match=r'pip install "mm_lightning\[deepspeed\]"'):
+        _kwargs(strategy=dict(type='DeepSpeedStrategy'))
+
+
+def test_diff_rank_seed_gives_each_rank_its_own_seed(tmp_path, monkeypatch):
+    from mm_lightning import FlexibleRunner
+    monkeypatch.setattr('mmengine.runner.utils.get_rank', lambda: 3)
+    runner = FlexibleRunner(model=dict(type='ToyClassifier'), work_dir=str(tmp_path),
+                            experiment_name=f'rankseed_{tmp_path.name}',
+                            randomness=dict(seed=10, diff_rank_seed=True))
+    assert runner.seed == 13  # seed + rank, as mmengine
+    assert runner.datamodule.diff_rank_seed is True

@@ -45,6 +45,7 @@ cfg = dict(
     launcher='pytorch' if processes > 1 else 'none',
     env_cfg=dict(dist_cfg=dict(backend='gloo')),
     randomness=dict(seed=21),
+    auto_scale_lr=dict(enable=True, base_batch_size=4),  # real batch is 8 either way: LR x2
 )
 runner = FlexibleRunner.from_cfg(cfg)
 initial = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
