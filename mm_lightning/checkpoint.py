@@ -14,17 +14,16 @@ import re
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import mmengine
 import numpy as np
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.logging import HistoryBuffer
-from lightning.pytorch.strategies import FSDPStrategy
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import (_load_checkpoint, _load_checkpoint_to_model, save_checkpoint,
-                                        weights_to_cpu)
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model, save_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 
 from .config import ConfigError

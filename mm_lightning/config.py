@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Union
 
 from mmengine.config import Config, DictAction
 from mmengine.utils import import_modules_from_strings

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
+from lightning.pytorch.loggers import Logger
 from mmengine.config import Config
 from mmengine.dist import broadcast, get_dist_info
 from mmengine.logging import MessageHub, MMLogger
@@ -21,7 +22,6 @@ from mmengine.runner import LogProcessor
 from mmengine.runner.utils import set_random_seed
 from mmengine.utils import mkdir_or_exist
 from mmengine.utils.dl_utils import collect_env, set_multi_processing
-from lightning.pytorch.loggers import Logger
 from mmengine.visualization import Visualizer
 
 from .config import ConfigError

@@ -19,7 +19,8 @@ from mmengine.dist import broadcast, master_only
 from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
-from mmengine.model import BaseModel, is_model_wrapper, revert_sync_batchnorm
+from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
@@ -27,7 +28,6 @@ from mmengine.runner.activation_checkpointing import turn_on_activation_checkpoi
 from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmengine.runner.priority import Priority
 from mmengine.runner.utils import _get_batch_size, set_random_seed
-from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.visualization import Visualizer
 from torch import nn
 from torch.utils.data import DataLoader
@@ -37,8 +37,8 @@ from .config import ConfigError, ConfigLike, load_config, private_copy
 from .context import RunContext, create_context, setup_environment
 from .data import ConfigDataModule, build_dataloader
 from .hooks import HookBridge, HookList, merged_default_hooks, split_custom_hooks
-from .metrics import ConfigEvaluator, build_evaluator
 from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
+from .metrics import ConfigEvaluator, build_evaluator
 from .module import ConfigModule
 from .optim import build_optim_wrapper, route_through_lightning
 from .registry import build, config_key

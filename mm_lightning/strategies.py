@@ -24,8 +24,13 @@ from functools import partial
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
-from lightning.fabric.plugins.environments import (ClusterEnvironment, LightningEnvironment, MPIEnvironment,
-                                                   SLURMEnvironment, TorchElasticEnvironment)
+from lightning.fabric.plugins.environments import (
+    ClusterEnvironment,
+    LightningEnvironment,
+    MPIEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from lightning.fabric.utilities.distributed import _init_dist_connection
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from mmengine.dist import infer_launcher
@@ -248,8 +253,8 @@ def deepspeed_precision(config: Mapping[str, Any]) -> Optional[str]:
 
 def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
     try:
-        from lightning.pytorch.strategies import DeepSpeedStrategy
         import deepspeed  # noqa: F401
+        from lightning.pytorch.strategies import DeepSpeedStrategy
     except ImportError as err:
         raise ConfigError('strategy.type: DeepSpeedStrategy needs the deepspeed package: '
                           'pip install "mm_lightning[deepspeed]"') from err

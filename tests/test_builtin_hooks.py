@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
+from conftest import data
 from mmengine.runner import Runner
 
-from conftest import data
 from mm_lightning import FlexibleRunner
 from mm_lightning.checkpoint import convert_checkpoint, from_safe
 

@@ -3,14 +3,14 @@ import copy
 
 import pytest
 import torch
+from conftest import data
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
+from parity import ParityRecorder
 
-from conftest import data
 from mm_lightning import FlexibleRunner
 from mm_lightning.checkpoint import UnsafeCheckpointError, convert_checkpoint, from_safe, to_safe
 from mm_lightning.cli import main
-from parity import ParityRecorder
 
 CFG = dict(
     model=dict(type='ToyClassifier', batch_norm=True),

@@ -3,11 +3,10 @@ import os
 import subprocess
 import sys
 
-import torch
 from mmengine.runner.checkpoint import load_checkpoint
+from toy import ToyClassifier
 
 from mm_lightning.cli import main
-from toy import ToyClassifier
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'scoped.py')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

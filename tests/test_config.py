@@ -3,10 +3,10 @@ import os
 
 import pytest
 import torch
+from conftest import data
 from mmengine.config import Config
 from mmengine.runner.checkpoint import load_checkpoint
 
-from conftest import data
 from mm_lightning import ConfigError, FlexibleRunner, load_config
 from mm_lightning.config import parse_cfg_options
 

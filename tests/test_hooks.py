@@ -2,9 +2,9 @@
 import copy
 
 import pytest
+from conftest import data
 from mmengine.runner import Runner
 
-from conftest import data
 from mm_lightning import FlexibleRunner
 
 EVAL = dict(val_dataloader=data(size=10, seed=1, shuffle=False, batch_size=4),

@@ -4,9 +4,9 @@ import os
 import struct
 
 import pytest
+from conftest import data
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from conftest import data
 from mm_lightning import ConfigError, FlexibleRunner
 
 event_pb2 = pytest.importorskip('tensorboardX.proto.event_pb2')

@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 import torchmetrics
+from conftest import data
 from mmengine.evaluator import Evaluator
 from mmengine.runner import Runner
+from toy import ToyAccuracy
 
-from conftest import data
 from mm_lightning import ConfigError, FlexibleRunner
 from mm_lightning.metrics import BaseMetricAdapter, TorchMetricAdapter
-from toy import ToyAccuracy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VAL = data(size=13, seed=1, shuffle=False, batch_size=4)

@@ -4,13 +4,13 @@ import copy
 import lightning as L
 import pytest
 import torch
+from conftest import data
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
-
-from conftest import data
-from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
-from parity import ParityRecorder, run
 from mmengine.runner import Runner
+from parity import ParityRecorder, run
+
+from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
 
 CFG = dict(
     model=dict(type='ToyClassifier', batch_norm=True),

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.hooks import Hook
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -63,7 +63,7 @@ class ToyClassifier(BaseModel):
         if mode == 'predict':
             label = torch.stack(label) if isinstance(label, (list, tuple)) else label
             index = torch.as_tensor(index) if isinstance(index, (list, tuple)) else index
-            return [dict(pred=p, label=l, index=int(i)) for p, l, i in zip(logits.argmax(-1), label, index)]
+            return [dict(pred=p, label=t, index=int(i)) for p, t, i in zip(logits.argmax(-1), label, index)]
         return logits
 
 

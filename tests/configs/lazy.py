@@ -1,7 +1,6 @@
 # A pure-Python (lazy import) config: types are the classes themselves.
 from mmengine.dataset import DefaultSampler
 from torch.optim import SGD
-
 from toy import BlobDataset, ToyClassifier
 
 model = dict(type=ToyClassifier)

@@ -14,8 +14,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-
 import toy  # noqa: E402,F401
+
 from mm_lightning import FlexibleRunner  # noqa: E402
 
 out, processes = sys.argv[1], int(sys.argv[2])
