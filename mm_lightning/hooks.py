@@ -23,7 +23,6 @@ on_train_end / on_fit_end     after_train / after_run
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import lightning.pytorch as pl
@@ -32,11 +31,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner.priority import Priority, get_priority
-from mmengine.utils import get_object_from_string
 
 from .config import ConfigError
 from .loops import schedule_validation
-from .registry import build
+from .registry import build, names_subclass_of, resolve_type
 
 #: mmengine's default hooks; a config's ``default_hooks`` entries replace (or, as None, remove) them.
 DEFAULT_HOOKS: Dict[str, dict] = dict(
@@ -62,23 +60,9 @@ def merged_default_hooks(default_hooks: Optional[Mapping[str, Any]]) -> Dict[str
     return hooks
 
 
-def _resolve_type(obj_type: Any) -> Any:
-    if isinstance(obj_type, str) and '.' in obj_type:
-        try:
-            return get_object_from_string(obj_type)
-        except Exception:
-            return None
-    return obj_type
-
-
 def is_lightning_callback(entry: Any) -> bool:
     """A ``custom_hooks`` entry naming a Lightning ``Callback`` (instance, class or dotted name)."""
-    if isinstance(entry, Callback):
-        return True
-    if isinstance(entry, Mapping) and 'type' in entry:
-        obj_type = _resolve_type(entry['type'])
-        return inspect.isclass(obj_type) and issubclass(obj_type, Callback)
-    return False
+    return names_subclass_of(entry, Callback)
 
 
 def split_custom_hooks(custom_hooks: Optional[Sequence[Any]]) -> Tuple[List[HookSpec], List[Any]]:
@@ -100,7 +84,7 @@ def build_lightning_callbacks(custom_hooks: Optional[Sequence[Any]]) -> List[Cal
         if 'priority' in kwargs:
             raise ConfigError(f'custom_hooks: {entry["type"]!r} is a Lightning callback; `priority` orders '
                               'mmengine hooks only (Lightning callbacks run in their list order)')
-        callbacks.append(_resolve_type(kwargs.pop('type'))(**kwargs))
+        callbacks.append(resolve_type(kwargs.pop('type'))(**kwargs))
     return callbacks
 
 

@@ -18,6 +18,7 @@ from mmengine.config import Config
 from mmengine.visualization.vis_backend import BaseVisBackend
 
 from .config import ConfigError
+from .registry import type_name
 
 
 def _tensorboard(save_dir: str, options: Dict[str, Any], key: str) -> Logger:
@@ -85,7 +86,7 @@ def route_vis_backends(visualizer: Any, save_dir: str) -> Tuple[Any, List[Logger
     routed: List[Any] = []
     backend_dir = osp.join(visualizer.get('save_dir') or save_dir, 'vis_data')
     for index, backend in enumerate(backends):
-        name = _type_name(backend.get('type')) if isinstance(backend, Mapping) else None
+        name = type_name(backend.get('type')) if isinstance(backend, Mapping) else None
         if name not in VIS_BACKEND_LOGGERS:
             routed.append(backend)
             continue
@@ -97,11 +98,6 @@ def route_vis_backends(visualizer: Any, save_dir: str) -> Tuple[Any, List[Logger
     visualizer['vis_backends'] = routed
     return visualizer, loggers
 
-
-def _type_name(obj_type: Any) -> Optional[str]:
-    if isinstance(obj_type, str):
-        return obj_type.rsplit('.', 1)[-1]
-    return getattr(obj_type, '__name__', None)
 
 
 __all__: Sequence[str] = ['LightningLoggerVisBackend', 'route_vis_backends', 'VIS_BACKEND_LOGGERS']

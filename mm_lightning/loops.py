@@ -18,6 +18,7 @@ from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
 
 from .config import ConfigError
+from .registry import type_name
 
 #: Loop types mmengine configs may name; anything else runs its own iteration.
 TRAIN_LOOP_TYPES = {'EpochBasedTrainLoop': True, 'IterBasedTrainLoop': False}
@@ -38,7 +39,7 @@ def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
         raise ConfigError('train_cfg: only one of `type` or `by_epoch` can be set')
     if 'type' in cfg:
         loop_type = cfg.pop('type')
-        name = loop_type if isinstance(loop_type, str) else getattr(loop_type, '__name__', repr(loop_type))
+        name = type_name(loop_type)
         if name not in TRAIN_LOOP_TYPES:
             raise ConfigError(
                 f'train_cfg.type: {name!r} is a custom training loop; mm_lightning runs training with '
@@ -74,7 +75,7 @@ def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
     allowed_types = VAL_LOOP_TYPES if key == 'val_cfg' else TEST_LOOP_TYPES
     if 'type' in cfg:
         loop_type = cfg.pop('type')
-        name = loop_type if isinstance(loop_type, str) else getattr(loop_type, '__name__', repr(loop_type))
+        name = type_name(loop_type)
         if name not in allowed_types:
             raise ConfigError(f'{key}.type: {name!r} is a custom loop; mm_lightning runs evaluation with '
                               f"Lightning's loop and supports {allowed_types[0]} only.")

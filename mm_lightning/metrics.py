@@ -12,7 +12,6 @@ take their ``preds``/``target`` from the model's outputs (see :class:`TorchMetri
 """
 from __future__ import annotations
 
-import inspect
 import pickle
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -24,11 +23,10 @@ from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.evaluator.metric import _to_cpu
 from mmengine.registry import METRICS
 from mmengine.structures import BaseDataElement
-from mmengine.utils import get_object_from_string
 from torch import nn
 
 from .config import ConfigError
-from .registry import build
+from .registry import build, names_subclass_of, resolve_type
 
 #: Where a native torchmetrics metric finds its inputs in each output, in search order.
 DEFAULT_INPUT_KEYS: Dict[str, Tuple[str, ...]] = {
@@ -46,9 +44,9 @@ def _rank_and_world() -> Tuple[int, int]:
 class _PositionTracker:
     """Global sample positions of this rank in a padded round-robin sampler layout."""
 
-    def __init__(self) -> None:
+    def __init__(self, dataset_size: Optional[int] = None) -> None:
         self.seen = 0
-        self.dataset_size: Optional[int] = None
+        self.dataset_size = dataset_size
 
     def next_positions(self, count: int) -> torch.Tensor:
         rank, world = _rank_and_world()
@@ -63,20 +61,14 @@ class _PositionTracker:
         return positions < self.dataset_size
 
 
-class BaseMetricAdapter(torchmetrics.Metric):
-    """An mmengine ``BaseMetric`` whose ``results`` are torchmetrics state."""
+class _EvaluationMetric(torchmetrics.Metric):
+    """One metric of an evaluation over a known number of samples (padding recognised)."""
 
     full_state_update = False
 
-    def __init__(self, metric: BaseMetric) -> None:
-        super().__init__(sync_on_compute=True, compute_with_cache=False)
-        if metric.collect_device not in ('cpu', 'gpu'):
-            raise ConfigError(f'{type(metric).__name__}.collect_device: expected cpu or gpu, '
-                              f'got {metric.collect_device!r}')
+    def __init__(self, metric: Any, **kwargs: Any) -> None:
+        super().__init__(compute_with_cache=False, **kwargs)
         self.metric = metric
-        self.add_state('encoded', default=[], dist_reduce_fx='cat')
-        self.add_state('lengths', default=[], dist_reduce_fx='cat')
-        self.add_state('positions', default=[], dist_reduce_fx='cat')
         self._tracker = _PositionTracker()
 
     @property
@@ -84,9 +76,25 @@ class BaseMetricAdapter(torchmetrics.Metric):
         return type(self.metric).__name__
 
     def start(self, dataset_size: int) -> None:
+        """Begin an evaluation of ``dataset_size`` samples."""
         self.reset()
-        self._tracker = _PositionTracker()
-        self._tracker.dataset_size = dataset_size
+        self._tracker = _PositionTracker(dataset_size)
+
+
+class BaseMetricAdapter(_EvaluationMetric):
+    """An mmengine ``BaseMetric`` whose ``results`` are torchmetrics state."""
+
+    def __init__(self, metric: BaseMetric) -> None:
+        if metric.collect_device not in ('cpu', 'gpu'):
+            raise ConfigError(f'{type(metric).__name__}.collect_device: expected cpu or gpu, '
+                              f'got {metric.collect_device!r}')
+        super().__init__(metric, sync_on_compute=True)
+        self.add_state('encoded', default=[], dist_reduce_fx='cat')
+        self.add_state('lengths', default=[], dist_reduce_fx='cat')
+        self.add_state('positions', default=[], dist_reduce_fx='cat')
+
+    def start(self, dataset_size: int) -> None:
+        super().start(dataset_size)
         # Typed empty entries: a rank left with no sample still gathers tensors of the right dtype.
         self.encoded.append(torch.empty(0, dtype=torch.uint8, device=self.device))
         self.lengths.append(torch.empty(0, dtype=torch.long, device=self.device))
@@ -131,7 +139,7 @@ class BaseMetricAdapter(torchmetrics.Metric):
         return results[0]
 
 
-class TorchMetricAdapter(torchmetrics.Metric):
+class TorchMetricAdapter(_EvaluationMetric):
     """A native torchmetrics metric fed from model outputs and data samples.
 
     ``input_keys=dict(preds=..., target=...)`` names the fields to read; by default the
@@ -142,30 +150,20 @@ class TorchMetricAdapter(torchmetrics.Metric):
     is prepended as mmengine does.
     """
 
-    full_state_update = False
-
     def __init__(self, metric: torchmetrics.Metric, name: Optional[str] = None, prefix: Optional[str] = None,
                  input_keys: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(compute_with_cache=False)
         unknown = set(input_keys or {}) - set(DEFAULT_INPUT_KEYS)
         if unknown:
             raise ConfigError(f'input_keys: unknown entries {sorted(unknown)}; use preds and target')
-        self.metric = metric
+        super().__init__(metric)
         self.result_name = name or type(metric).__name__
         self.prefix = prefix
         self.input_keys = dict(input_keys or {})
         self.dataset_meta: Optional[dict] = None
-        self._tracker = _PositionTracker()
-
-    @property
-    def name(self) -> str:
-        return type(self.metric).__name__
 
     def start(self, dataset_size: int) -> None:
-        self.reset()
+        super().start(dataset_size)
         self.metric.reset()
-        self._tracker = _PositionTracker()
-        self._tracker.dataset_size = dataset_size
 
     def update(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         preds, target = self._inputs(data_batch, data_samples)
@@ -268,24 +266,6 @@ class ConfigEvaluator(nn.Module):
         return results
 
 
-def _resolve(obj_type: Any) -> Any:
-    if isinstance(obj_type, str) and '.' in obj_type:
-        try:
-            return get_object_from_string(obj_type)
-        except Exception:
-            return None
-    return obj_type
-
-
-def _is_torchmetric(entry: Any) -> bool:
-    if isinstance(entry, torchmetrics.Metric):
-        return True
-    if isinstance(entry, Mapping):
-        cls = _resolve(entry.get('type'))
-        return inspect.isclass(cls) and issubclass(cls, torchmetrics.Metric)
-    return False
-
-
 def _build_metric(entry: Any, key: str) -> torchmetrics.Metric:
     if isinstance(entry, (BaseMetricAdapter, TorchMetricAdapter)):
         return entry
@@ -295,9 +275,9 @@ def _build_metric(entry: Any, key: str) -> torchmetrics.Metric:
         return TorchMetricAdapter(entry)
     if not isinstance(entry, Mapping):
         raise ConfigError(f'{key}: expected a metric config dict or a metric, got {entry!r}')
-    if _is_torchmetric(entry):
+    if names_subclass_of(entry, torchmetrics.Metric):
         kwargs = dict(entry)
-        cls = _resolve(kwargs.pop('type'))
+        cls = resolve_type(kwargs.pop('type'))
         adapter = {name: kwargs.pop(name) for name in ('name', 'prefix', 'input_keys') if name in kwargs}
         try:
             metric = cls(**kwargs)

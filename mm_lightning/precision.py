@@ -15,6 +15,7 @@ from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 
 from .config import ConfigError
+from .registry import type_name
 
 AMP_WRAPPER = 'AmpOptimWrapper'
 #: Keys of AmpOptimWrapper that the precision plugin takes over.
@@ -59,11 +60,11 @@ def amp_settings(optim_wrapper_cfg: Any) -> List[Tuple[str, Mapping[str, Any]]]:
     found: List[Tuple[str, Mapping[str, Any]]] = []
     if not isinstance(optim_wrapper_cfg, Mapping):
         return found
-    if _type_name(optim_wrapper_cfg.get('type')) == AMP_WRAPPER:
+    if type_name(optim_wrapper_cfg.get('type')) == AMP_WRAPPER:
         found.append(('optim_wrapper', optim_wrapper_cfg))
     if 'optimizer' not in optim_wrapper_cfg:  # several optimizers, one entry each
         for name, entry in optim_wrapper_cfg.items():
-            if isinstance(entry, Mapping) and _type_name(entry.get('type')) == AMP_WRAPPER:
+            if isinstance(entry, Mapping) and type_name(entry.get('type')) == AMP_WRAPPER:
                 found.append((f'optim_wrapper.{name}', entry))
     return found
 
@@ -73,11 +74,11 @@ def strip_amp(optim_wrapper_cfg: Any) -> Any:
     if not amp_settings(optim_wrapper_cfg):
         return optim_wrapper_cfg
     cfg = dict(optim_wrapper_cfg)
-    if _type_name(cfg.get('type')) == AMP_WRAPPER:
+    if type_name(cfg.get('type')) == AMP_WRAPPER:
         cfg = _as_plain(cfg)
     if 'optimizer' not in cfg:
         cfg = {name: _as_plain(entry) if isinstance(entry, Mapping)
-               and _type_name(entry.get('type')) == AMP_WRAPPER else entry
+               and type_name(entry.get('type')) == AMP_WRAPPER else entry
                for name, entry in cfg.items()}
     return cfg
 
@@ -145,8 +146,3 @@ def _as_plain(entry: Mapping[str, Any]) -> dict:
     plain['type'] = 'OptimWrapper'
     return plain
 
-
-def _type_name(obj_type: Any) -> Optional[str]:
-    if obj_type is None or isinstance(obj_type, str):
-        return obj_type.rsplit('.', 1)[-1] if isinstance(obj_type, str) else None
-    return getattr(obj_type, '__name__', None)

@@ -6,10 +6,12 @@ config the entry sits; a config has many ``type`` keys, so we add the key path.
 from __future__ import annotations
 
 import difflib
+import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
 from mmengine.registry import Registry
+from mmengine.utils import get_object_from_string
 
 from .config import ConfigError
 
@@ -59,6 +61,33 @@ def config_key(key: str) -> Iterator[None]:
     except Exception as err:
         _note(err, key)
         raise
+
+
+def type_name(obj_type: Any) -> str:
+    """A config ``type``'s short name: ``'a.b.Name'``, ``'Name'`` and the class ``Name`` all give ``'Name'``."""
+    if isinstance(obj_type, str):
+        return obj_type.rsplit('.', 1)[-1]
+    return getattr(obj_type, '__name__', repr(obj_type))
+
+
+def resolve_type(obj_type: Any) -> Any:
+    """The object a dotted ``type`` string names (``None`` if it cannot be imported); others as given."""
+    if isinstance(obj_type, str) and '.' in obj_type:
+        try:
+            return get_object_from_string(obj_type)
+        except Exception:
+            return None
+    return obj_type
+
+
+def names_subclass_of(entry: Any, base: type) -> bool:
+    """Whether a config entry is, or names by its ``type`` (class or dotted name), a ``base``."""
+    if isinstance(entry, base):
+        return True
+    if isinstance(entry, Mapping) and 'type' in entry:
+        obj_type = resolve_type(entry['type'])
+        return inspect.isclass(obj_type) and issubclass(obj_type, base)
+    return False
 
 
 def _note(err: BaseException, key: str) -> None:

@@ -35,9 +35,9 @@ from lightning.fabric.utilities.distributed import _init_dist_connection
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from mmengine.dist import infer_launcher
 from mmengine.registry import FUNCTIONS
-from mmengine.utils import get_object_from_string
 
 from .config import ConfigError
+from .registry import resolve_type, type_name
 
 #: mmengine ``launcher`` -> Lightning cluster environment.
 LAUNCHERS: Dict[str, Optional[Callable[[], ClusterEnvironment]]] = {
@@ -320,7 +320,7 @@ def build_strategy(strategy: Any, ctx: StrategyContext) -> Any:
             return lightning_cls(**options)
         except TypeError as err:
             raise ConfigError(f'strategy: {lightning_cls.__name__}: {err}') from err
-    name = strategy_type if isinstance(strategy_type, str) else getattr(strategy_type, '__name__', '')
+    name = type_name(strategy_type)
     if name not in STRATEGIES:
         raise ConfigError(f'strategy.type: {name!r} is not supported; use one of {sorted(STRATEGIES)} '
                           "or a Lightning strategy (e.g. 'lightning.pytorch.strategies.DDPStrategy')")
@@ -341,28 +341,23 @@ def _runner_style_strategy(ctx: StrategyContext) -> Any:
                                   find_unused_parameters=ctx.runner_cfg.get('find_unused_parameters', False)), ctx)
     kwargs = dict(wrapper_cfg)
     wrapper_type = kwargs.pop('type', 'MMDistributedDataParallel')
-    name = wrapper_type if isinstance(wrapper_type, str) else getattr(wrapper_type, '__name__', '')
+    name = type_name(wrapper_type)
     if name not in MODEL_WRAPPERS:
         raise ConfigError(f'model_wrapper_cfg.type: {name!r} is not supported; use one of {sorted(MODEL_WRAPPERS)}')
     return MODEL_WRAPPERS[name](kwargs, ctx)
 
 
 def _lightning_strategy_class(strategy_type: Any) -> Optional[type]:
-    obj = strategy_type
-    if isinstance(strategy_type, str) and '.' in strategy_type:
-        try:
-            obj = get_object_from_string(strategy_type)
-        except Exception:
-            obj = None
-        if obj is None:
-            raise ConfigError(f'strategy.type: cannot import {strategy_type!r}')
+    obj = resolve_type(strategy_type)
+    if obj is None:
+        raise ConfigError(f'strategy.type: cannot import {strategy_type!r}')
     return obj if inspect.isclass(obj) and issubclass(obj, Strategy) else None
 
 
 def _wrapper_kwargs(wrapper: Any, key: str, allowed_types: tuple) -> Dict[str, Any]:
     kwargs = dict(wrapper or {})
     wrapper_type = kwargs.pop('type', allowed_types[0])
-    name = wrapper_type if isinstance(wrapper_type, str) else getattr(wrapper_type, '__name__', '')
+    name = type_name(wrapper_type)
     if name not in allowed_types:
         raise ConfigError(f'{key}.type: {name!r} is not supported here; use {allowed_types[0]}')
     return kwargs
