@@ -39,6 +39,14 @@ def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed:
         return Runner.build_dataloader(copy.deepcopy(dict(spec)), seed=seed, diff_rank_seed=diff_rank_seed)
 
 
+def train_iterations(train_cfg: Any) -> Optional[int]:
+    """``max_iters`` of an iteration-based ``train_cfg``; ``None`` for epoch-based or no training."""
+    if train_cfg is None:
+        return None
+    parsed = parse_train_cfg(train_cfg)
+    return None if parsed['by_epoch'] else parsed['max_iters']
+
+
 class IterationLoader:
     """An iteration-based run's training stream: ``len`` batches from an endless iterator.
 
@@ -100,14 +108,9 @@ class ConfigDataModule(pl.LightningDataModule):
         """Loaders from ``*_dataloader`` keys; seeds from ``randomness`` as mmengine does."""
         cfg = load_config(cfg, cfg_options)
         randomness = cfg.get('randomness') or {}
-        train_cfg = cfg.get('train_cfg')
-        iterations = None
-        if train_cfg is not None:
-            parsed = parse_train_cfg(train_cfg)
-            iterations = None if parsed['by_epoch'] else parsed['max_iters']
         return cls(cfg.get('train_dataloader'), cfg.get('val_dataloader'), cfg.get('test_dataloader'),
                    seed=randomness.get('seed'), diff_rank_seed=randomness.get('diff_rank_seed', False),
-                   train_iterations=iterations)
+                   train_iterations=train_iterations(cfg.get('train_cfg')))
 
     def has(self, split: str) -> bool:
         return self._specs[split] is not None

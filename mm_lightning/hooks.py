@@ -8,7 +8,8 @@ order of events (see the module docstring of :mod:`mm_lightning.loops`):
 ============================  ==============================================
 Lightning                     mmengine
 ============================  ==============================================
-on_fit_start                  before_run, init weights, load/resume
+setup                         before_run, init weights (before wrapping)
+on_fit_start                  load/resume
 on_train_start                before_train
 on_train_epoch_start          before_train_epoch (once, iteration-based)
 on_train_batch_start          before_train_iter
@@ -163,9 +164,12 @@ class HookBridge(Callback):
     def _call(self, stage: str, **kwargs: Any) -> None:
         self.runner._hooks.call(self.runner, stage, **kwargs)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.runner._setup_run(stage)  # before_run; weights initialised before the strategy wraps them
+
     # -- training ---------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.runner._begin_fit(trainer)
+        self.runner._start_training(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call('before_train')
@@ -217,7 +221,7 @@ class HookBridge(Callback):
     # -- validation and test ----------------------------------------------------------------
     def _eval_start(self, trainer: pl.Trainer, mode: str) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
-            self.runner._begin_evaluation()
+            self.runner.load_or_resume()
         self._call(f'before_{mode}')
 
     def _eval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, mode: str) -> None:

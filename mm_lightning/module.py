@@ -58,12 +58,6 @@ class ConfigModule(pl.LightningModule):
     def configure_callbacks(self) -> List[Callback]:
         return [self._runner.hook_bridge]
 
-    def setup(self, stage: str) -> None:
-        if stage == 'fit':
-            self._runner._prepare_training()
-        else:
-            self._runner._prepare_evaluation('test' if stage == 'test' else 'val')
-
     def configure_optimizers(self) -> Optional[List[Optimizer]]:
         if self._runner.optim_wrapper is None or isinstance(self._runner.optim_wrapper, dict):
             return None

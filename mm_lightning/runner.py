@@ -15,11 +15,11 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import lightning.pytorch as pl
 import torch
 from mmengine.config import Config
-from mmengine.dist import broadcast, master_only
+from mmengine.dist import master_only
 from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
-from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.model import convert_sync_batchnorm, is_model_wrapper, revert_sync_batchnorm
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
@@ -35,12 +35,12 @@ from torch.utils.data import DataLoader
 from . import checkpoint as ckpt
 from .config import ConfigError, ConfigLike, load_config, private_copy
 from .context import RunContext, create_context, setup_environment
-from .data import ConfigDataModule, build_dataloader
-from .hooks import HookBridge, HookList, merged_default_hooks, split_custom_hooks
+from .data import ConfigDataModule, build_dataloader, train_iterations
+from .hooks import HookBridge, HookList, is_lightning_callback, merged_default_hooks, split_custom_hooks
 from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
 from .metrics import ConfigEvaluator, build_evaluator
 from .module import ConfigModule
-from .optim import build_optim_wrapper, route_through_lightning
+from .optim import build_optim_wrapper, route_through_lightning, scale_lr
 from .registry import build, config_key
 from .schedulers import build_param_schedulers
 from .strategies import init_process_group, resolve_launcher
@@ -137,7 +137,7 @@ class FlexibleRunner:
         self.datamodule = ConfigDataModule(
             train_dataloader, val_dataloader, test_dataloader, seed=self.seed,
             diff_rank_seed=randomness.get('diff_rank_seed', False),
-            train_iterations=self._iterations_if_iter_based(train_cfg))
+            train_iterations=train_iterations(train_cfg))
         self.lightning_module = ConfigModule(self)
         self.hook_bridge = HookBridge(self)
         self._hooks = HookList()
@@ -260,17 +260,9 @@ class FlexibleRunner:
         if not self.distributed:
             model = revert_sync_batchnorm(model)
         elif self.cfg.get('sync_bn') is not None:
-            from mmengine.model import convert_sync_batchnorm
             with config_key('sync_bn'):
                 model = convert_sync_batchnorm(model, self.cfg.get('sync_bn'))
         return model
-
-    @staticmethod
-    def _iterations_if_iter_based(train_cfg: Any) -> Optional[int]:
-        if train_cfg is None:
-            return None
-        parsed = parse_train_cfg(train_cfg)
-        return None if parsed['by_epoch'] else parsed['max_iters']
 
     @staticmethod
     def build_dataloader(dataloader: Union[DataLoader, Dict], seed: Optional[int] = None,
@@ -308,9 +300,9 @@ class FlexibleRunner:
             self._hooks.register(hook, key=f'default_hooks.{name}')
 
     def register_custom_hooks(self, hooks: List[Union[Hook, Dict]]) -> None:
-        mm_hooks, _ = split_custom_hooks(hooks)  # Lightning callbacks go to the Trainer
-        for index, hook in enumerate(mm_hooks):
-            self._hooks.register(hook, key=f'custom_hooks[{index}]')
+        for index, hook in enumerate(hooks):
+            if not is_lightning_callback(hook):  # Lightning callbacks go to the Trainer
+                self._hooks.register(hook, key=f'custom_hooks[{index}]')
 
     def register_hooks(self, default_hooks: Optional[Dict[str, Union[Hook, Dict]]] = None,
                        custom_hooks: Optional[List[Union[Hook, Dict]]] = None) -> None:
@@ -354,9 +346,8 @@ class FlexibleRunner:
         loop = self.train_loop
         if not isinstance(self.optim_wrapper, OptimWrapper):
             self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
-            ckpt_batch = _get_batch_size(loop.dataloader)
-            from .optim import scale_lr
-            scale_lr(self.optim_wrapper, self._auto_scale_lr, ckpt_batch, self.world_size, self.logger)
+            scale_lr(self.optim_wrapper, self._auto_scale_lr, _get_batch_size(loop.dataloader), self.world_size,
+                     self.logger)
             route_through_lightning(self.optim_wrapper, self.lightning_module)
             if self.param_schedulers is not None:
                 self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper, loop)
@@ -369,16 +360,26 @@ class FlexibleRunner:
             raise RuntimeError(f'{mode}() needs {mode}_dataloader, {mode}_cfg and {mode}_evaluator')
         _ = self.val_loop if mode == 'val' else self.test_loop
 
-    def _begin_fit(self, trainer: pl.Trainer) -> None:
-        """mmengine Runner.train()'s start: before_run, weights, load/resume, counters."""
+    def _setup_run(self, stage: str) -> None:
+        """The start of mmengine's train()/val()/test(): build what is missing, ``before_run``,
+        initialise the weights. Runs before the strategy wraps (or shards) the model."""
+        if stage == 'fit':
+            self._prepare_training()
+        else:
+            self._prepare_evaluation('test' if stage == 'test' else 'val')
         self.call_hook('before_run')
-        self._init_weights()
-        for key, turn_on in (('activation_checkpointing', turn_on_activation_checkpointing),
-                             ('efficient_conv_bn_eval', turn_on_efficient_conv_bn_eval)):
-            modules = self.cfg.get(key)
-            if modules is not None:
-                self.logger.info(f'Enabling the "{key}" feature for sub-modules: {modules}')
-                turn_on(self.model, modules)
+        if stage == 'fit' or self.cfg.get('init_weights_for_test_or_val', True):
+            self._init_weights()
+        if stage == 'fit':
+            for key, turn_on in (('activation_checkpointing', turn_on_activation_checkpointing),
+                                 ('efficient_conv_bn_eval', turn_on_efficient_conv_bn_eval)):
+                modules = self.cfg.get(key)
+                if modules is not None:
+                    self.logger.info(f'Enabling the "{key}" feature for sub-modules: {modules}')
+                    turn_on(self.model, modules)
+
+    def _start_training(self, trainer: pl.Trainer) -> None:
+        """After the strategy has set up model and optimizers: load/resume, then position the loops."""
         self.load_or_resume()
         loop = self.train_loop
         self.datamodule.resume_at(loop.iter)
@@ -387,22 +388,12 @@ class FlexibleRunner:
         self.optim_wrapper.initialize_count_status(self.model, loop.iter, loop.max_iters)
         self._maybe_compile()
 
-    def _begin_evaluation(self) -> None:
-        """mmengine Runner.val()/test()'s start: before_run, then load."""
-        self.call_hook('before_run')
-        if self.cfg.get('init_weights_for_test_or_val', True):
-            self._init_weights()
-        self.load_or_resume()
-
     def _init_weights(self) -> None:
-        if self._weights_ready:
-            return
-        self._weights_ready = True
-        if hasattr(self.model, 'init_weights'):
-            self.model.init_weights()
-            if self.distributed:
-                for tensor in self.model.state_dict().values():
-                    broadcast(tensor)
+        """``init_weights`` once; the strategy then makes ranks agree (DDP broadcasts rank 0's)."""
+        if not self._weights_ready:
+            self._weights_ready = True
+            if hasattr(self.model, 'init_weights'):
+                self.model.init_weights()
 
     def _maybe_compile(self) -> None:
         if not self._compile:
