@@ -227,3 +227,13 @@ def test_lightning_callback_in_custom_hooks_runs_next_to_mmengine_hooks(tmp_path
     callback = next(c for c in runner.trainer.callbacks if type(c).__name__ == 'CountingCallback')
     assert callback.batches == 24 and callback.validations == 4
     assert [type(h).__name__ for h in runner.hooks].count('RecordingHook') == 1
+
+
+def test_naive_visualization_hook(tmp_path):
+    images = dict(dataset=dict(type='TinyImages', size=6), sampler=dict(type='DefaultSampler', shuffle=False),
+                  batch_size=4, collate_fn=dict(type='list_collate'))
+    cfg = dict(model=dict(type='TinyImageModel'), test_dataloader=images, test_cfg=dict(),
+               test_evaluator=dict(type='SampleCount'), visualizer=dict(type='RecordingVisualizer'),
+               custom_hooks=[dict(type='NaiveVisualizationHook')])
+    mm, ours = _both(cfg, tmp_path, run=('test',))
+    assert ours.visualizer.drawn == mm.visualizer.drawn and len(ours.visualizer.drawn) == 6

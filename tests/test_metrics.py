@@ -151,3 +151,12 @@ def test_two_process_ddp_counts_each_sample_once(tmp_path):
     assert ddp['metrics']['toy/count'] == 13 and ddp['metrics']['toy/index_sum'] == sum(range(13))
     with open(tmp_path / 'ddp' / 'dump.pkl', 'rb') as f:
         assert [d['index'] for d in pickle.load(f)] == list(range(13))
+
+
+def test_fp16_evaluation_matches_mmengine(tmp_path):
+    cfg = dict(CFG, val_cfg=dict(fp16=True), test_cfg=dict(fp16=True))
+    results = {}
+    for name, cls in (('mm', Runner), ('ours', FlexibleRunner)):
+        runner = _runner(cls, cfg, tmp_path, name)
+        results[name] = (runner.val(), runner.test())
+    assert results['ours'] == results['mm']

@@ -229,3 +229,23 @@ def test_diff_rank_seed_gives_each_rank_its_own_seed(tmp_path, monkeypatch):
                             randomness=dict(seed=10, diff_rank_seed=True))
     assert runner.seed == 13  # seed + rank, as mmengine
     assert runner.datamodule.diff_rank_seed is True
+
+
+def test_bf16_amp_trains_on_cpu(tmp_path):
+    from conftest import data
+    from mm_lightning import FlexibleRunner
+    from parity import ParityRecorder
+    runner = FlexibleRunner.from_cfg(dict(
+        model=dict(type='ToyClassifier'), work_dir=str(tmp_path), experiment_name=f'bf16_{tmp_path.name}',
+        train_dataloader=data(size=48, batch_size=8), train_cfg=dict(by_epoch=True, max_epochs=3),
+        optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16', optimizer=dict(type='SGD', lr=0.1),
+                           clip_grad=dict(max_norm=1.0)),
+        randomness=dict(seed=0)))
+    recorder = ParityRecorder()
+    runner.register_hook(recorder)
+    runner.train()
+    assert runner.trainer.precision_plugin.precision == 'bf16-mixed'
+    assert type(runner.optim_wrapper).__name__ == 'OptimWrapper'  # AMP is the plugin's job
+    losses = [r['loss'] for r in recorder.iterations]
+    assert losses[-1] < losses[0] and all(loss == loss for loss in losses)
+    assert len(runner.message_hub.get_scalar('train/grad_norm').data[0]) == 18  # clipped every step

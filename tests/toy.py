@@ -13,7 +13,9 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import DATASETS, FUNCTIONS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, VISUALIZERS
+from mmengine.structures import BaseDataElement
+from mmengine.visualization import Visualizer
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -183,3 +185,59 @@ class CountingCallback(Callback):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self.validations += 1
+
+
+@DATASETS.register_module(force=True)
+class TinyImages(Dataset):
+    """Images as (1, 3, 8, 8) tensors with data samples carrying their original size and path."""
+
+    def __init__(self, size: int = 6) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.images = torch.rand(size, 1, 3, 8, 8, generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        sample = BaseDataElement(metainfo=dict(ori_width=8, ori_height=8, img_path=f'/data/img_{index}.png'))
+        return dict(inputs=self.images[index], data_sample=sample)
+
+
+@FUNCTIONS.register_module(force=True)
+def list_collate(batch: list) -> list:
+    """Keeps the batch a list of samples (what NaiveVisualizationHook expects)."""
+    return batch
+
+
+@MODELS.register_module(force=True)
+class TinyImageModel(BaseModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return []
+
+    def test_step(self, data: list) -> list:
+        return [BaseDataElement(score=float(d['inputs'].mean() * self.scale)) for d in data]
+
+
+@METRICS.register_module(force=True)
+class SampleCount(BaseMetric):
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        self.results.extend(1 for _ in data_samples)
+
+    def compute_metrics(self, results: list) -> dict:
+        return dict(count=len(results))
+
+
+@VISUALIZERS.register_module(force=True)
+class RecordingVisualizer(Visualizer):
+    """Records the data samples a hook asks it to draw."""
+
+    def __init__(self, name: str = 'visualizer', **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.drawn: List[tuple] = []
+
+    def add_datasample(self, name: str, image: Any, data_sample: Any = None, *args: Any, **kwargs: Any) -> None:
+        self.drawn.append((name, tuple(image.shape)))
