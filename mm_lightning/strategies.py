@@ -14,6 +14,7 @@ early, as mmengine's Runner does before it seeds and builds the model.
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import inspect
 import json
@@ -31,7 +32,7 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
-from lightning.fabric.utilities.distributed import _init_dist_connection
+from lightning.fabric.utilities.distributed import _destroy_dist_connection, _init_dist_connection
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from mmengine.dist import infer_launcher
 from mmengine.registry import FUNCTIONS
@@ -99,6 +100,9 @@ def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
     settings = process_group_settings(env_cfg, accelerator_name())
     kwargs = {'timeout': settings['timeout']} if 'timeout' in settings else {}
     _init_dist_connection(cluster_environment(launcher), settings['process_group_backend'], **kwargs)
+    # Close it at exit for every backend (Lightning does so for NCCL only): a gloo group left to the
+    # interpreter's shutdown can abort the process.
+    atexit.register(_destroy_dist_connection)
 
 
 def world_layout(launcher: str) -> Dict[str, int]:
