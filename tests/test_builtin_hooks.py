@@ -209,14 +209,20 @@ def test_stop_training_from_any_hook(tmp_path):
             mm.message_hub.get_scalar('val/toy/accuracy').data[0].tolist()
 
 
-def test_profiler_sync_buffers_and_empty_cache_hooks_run(tmp_path):
-    cfg = dict(BASE, train_cfg=dict(by_epoch=True, max_epochs=1), custom_hooks=[
-        dict(type='ProfilerHook', by_epoch=False, profile_times=3, json_trace_path=str(tmp_path / 'trace.json')),
-        dict(type='SyncBuffersHook'), dict(type='EmptyCacheHook', after_iter=True)])
-    one = dict(cfg, work_dir=str(tmp_path), experiment_name=f'misc_{tmp_path.name}')
-    runner = FlexibleRunner.from_cfg(one)
-    runner.train()
-    assert os.path.getsize(tmp_path / 'trace.json') > 0
+def test_profiler_sync_buffers_and_empty_cache_hooks(tmp_path):
+    runners = []
+    for name, cls in (('mm', Runner), ('ours', FlexibleRunner)):
+        cfg = dict(BASE, train_cfg=dict(by_epoch=True, max_epochs=2), custom_hooks=[
+            dict(type='ProfilerHook', by_epoch=False, profile_times=3,
+                 json_trace_path=str(tmp_path / f'{name}_trace.json')),
+            dict(type='SyncBuffersHook'), dict(type='EmptyCacheHook', after_iter=True)],
+            work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}')
+        runner = cls.from_cfg(cfg)
+        runner.train()
+        runners.append(runner)
+        with open(tmp_path / f'{name}_trace.json') as f:  # the profiler stopped after 3 iterations
+            assert json.load(f)['traceEvents']
+    _same_weights(dict(runners[1].model.state_dict()), dict(runners[0].model.state_dict()))
 
 
 def test_lightning_callback_in_custom_hooks_runs_next_to_mmengine_hooks(tmp_path):
