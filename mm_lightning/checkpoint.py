@@ -9,12 +9,13 @@ arrays) as tagged plain data so our files load safely, and turn them back on res
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import re
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import mmengine
 import numpy as np
@@ -23,7 +24,13 @@ from lightning.pytorch.strategies import FSDPStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.logging import HistoryBuffer
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model, save_checkpoint, weights_to_cpu
+from mmengine.runner.checkpoint import (
+    _load_checkpoint,
+    _load_checkpoint_to_model,
+    find_latest_checkpoint,
+    save_checkpoint,
+    weights_to_cpu,
+)
 from mmengine.utils import apply_to, get_git_hash
 
 from .config import ConfigError
@@ -274,8 +281,49 @@ def restore_training_state(runner: Any, checkpoint: dict, resume_optimizer: bool
                 scheduler.load_state_dict(state)
 
 
-def missing_resume_file(path: str) -> ConfigError:
-    return ConfigError(f'resume: checkpoint file not found: {path!r}')
+def sources(work_dir: str, resume: Union[bool, str], load_from: Optional[str],
+            logger: Any) -> Tuple[Optional[str], Optional[str]]:
+    """(file to resume from, file to load weights from) as mmengine decides them; files must exist."""
+    resume_from = None
+    if isinstance(resume, str):
+        resume_from = resume
+    elif resume and load_from is None:
+        resume_from = find_latest_checkpoint(work_dir)
+        logger.info(f'Auto resumed from the latest checkpoint {resume_from}.')
+    elif resume:
+        resume_from = load_from
+    if resume_from is not None:
+        if not os.path.isfile(resume_from):
+            raise ConfigError(f'resume: checkpoint file not found: {resume_from!r}')
+        return resume_from, None
+    if load_from is not None and not os.path.isfile(load_from):
+        raise ConfigError(f'load_from: checkpoint file not found: {load_from!r}')
+    return None, load_from
 
 
-MapLocation = Union[str, Callable, None]
+def save(runner: Any, out_dir: str, filename: str, *, file_client_args: Optional[dict], save_optimizer: bool,
+         save_param_scheduler: bool, meta: Optional[dict], by_epoch: bool, backend_args: Optional[dict]) -> None:
+    """mmengine's ``Runner.save_checkpoint``.
+
+    Rank 0 writes, as under mmengine; every rank takes part where the strategy must gather
+    sharded state, and each writes its part of a sharded FSDP checkpoint.
+    """
+    parts = writes_parts(runner)
+    if runner.rank != 0 and not (parts or gathers_state(runner)):
+        return
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
+    # During after_train_epoch/after_train_iter the counters have not advanced yet.
+    meta.setdefault('epoch', runner.epoch + 1 if by_epoch else runner.epoch)
+    meta.setdefault('iter', runner.iter if by_epoch else runner.iter + 1)
+    filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
+    checkpoint = build_checkpoint(runner, meta, save_optimizer, save_param_scheduler)
+    if parts:  # mmengine's layout: <filename>/rank<r>.pth
+        os.makedirs(filepath, exist_ok=True)
+        filepath = os.path.join(filepath, f'rank{runner.rank}.pth')
+    elif runner.rank != 0:
+        return
+    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    write_checkpoint(checkpoint, filepath, file_client_args=file_client_args, backend_args=backend_args)

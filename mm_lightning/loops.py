@@ -201,3 +201,9 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     """
     trainer.val_check_batch = 1
     trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+
+
+def start_fit_at_epoch(trainer: pl.Trainer, epoch: int) -> None:
+    """Start Lightning's fit loop at ``epoch``, the first one mmengine runs after resuming."""
+    for progress in (trainer.fit_loop.epoch_progress.current, trainer.fit_loop.epoch_progress.total):
+        progress.ready = progress.started = progress.processed = progress.completed = epoch

@@ -6,9 +6,10 @@ backward and step go through Lightning (see :mod:`mm_lightning.optim`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from mmengine.runner.amp import autocast
 from mmengine.runner.loops import _parse_losses, _update_losses
@@ -57,6 +58,15 @@ class ConfigModule(pl.LightningModule):
 
     def configure_callbacks(self) -> List[Callback]:
         return [self._runner.hook_bridge]
+
+    def compile_model(self, compile_cfg: Union[bool, Dict[str, Any]], logger: Any) -> None:
+        """mmengine's ``compile``: ``torch.compile`` the model's ``train_step`` (or ``target``)."""
+        if not compile_cfg:
+            return
+        options = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
+        target = options.pop('target', 'train_step')
+        setattr(self.model, target, torch.compile(getattr(self.model, target), **options))
+        logger.info('Model has been "compiled". The first few iterations will be slow, please be patient.')
 
     def configure_optimizers(self) -> Optional[List[Optimizer]]:
         if self._runner.optim_wrapper is None or isinstance(self._runner.optim_wrapper, dict):

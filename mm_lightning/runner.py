@@ -8,7 +8,6 @@ loops, hooks, checkpoint, trainer); Lightning runs them. The facade is also the
 from __future__ import annotations
 
 import copy
-import os
 import os.path as osp
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -25,7 +24,6 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
-from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmengine.runner.priority import Priority
 from mmengine.runner.utils import _get_batch_size, set_random_seed
 from mmengine.visualization import Visualizer
@@ -37,7 +35,7 @@ from .config import ConfigError, ConfigLike, load_config, private_copy
 from .context import RunContext, create_context, setup_environment
 from .data import ConfigDataModule, build_dataloader, train_iterations
 from .hooks import HookBridge, HookList, is_lightning_callback, merged_default_hooks, split_custom_hooks
-from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
+from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg, start_fit_at_epoch
 from .metrics import ConfigEvaluator, build_evaluator
 from .module import ConfigModule
 from .optim import build_optim_wrapper, route_through_lightning, scale_lr
@@ -46,6 +44,13 @@ from .schedulers import build_param_schedulers
 from .strategies import init_process_group, resolve_launcher
 from .trainer import trainer_kwargs
 
+#: Constructor keywords ``from_cfg`` reads from a config, with their defaults (mmengine's).
+CONFIG_KEYWORDS: Dict[str, Any] = dict(
+    work_dir='work_dirs', experiment_name=None, train_dataloader=None, optim_wrapper=None, param_scheduler=None,
+    train_cfg=None, val_dataloader=None, val_evaluator=None, val_cfg=None, test_dataloader=None,
+    test_evaluator=None, test_cfg=None, strategy=None, auto_scale_lr=None, default_hooks=None, custom_hooks=None,
+    data_preprocessor=None, load_from=None, resume=False, launcher=None, env_cfg=None, log_processor=None,
+    log_level='INFO', visualizer=None, default_scope='mmengine', randomness=dict(seed=None), compile=False)
 #: Config keys (not constructor keywords) that shape the Trainer: Runner-style wrapping and extras.
 RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer')
 
@@ -151,20 +156,8 @@ class FlexibleRunner:
         cfg = load_config(cfg)
         if 'model' not in cfg:
             raise ConfigError('model: the config has no `model` entry')
-        return cls(
-            model=cfg['model'], work_dir=cfg.get('work_dir', 'work_dirs'),
-            experiment_name=cfg.get('experiment_name'), train_dataloader=cfg.get('train_dataloader'),
-            optim_wrapper=cfg.get('optim_wrapper'), param_scheduler=cfg.get('param_scheduler'),
-            train_cfg=cfg.get('train_cfg'), val_dataloader=cfg.get('val_dataloader'),
-            val_evaluator=cfg.get('val_evaluator'), val_cfg=cfg.get('val_cfg'),
-            test_dataloader=cfg.get('test_dataloader'), test_evaluator=cfg.get('test_evaluator'),
-            test_cfg=cfg.get('test_cfg'), strategy=cfg.get('strategy'), auto_scale_lr=cfg.get('auto_scale_lr'),
-            default_hooks=cfg.get('default_hooks'), custom_hooks=cfg.get('custom_hooks'),
-            data_preprocessor=cfg.get('data_preprocessor'), load_from=cfg.get('load_from'),
-            resume=cfg.get('resume', False), launcher=cfg.get('launcher'), env_cfg=cfg.get('env_cfg'),
-            log_processor=cfg.get('log_processor'), log_level=cfg.get('log_level', 'INFO'),
-            visualizer=cfg.get('visualizer'), default_scope=cfg.get('default_scope', 'mmengine'),
-            randomness=cfg.get('randomness', dict(seed=None)), compile=cfg.get('compile', False), cfg=cfg)
+        keywords = {key: cfg.get(key, default) for key, default in CONFIG_KEYWORDS.items()}
+        return cls(model=cfg['model'], cfg=cfg, **keywords)
 
     # -- run identity and outputs (see mm_lightning.context) ----------------------------------
     work_dir = property(lambda self: self._context.work_dir, doc='Where checkpoints and logs go.')
@@ -384,9 +377,9 @@ class FlexibleRunner:
         loop = self.train_loop
         self.datamodule.resume_at(loop.iter)
         if loop.by_epoch and loop.epoch:
-            _resume_epoch_progress(trainer, loop.epoch)
+            start_fit_at_epoch(trainer, loop.epoch)
         self.optim_wrapper.initialize_count_status(self.model, loop.iter, loop.max_iters)
-        self._maybe_compile()
+        self.lightning_module.compile_model(self._compile, self.logger)
 
     def _init_weights(self) -> None:
         """``init_weights`` once; the strategy then makes ranks agree (DDP broadcasts rank 0's)."""
@@ -395,14 +388,6 @@ class FlexibleRunner:
             if hasattr(self.model, 'init_weights'):
                 self.model.init_weights()
 
-    def _maybe_compile(self) -> None:
-        if not self._compile:
-            return
-        options = dict(self._compile) if isinstance(self._compile, dict) else {}
-        target = options.pop('target', 'train_step')
-        setattr(self.model, target, torch.compile(getattr(self.model, target), **options))
-        self.logger.info('Model has been "compiled". The first few iterations will be slow, please be patient.')
-
     def _reseed(self, seed: int) -> None:
         self._randomness_cfg.update(seed=seed)
         self._context.seed = set_random_seed(seed=seed, deterministic=self._randomness_cfg.get('deterministic', False),
@@ -410,25 +395,14 @@ class FlexibleRunner:
 
     # -- checkpoints (see mm_lightning.checkpoint) ------------------------------------------------------------
     def load_or_resume(self) -> None:
-        """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from`` once."""
-        if self._has_loaded or (not self._resume and self._load_from is None):
+        """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from``, once."""
+        if self._has_loaded:
             return
-        resume_from = None
-        if isinstance(self._resume, str):
-            resume_from = self._resume
-        elif self._resume and self._load_from is None:
-            resume_from = find_latest_checkpoint(self.work_dir)
-            self.logger.info(f'Auto resumed from the latest checkpoint {resume_from}.')
-        elif self._resume:
-            resume_from = self._load_from
+        resume_from, load_from = ckpt.sources(self.work_dir, self._resume, self._load_from, self.logger)
         if resume_from is not None:
-            if not osp.isfile(resume_from):
-                raise ckpt.missing_resume_file(resume_from)
             self.resume(resume_from)
-        elif self._load_from is not None:
-            if not osp.isfile(self._load_from):
-                raise ConfigError(f'load_from: checkpoint file not found: {self._load_from!r}')
-            self.load_checkpoint(self._load_from)
+        elif load_from is not None:
+            self.load_checkpoint(load_from)
         self._has_loaded = True
 
     def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
@@ -461,28 +435,8 @@ class FlexibleRunner:
         Rank 0 writes, as under mmengine; every rank takes part where the strategy must
         gather sharded state, and each writes its part of a sharded FSDP checkpoint.
         """
-        writes_parts = ckpt.writes_parts(self)
-        if self.rank != 0 and not (writes_parts or ckpt.gathers_state(self)):
-            return
-        if meta is None:
-            meta = {}
-        elif not isinstance(meta, dict):
-            raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
-        if by_epoch:
-            meta.setdefault('epoch', self.epoch + 1)
-            meta.setdefault('iter', self.iter)
-        else:
-            meta.setdefault('epoch', self.epoch)
-            meta.setdefault('iter', self.iter + 1)
-        filepath = ckpt.checkpoint_path(out_dir, filename, file_client_args, backend_args)
-        checkpoint = ckpt.build_checkpoint(self, meta, save_optimizer, save_param_scheduler)
-        if writes_parts:  # mmengine's layout: <filename>/rank<r>.pth
-            os.makedirs(filepath, exist_ok=True)
-            filepath = osp.join(filepath, f'rank{self.rank}.pth')
-        elif self.rank != 0:
-            return
-        self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-        ckpt.write_checkpoint(checkpoint, filepath, file_client_args=file_client_args, backend_args=backend_args)
+        ckpt.save(self, out_dir, filename, file_client_args=file_client_args, save_optimizer=save_optimizer,
+                  save_param_scheduler=save_param_scheduler, meta=meta, by_epoch=by_epoch, backend_args=backend_args)
 
     @master_only
     def dump_config(self) -> None:
@@ -498,8 +452,3 @@ def _check_groups(**items: Any) -> None:
         raise ConfigError(f'{", ".join(items)} must be given together: got {", ".join(given)} '
                           f'without {", ".join(missing)}')
 
-
-def _resume_epoch_progress(trainer: pl.Trainer, epoch: int) -> None:
-    """Start Lightning's fit loop at ``epoch``, the first one mmengine would run after resuming."""
-    for progress in (trainer.fit_loop.epoch_progress.current, trainer.fit_loop.epoch_progress.total):
-        progress.ready = progress.started = progress.processed = progress.completed = epoch
