@@ -78,6 +78,15 @@ def _import_custom_modules(cfg: Config) -> None:
     import_modules_from_strings(**custom_imports)
 
 
+def require_together(**items: Any) -> None:
+    """Keys that must be all given or all absent (e.g. train_dataloader, train_cfg, optim_wrapper)."""
+    given = [key for key, value in items.items() if value is not None]
+    if given and len(given) != len(items):
+        missing = [key for key in items if key not in given]
+        raise ConfigError(f'{", ".join(items)} must be given together: got {", ".join(given)} '
+                          f'without {", ".join(missing)}')
+
+
 class TextCachingConfig(Config):
     """A ``Config`` that formats its Python text once per content.
 

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .config import ConfigError, ConfigLike, load_config, private_copy
+from .config import ConfigError, ConfigLike, load_config, private_copy, require_together
 from .context import RunContext, create_context, setup_environment
 from .data import ConfigDataModule, build_dataloader, train_iterations
 from .hooks import HookBridge, HookList, is_lightning_callback, merged_default_hooks, split_custom_hooks
@@ -95,9 +95,9 @@ class FlexibleRunner:
         cfg: Optional[Union[Dict, Config]] = None,
     ) -> None:
         self.cfg = private_copy(cfg)
-        _check_groups(train_dataloader=train_dataloader, train_cfg=train_cfg, optim_wrapper=optim_wrapper)
-        _check_groups(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
-        _check_groups(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
+        require_together(train_dataloader=train_dataloader, train_cfg=train_cfg, optim_wrapper=optim_wrapper)
+        require_together(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
+        require_together(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
         if param_scheduler is not None and optim_wrapper is None:
             raise ConfigError('param_scheduler: needs optim_wrapper (there is nothing to schedule without an '
                               'optimizer)')
@@ -443,12 +443,4 @@ class FlexibleRunner:
         """Write the config to work_dir (the config file's name, or ``<timestamp>.py``)."""
         filename = osp.basename(self.cfg.filename) if self.cfg.filename else f'{self.timestamp}.py'
         self.cfg.dump(osp.join(self.work_dir, filename))
-
-
-def _check_groups(**items: Any) -> None:
-    given = [key for key, value in items.items() if value is not None]
-    if given and len(given) != len(items):
-        missing = [key for key in items if key not in given]
-        raise ConfigError(f'{", ".join(items)} must be given together: got {", ".join(given)} '
-                          f'without {", ".join(missing)}')
 
