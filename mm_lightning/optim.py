@@ -89,7 +89,9 @@ class LightningRoutedOptimWrapper:
     _lightning_index: int
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
-        self._lightning_module.manual_backward(loss, **kwargs)
+        # Lightning decides whether DDP synchronises gradients when backward starts.
+        with self._skip_sync_while_accumulating():
+            self._lightning_module.manual_backward(loss, **kwargs)
         self._inner_count += 1  # type: ignore[attr-defined]
 
     def step(self, **kwargs: Any) -> None:
@@ -101,10 +103,15 @@ class LightningRoutedOptimWrapper:
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        strategy = self._lightning_module.trainer.strategy
-        block = not self.should_sync() and isinstance(strategy, ParallelStrategy)  # type: ignore[attr-defined]
-        with strategy.block_backward_sync() if block else nullcontext():  # type: ignore[union-attr]
+        with self._skip_sync_while_accumulating():
             yield
+
+    def _skip_sync_while_accumulating(self) -> Any:
+        """mmengine's no-sync during accumulation, through the strategy (DDP's ``no_sync``)."""
+        strategy = self._lightning_module.trainer.strategy
+        if self.should_sync() or not isinstance(strategy, ParallelStrategy):  # type: ignore[attr-defined]
+            return nullcontext()
+        return strategy.block_backward_sync()
 
 
 _ROUTED_CLASSES: Dict[type, type] = {}

@@ -88,3 +88,16 @@ def test_custom_train_step_two_optimizers(tmp_path):
     reference, ours = run_both(cfg, tmp_path)
     assert {'loss_disc', 'loss_gen', 'lr/generator.lr', 'lr/discriminator.lr'} <= ours.iterations[0].keys()
     assert_same_run(reference, ours)
+
+
+def test_runner_model_options_activation_checkpointing(tmp_path):
+    cfg = dict(
+        model=dict(type='ToyClassifier', dropout=0.2),
+        train_dataloader=data(size=24, batch_size=6),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        activation_checkpointing=['net.2', 'net.3'],  # dropout and the last layer (inputs need grad)
+        default_hooks=QUIET_HOOKS, randomness=dict(seed=6))
+    reference, ours = run_both(cfg, tmp_path)
+    assert type(ours.runner.model.net[3].forward).__name__ != 'method'  # wrapped by mmengine's checkpointing
+    assert_same_run(reference, ours)

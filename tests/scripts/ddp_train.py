@@ -39,7 +39,7 @@ cfg = dict(
     work_dir=work_dir, experiment_name=f'ddp_train_{processes}',
     train_dataloader=dict(dataset=dict(type='BlobDataset', size=48), sampler=dict(type='DefaultSampler', shuffle=True),
                           batch_size=8 // processes, num_workers=0),
-    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
+    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9), accumulative_counts=2),
     param_scheduler=dict(type='MultiStepLR', milestones=[1], by_epoch=True),
     train_cfg=dict(by_epoch=True, max_epochs=2),
     launcher='pytorch' if processes > 1 else 'none',
