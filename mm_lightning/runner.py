@@ -124,6 +124,7 @@ class FlexibleRunner:
             work_dir=work_dir, train_cfg=train_cfg, launcher=launcher, env_cfg=env_cfg, strategy=strategy,
             optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
             train_dataloader=dict(batch_size=_get_batch_size(train_dataloader)) if train_dataloader else None,
+            val_dataloader=dict() if val_dataloader is not None else None,
             **{key: self.cfg.get(key) for key in RUNNER_TRAINER_KEYS})
 
         launcher = resolve_launcher(launcher)

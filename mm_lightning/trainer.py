@@ -43,6 +43,8 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
         cfg = load_config(cfg)
     kwargs: Dict[str, Any] = dict(FIXED_SETTINGS)
     kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
+    if cfg.get('val_dataloader') is None:
+        kwargs['limit_val_batches'] = 0  # nothing to validate: Lightning need not ask for a loader
     train_cfg = cfg.get('train_cfg')
     if train_cfg is not None:
         parsed = parse_train_cfg(train_cfg)
