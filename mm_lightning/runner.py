@@ -249,6 +249,9 @@ class FlexibleRunner:
             model = build(MODELS, model, 'model')
         elif not isinstance(model, nn.Module):
             raise ConfigError(f'model: expected a dict or an nn.Module, got {model!r}')
+        elif data_preprocessor is not None:
+            raise ConfigError('data_preprocessor: it configures a model built from a config dict; the model '
+                              'given is already built (set its data_preprocessor when building it)')
         if is_model_wrapper(model):
             raise ConfigError('model: pass the bare model; Lightning wraps it for the strategy')
         if not self.distributed:

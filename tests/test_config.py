@@ -144,3 +144,12 @@ def test_unknown_env_cfg_and_randomness_keys(tmp_path):
         _build(tmp_path, env_cfg=dict(cudnn_bench=True))
     with pytest.raises(ConfigError, match=r"randomness: unknown keys \['sed'\]"):
         _build(tmp_path, randomness=dict(sed=1))
+
+
+def test_data_preprocessor_is_merged_or_refused(tmp_path):
+    from toy import ToyClassifier
+    runner = _build(tmp_path, data_preprocessor=dict(type='BaseDataPreprocessor', non_blocking=True))
+    assert runner.model.data_preprocessor._non_blocking is True
+    with pytest.raises(ConfigError, match='data_preprocessor: it configures a model built from a config dict'):
+        FlexibleRunner(model=ToyClassifier(), work_dir=str(tmp_path), experiment_name=f'dp_{tmp_path.name}',
+                       data_preprocessor=dict(type='BaseDataPreprocessor'))
