@@ -233,8 +233,9 @@ def test_diff_rank_seed_gives_each_rank_its_own_seed(tmp_path, monkeypatch):
 
 def test_bf16_amp_trains_on_cpu(tmp_path):
     from conftest import data
-    from mm_lightning import FlexibleRunner
     from parity import ParityRecorder
+
+    from mm_lightning import FlexibleRunner
     runner = FlexibleRunner.from_cfg(dict(
         model=dict(type='ToyClassifier'), work_dir=str(tmp_path), experiment_name=f'bf16_{tmp_path.name}',
         train_dataloader=data(size=48, batch_size=8), train_cfg=dict(by_epoch=True, max_epochs=3),
