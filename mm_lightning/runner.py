@@ -99,8 +99,7 @@ class FlexibleRunner:
         require_together(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
         require_together(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
         if param_scheduler is not None and optim_wrapper is None:
-            raise ConfigError('param_scheduler: needs optim_wrapper (there is nothing to schedule without an '
-                              'optimizer)')
+            raise ConfigError('param_scheduler: needs optim_wrapper')
         if not isinstance(compile, (bool, dict)):
             raise ConfigError(f'compile: expected a bool or a dict of torch.compile arguments, got {compile!r}')
         if isinstance(resume, str) and load_from is not None:
@@ -177,8 +176,7 @@ class FlexibleRunner:
     deterministic = property(lambda self: self._context.deterministic)
     default_scope = property(lambda self: self._context.default_scope)
     model_name = property(lambda self: self._model_name)
-    lightning_loggers = property(lambda self: self._context.lightning_loggers,
-                                 doc='Lightning loggers that vis_backends became; the visualizer writes through them.')
+    lightning_loggers = property(lambda self: self._context.lightning_loggers, doc='Loggers vis_backends became.')
     _log_dir = log_dir
 
     @property
@@ -250,8 +248,8 @@ class FlexibleRunner:
         elif not isinstance(model, nn.Module):
             raise ConfigError(f'model: expected a dict or an nn.Module, got {model!r}')
         elif data_preprocessor is not None:
-            raise ConfigError('data_preprocessor: it configures a model built from a config dict; the model '
-                              'given is already built (set its data_preprocessor when building it)')
+            raise ConfigError('data_preprocessor: it configures a model built from a config dict; '
+                              'this model is already built')
         if is_model_wrapper(model):
             raise ConfigError('model: pass the bare model; Lightning wraps it for the strategy')
         if not self.distributed:
