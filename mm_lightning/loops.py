@@ -144,10 +144,6 @@ class TrainLoop:
     def iter(self) -> int:
         return self._iter
 
-    @property
-    def remaining_iters(self) -> int:
-        return max(self._max_iters - self._iter, 0)
-
     def iteration_done(self) -> None:
         self._iter += 1
 

@@ -56,10 +56,3 @@ def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[T
         built.append(build(PARAM_SCHEDULERS, item, item_key, default_args=default_args))
     return built
 
-
-def all_schedulers(param_schedulers: Optional[ParamSchedulers]) -> List[_ParamScheduler]:
-    if param_schedulers is None:
-        return []
-    if isinstance(param_schedulers, dict):
-        return [s for group in param_schedulers.values() for s in group]
-    return list(param_schedulers)
