@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Iterator, List, Mapping, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -82,39 +82,42 @@ def scale_lr(optim_wrapper: AnyOptimWrapper, auto_scale_lr: Optional[Mapping[str
             group['lr'] = group['lr'] * ratio
 
 
-class LightningRoutedOptimWrapper:
-    """Put in front of a built wrapper's class by :func:`route_through_lightning`."""
+class _LightningRoute:
+    """A wrapper's backward, step and no-sync, done through a LightningModule's Trainer.
 
-    _lightning_module: pl.LightningModule
-    _lightning_index: int
+    Bound onto a built wrapper by :func:`route_through_lightning`; the wrapper keeps its own
+    class and every other behaviour (``update_params``, ``should_update``, ``scale_loss``...).
+    """
+
+    def __init__(self, wrapper: OptimWrapper, module: pl.LightningModule, index: int) -> None:
+        self.wrapper = wrapper
+        self.module = module
+        self.index = index
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         # Lightning decides whether DDP synchronises gradients when backward starts.
-        with self._skip_sync_while_accumulating():
-            self._lightning_module.manual_backward(loss, **kwargs)
-        self._inner_count += 1  # type: ignore[attr-defined]
+        with self.skip_sync_while_accumulating():
+            self.module.manual_backward(loss, **kwargs)
+        self.wrapper._inner_count += 1
 
     def step(self, **kwargs: Any) -> None:
         # Clipping runs in ConfigModule.on_before_optimizer_step, after AMP unscaling.
-        optimizers = self._lightning_module.optimizers()
+        optimizers = self.module.optimizers()
         if isinstance(optimizers, list):
-            optimizers = optimizers[self._lightning_index]
+            optimizers = optimizers[self.index]
         optimizers.step(**kwargs)
 
     @contextmanager
     def optim_context(self, model: nn.Module) -> Iterator[None]:
-        with self._skip_sync_while_accumulating():
+        with self.skip_sync_while_accumulating():
             yield
 
-    def _skip_sync_while_accumulating(self) -> Any:
+    def skip_sync_while_accumulating(self) -> Any:
         """mmengine's no-sync during accumulation, through the strategy (DDP's ``no_sync``)."""
-        strategy = self._lightning_module.trainer.strategy
-        if self.should_sync() or not isinstance(strategy, ParallelStrategy):  # type: ignore[attr-defined]
+        strategy = self.module.trainer.strategy
+        if self.wrapper.should_sync() or not isinstance(strategy, ParallelStrategy):
             return nullcontext()
         return strategy.block_backward_sync()
-
-
-_ROUTED_CLASSES: Dict[type, type] = {}
 
 
 def clip_gradients(wrapper: OptimWrapper, strategy: Any) -> None:
@@ -133,15 +136,11 @@ def clip_gradients(wrapper: OptimWrapper, strategy: Any) -> None:
 def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.LightningModule) -> None:
     """Route each wrapper's backward/step/no-sync through ``module``'s Trainer (in place).
 
-    The wrapper keeps its own class's behaviour otherwise (``update_params``,
-    ``should_update``, ``scale_loss``, ``get_lr``...), custom subclasses included.
+    The routed methods are bound on the wrapper instance; its class, custom subclasses
+    included, keeps everything else.
     """
     for index, wrapper in enumerate(wrappers_of(optim_wrapper)):
-        cls = type(wrapper)
-        if not isinstance(wrapper, LightningRoutedOptimWrapper):
-            if cls not in _ROUTED_CLASSES:
-                _ROUTED_CLASSES[cls] = type(cls.__name__, (LightningRoutedOptimWrapper, cls),
-                                            {'__module__': cls.__module__})
-            wrapper.__class__ = _ROUTED_CLASSES[cls]
-        wrapper._lightning_module = module  # type: ignore[attr-defined]
-        wrapper._lightning_index = index  # type: ignore[attr-defined]
+        route = _LightningRoute(wrapper, module, index)
+        wrapper.backward = route.backward  # type: ignore[method-assign]
+        wrapper.step = route.step  # type: ignore[method-assign]
+        wrapper.optim_context = route.optim_context  # type: ignore[method-assign]
