@@ -1,14 +1,19 @@
-"""mmengine-format checkpoints, written and read both ways.
+"""mmengine-format checkpoints of a run, written and read both ways, and exact resume.
 
 Files carry what mmengine's Runner writes (bare model keys, ``meta``, ``optimizer``,
-``param_schedulers``, ``message_hub``), so mmengine's ``load_checkpoint`` and
-``load_from`` read them. mmengine 0.10 pickles ``HistoryBuffer`` objects, which
-``torch.load``'s default ``weights_only=True`` refuses; we store them (and numpy
-arrays) as tagged plain data so our files load safely, and turn them back on resume.
+``param_schedulers``, ``message_hub``), so mmengine's ``load_checkpoint`` and ``load_from``
+read them, plus, under ``mm_lightning``, what an exact resume needs and mmengine does not
+save: the loop progress (including a validation that was due), the position in the data
+and the global random state. Lightning checkpoints carry the same state
+(:meth:`ConfigModule.on_save_checkpoint`); both are built by :func:`training_state`.
+
+Resuming continues where the checkpoint was taken: a partly trained epoch is not run
+again, the random state is restored where the run continues, and a validation that was
+due runs first. mmengine-written files lack this state; they resume at the position
+their ``meta`` gives, with the random state the run has.
 """
 from __future__ import annotations
 
-import copy
 import os
 import pickle
 import re
@@ -18,172 +23,173 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import mmengine
-import numpy as np
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from mmengine.fileio import FileClient, join_path
-from mmengine.logging import HistoryBuffer
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import (
-    _load_checkpoint,
-    _load_checkpoint_to_model,
-    find_latest_checkpoint,
-    save_checkpoint,
-    weights_to_cpu,
-)
+from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 
+from . import rng, serialization
 from .config import ConfigError
+from .optim import wrappers_of
+from .schedulers import load_scheduler_states, scheduler_states
+from .serialization import to_safe
 
+#: Where mm_lightning's own state sits in a checkpoint of either format.
+STATE_KEY = 'mm_lightning'
 #: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
 MODULE_PREFIX = 'model.'
-HISTORY_BUFFER_TAG = '__history_buffer__'
-NDARRAY_TAG = '__ndarray__'
-
-def to_safe(obj: Any) -> Any:
-    """Replace HistoryBuffers and numpy values by tagged plain data (see module doc)."""
-    if isinstance(obj, HistoryBuffer):
-        log, count = obj.data
-        return {HISTORY_BUFFER_TAG: True, 'log_history': torch.from_numpy(np.asarray(log, dtype=np.float64)),
-                'count_history': torch.from_numpy(np.asarray(count, dtype=np.float64)),
-                'max_length': obj.max_length}
-    if isinstance(obj, np.ndarray) and obj.dtype != object:
-        return {NDARRAY_TAG: True, 'data': torch.from_numpy(np.ascontiguousarray(obj)), 'dtype': str(obj.dtype)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return _map_containers(obj, to_safe)
 
 
-def from_safe(obj: Any) -> Any:
-    """Inverse of :func:`to_safe`."""
-    if isinstance(obj, dict):
-        if obj.get(HISTORY_BUFFER_TAG) is True:
-            return HistoryBuffer(obj['log_history'].tolist(), obj['count_history'].tolist(), obj['max_length'])
-        if obj.get(NDARRAY_TAG) is True:
-            return obj['data'].numpy().astype(obj['dtype'])
-    return _map_containers(obj, from_safe)
+def _to_cpu(state: Any) -> Any:
+    return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
 
-def _map_containers(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to the values of dicts (keeping their type: OrderedDict, Counter...) and lists."""
-    if isinstance(obj, dict):
-        mapped = copy.copy(obj)
-        for key, value in obj.items():
-            mapped[key] = fn(value)
-        return mapped
-    if type(obj) in (list, tuple):
-        return type(obj)(fn(value) for value in obj)
-    return obj
+def run_meta(module: Any, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> Dict[str, Any]:
+    """``meta`` as mmengine's Runner writes it (counters, config, seed, names, dataset meta)."""
+    meta.setdefault('epoch', loop_state['epoch'])
+    meta.setdefault('iter', loop_state['iter'])
+    context = module.context
+    meta.update(cfg=module.cfg.pretty_text, seed=context.seed, experiment_name=context.experiment_name,
+                time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
+                mmengine_version=mmengine.__version__ + get_git_hash())
+    dataset = module.train_loop.dataloader.dataset
+    if hasattr(dataset, 'metainfo'):
+        meta.update(dataset_meta=dataset.metainfo)
+    return meta
 
 
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint that ``torch.load(weights_only=True)`` refuses (see :func:`convert_checkpoint`)."""
+def training_state(module: Any, loop_state: Dict[str, Any]) -> Dict[str, Any]:
+    """What a resumed run needs besides weights and optimizers, in the safe form."""
+    state: Dict[str, Any] = dict(loop=loop_state, rng=rng.capture(),
+                                 message_hub=_to_cpu(module.context.message_hub.state_dict()))
+    if module.param_schedulers is not None:
+        state['param_schedulers'] = scheduler_states(module.param_schedulers)
+    return to_safe(state)
 
 
-def read_checkpoint(filename: str, map_location: Any = 'cpu') -> dict:
-    """Load a checkpoint with ``weights_only=True`` and restore tagged values."""
-    try:
-        checkpoint = _load_checkpoint(filename, map_location=map_location)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f'{filename}: this checkpoint pickles Python objects that torch.load(weights_only=True) refuses '
-            '(mmengine 0.10 stores HistoryBuffer objects in its message hub). If you trust the file, convert '
-            f'it once: `mm-lightning convert-checkpoint {filename} OUT.pth`') from err
-    return from_safe(checkpoint)
+def optimizer_names(optim_wrapper: Any) -> Optional[list]:
+    """The names of an OptimWrapperDict's wrappers, in the order Lightning holds their optimizers."""
+    return list(optim_wrapper.keys()) if isinstance(optim_wrapper, OptimWrapperDict) else None
 
 
-def convert_checkpoint(src: str, dst: str) -> None:
-    """Rewrite a trusted mmengine checkpoint in the safe form (unpickles ``src`` fully)."""
-    checkpoint = torch.load(src, map_location='cpu', weights_only=False)
-    torch.save(to_safe(checkpoint), dst)
-
-
-def _strategy(runner: Any) -> Any:
-    trainer = runner.lightning_module._trainer or runner._trainer
+# -- the strategy's part -------------------------------------------------------------------------------
+def _strategy(module: Any) -> Any:
+    trainer = module.attached_trainer
     return trainer.strategy if trainer is not None else None
 
 
-def gathers_state(runner: Any) -> bool:
+def gathers_state(module: Any) -> bool:
     """Whether saving needs every rank: FSDP keeps model and optimizer state sharded."""
-    return isinstance(_strategy(runner), FSDPStrategy)
+    return isinstance(_strategy(module), FSDPStrategy)
 
 
-def writes_parts(runner: Any) -> bool:
+def writes_parts(module: Any) -> bool:
     """Whether each rank writes its own part (FSDP ``state_dict_cfg='local'``/sharded, as mmengine)."""
-    strategy = _strategy(runner)
+    strategy = _strategy(module)
     return isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == 'sharded'
 
 
-def _check_supported(runner: Any, action: str) -> None:
-    strategy = _strategy(runner)
+def _check_supported(module: Any, action: str) -> None:
+    strategy = _strategy(module)
     if type(strategy).__name__ == 'DeepSpeedStrategy' and (action != 'save' or strategy.zero_stage_3):
         raise ConfigError(f'strategy: mmengine-format checkpoints cannot {action} DeepSpeed '
                           f'{"ZeRO-3 partitioned " if strategy.zero_stage_3 else ""}state here; '
                           "use Lightning's ModelCheckpoint (DeepSpeed's own checkpoint format)")
-    if action != 'save' and writes_parts(runner):
+    if action != 'save' and writes_parts(module):
         raise ConfigError("strategy.state_dict_cfg: loading sharded FSDP checkpoints is not supported; "
                           "save with state_dict_cfg='full'")
 
 
-def model_state_dict(runner: Any) -> dict:
+def model_state_dict(module: Any) -> dict:
     """The mmengine model's weights (bare keys); gathered through Lightning under FSDP."""
-    strategy = _strategy(runner)
+    strategy = _strategy(module)
     if not isinstance(strategy, FSDPStrategy):
-        return runner.model.state_dict()
+        return module.model.state_dict()
     state = strategy.lightning_module_state_dict()  # a collective: every rank calls it
     return OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in state.items()
                        if key.startswith(MODULE_PREFIX))
 
 
-def optimizer_state_dict(runner: Any) -> dict:
-    """``optim_wrapper.state_dict()``; gathered through Lightning under FSDP."""
-    strategy = _strategy(runner)
+def optimizer_state_dict(module: Any) -> dict:
+    """``optim_wrapper.state_dict()`` with the AMP loss scaler; gathered through Lightning under FSDP."""
+    strategy = _strategy(module)
     if not isinstance(strategy, FSDPStrategy):
-        return runner.optim_wrapper.state_dict()
-    from .optim import wrappers_of
-    states = []
-    for wrapper in wrappers_of(runner.optim_wrapper):
-        state = dict(strategy.optimizer_state(wrapper.optimizer))
-        if wrapper.base_param_settings is not None:
-            state['base_param_settings'] = wrapper.base_param_settings
-        states.append(state)
-    if isinstance(runner.optim_wrapper, OptimWrapperDict):
-        return dict(zip(runner.optim_wrapper.keys(), states))
-    return states[0]
+        state = module.optim_wrapper.state_dict()
+    else:
+        states = []
+        for wrapper in wrappers_of(module.optim_wrapper):
+            wrapper_state = dict(strategy.optimizer_state(wrapper.optimizer))
+            if wrapper.base_param_settings is not None:
+                wrapper_state['base_param_settings'] = wrapper.base_param_settings
+            states.append(wrapper_state)
+        state = dict(zip(module.optim_wrapper.keys(), states)) \
+            if isinstance(module.optim_wrapper, OptimWrapperDict) else states[0]
+    scaler = module.runner.grad_scaler
+    if scaler is not None:  # where AmpOptimWrapper keeps it
+        state['loss_scaler'] = scaler.state_dict()
+    return _to_cpu(state)
 
 
-def build_checkpoint(runner: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool) -> dict:
-    """The dict mmengine's ``Runner.save_checkpoint`` writes."""
-    _check_supported(runner, 'save')
-    meta.update(cfg=runner.cfg.pretty_text, seed=runner.seed, experiment_name=runner.experiment_name,
-                time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
-                mmengine_version=mmengine.__version__ + get_git_hash())
-    if hasattr(runner.train_dataloader.dataset, 'metainfo'):
-        meta.update(dataset_meta=runner.train_dataloader.dataset.metainfo)
+def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
+    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP."""
+    _check_supported(module, 'load')
+    strategy = _strategy(module)
+    if not isinstance(strategy, FSDPStrategy):
+        return _load_checkpoint_to_model(module.model, checkpoint, strict, revise_keys=revise_keys)
+    state = checkpoint.get('state_dict', checkpoint)
+    for pattern, replacement in revise_keys:
+        state = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in state.items())
+    strategy.load_model_state_dict({'state_dict': {MODULE_PREFIX + k: v for k, v in state.items()}}, strict=strict)
+    return checkpoint
+
+
+def load_optimizer_state(module: Any, state: dict) -> None:
+    """``optim_wrapper.load_state_dict`` and the loss scaler; scattered through Lightning under FSDP."""
+    state = dict(state)
+    scaler_state = state.pop('loss_scaler', None)
+    if scaler_state is not None and module.runner.grad_scaler is not None:
+        module.runner.grad_scaler.load_state_dict(scaler_state)
+    strategy = _strategy(module)
+    if not isinstance(strategy, FSDPStrategy):
+        module.optim_wrapper.load_state_dict(state)
+        return
+    wrappers = wrappers_of(module.optim_wrapper)
+    states = [dict(state[name]) for name in module.optim_wrapper.keys()] \
+        if isinstance(module.optim_wrapper, OptimWrapperDict) else [state]
+    for wrapper, wrapper_state in zip(wrappers, states):
+        settings = wrapper_state.pop('base_param_settings', None)
+        if settings is not None:
+            wrapper.base_param_settings = settings
+    strategy.load_optimizer_state_dict({'optimizer_states': states})
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool,
+                     loop_state: Dict[str, Any]) -> dict:
+    """The dict mmengine's ``Runner.save_checkpoint`` writes, plus mm_lightning's state."""
+    _check_supported(module, 'save')
+    runner = module.runner
+    state = training_state(module, loop_state)
     checkpoint: Dict[str, Any] = {
-        'meta': meta,
-        'state_dict': weights_to_cpu(model_state_dict(runner)),
-        'message_hub': apply_to(runner.message_hub.state_dict(), lambda x: hasattr(x, 'cpu'), lambda x: x.cpu()),
+        'meta': run_meta(module, meta, loop_state),
+        'state_dict': weights_to_cpu(model_state_dict(module)),
+        'message_hub': state.pop('message_hub'),
     }
     if save_optimizer:
-        if not isinstance(runner.optim_wrapper, OptimWrapper):
+        if not isinstance(module.optim_wrapper, OptimWrapper):
             raise TypeError(f'runner.optim_wrapper should be an OptimWrapper or OptimWrapperDict, '
-                            f'got {runner.optim_wrapper!r}')
-        checkpoint['optimizer'] = apply_to(optimizer_state_dict(runner), lambda x: hasattr(x, 'cpu'),
-                                           lambda x: x.cpu())
-        scaler = runner.grad_scaler
-        if scaler is not None:  # where AmpOptimWrapper keeps it
-            checkpoint['optimizer']['loss_scaler'] = scaler.state_dict()
-    if save_param_scheduler and runner.param_schedulers is None:
+                            f'got {module.optim_wrapper!r}')
+        checkpoint['optimizer'] = optimizer_state_dict(module)
+    schedulers = state.pop('param_schedulers', None)
+    if save_param_scheduler and module.param_schedulers is None:
         runner.logger.warning('`save_param_scheduler` is True but `self.param_schedulers` is None, '
                               'so skip saving parameter schedulers')
-        save_param_scheduler = False
-    if save_param_scheduler:
-        if isinstance(runner.param_schedulers, dict):
-            checkpoint['param_schedulers'] = {name: [s.state_dict() for s in group]
-                                              for name, group in runner.param_schedulers.items()}
-        else:
-            checkpoint['param_schedulers'] = [s.state_dict() for s in runner.param_schedulers]
+    elif save_param_scheduler:
+        checkpoint['param_schedulers'] = schedulers
+    state['data'] = module.attached_trainer.datamodule.state_dict()
+    checkpoint[STATE_KEY] = state
     return checkpoint
 
 
@@ -198,97 +204,61 @@ def checkpoint_path(out_dir: str, filename: str, file_client_args: Optional[dict
     return join_path(out_dir, filename, backend_args=backend_args)
 
 
-def write_checkpoint(checkpoint: dict, filepath: str, file_client_args: Optional[dict] = None,
-                     backend_args: Optional[dict] = None) -> None:
-    save_checkpoint(to_safe(checkpoint), filepath, file_client_args=file_client_args,
-                    backend_args=backend_args)
+def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional[dict], save_optimizer: bool,
+         save_param_scheduler: bool, meta: Optional[dict], by_epoch: bool, backend_args: Optional[dict],
+         loop_state: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """mmengine's ``Runner.save_checkpoint``; returns the path written on this rank.
+
+    ``CheckpointHook`` calls it inside ``after_train_epoch``/``after_train_iter``, before the
+    counters advance: the file describes the point after that epoch or iteration.
+    """
+    parts = writes_parts(module)
+    if module.context.rank != 0 and not (parts or gathers_state(module)):
+        return None
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
+    if loop_state is None:
+        loop_state = module.train_loop.snapshot(after_epoch=by_epoch, after_iteration=not by_epoch)
+    filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
+    checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state)
+    if parts:  # mmengine's layout: <filename>/rank<r>.pth
+        os.makedirs(filepath, exist_ok=True)
+        filepath = os.path.join(filepath, f'rank{module.context.rank}.pth')
+    elif module.context.rank != 0:
+        return None
+    module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+    serialization.write(checkpoint, filepath, file_client_args=file_client_args, backend_args=backend_args)
+    return filepath
 
 
-def load_into_model(runner: Any, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
-    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP."""
-    _check_supported(runner, 'load')
-    strategy = _strategy(runner)
-    if not isinstance(strategy, FSDPStrategy):
-        return _load_checkpoint_to_model(runner.model, checkpoint, strict, revise_keys=revise_keys)
-    state = checkpoint.get('state_dict', checkpoint)
-    for pattern, replacement in revise_keys:
-        state = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in state.items())
-    strategy.load_model_state_dict({'state_dict': {MODULE_PREFIX + k: v for k, v in state.items()}}, strict=strict)
-    return checkpoint
+def save_between_iterations(module: Any) -> Optional[str]:
+    """A resumable checkpoint of a run stopped between two iterations (SIGTERM); ``last_checkpoint`` follows."""
+    loop = module.train_loop
+    filename = f'iter_{loop.iter}.pth'
+    path = save(module, module.context.work_dir, filename, file_client_args=None, save_optimizer=True,
+                save_param_scheduler=True, meta=None, by_epoch=loop.by_epoch, backend_args=None,
+                loop_state=loop.state_dict())
+    if path is not None and module.context.rank == 0:
+        serialization.write_text_atomically(path, os.path.join(module.context.work_dir, 'last_checkpoint'))
+        module.context.logger.info(f'Saved a resumable checkpoint at iteration {loop.iter}: {path}')
+    return path
 
 
-def load_optimizer_state(runner: Any, state: dict) -> None:
-    """``optim_wrapper.load_state_dict``; scattered through Lightning under FSDP."""
-    strategy = _strategy(runner)
-    if not isinstance(strategy, FSDPStrategy):
-        runner.optim_wrapper.load_state_dict(state)
-        return
-    from .optim import wrappers_of
-    wrappers = wrappers_of(runner.optim_wrapper)
-    states = [state[name] for name in runner.optim_wrapper.keys()] \
-        if isinstance(runner.optim_wrapper, OptimWrapperDict) else [state]
-    states = [dict(s) for s in states]
-    for wrapper, wrapper_state in zip(wrappers, states):
-        settings = wrapper_state.pop('base_param_settings', None)
-        if settings is not None:
-            wrapper.base_param_settings = settings
-    strategy.load_optimizer_state_dict({'optimizer_states': states})
-
-
-def restore_training_state(runner: Any, checkpoint: dict, resume_optimizer: bool,
-                           resume_param_scheduler: bool) -> None:
-    """What mmengine's ``Runner.resume`` restores besides weights."""
-    meta = checkpoint['meta']
-    runner.train_loop.resume_from(meta['epoch'], meta['iter'])
-    if 'config' in meta:
-        previous_gpu_ids = mmengine.Config.fromstring(meta['config'], file_format='.py').get('gpu_ids')
-        if previous_gpu_ids and len(previous_gpu_ids) != runner.world_size:
-            auto_scale_lr = runner._auto_scale_lr
-            if not auto_scale_lr or not auto_scale_lr.get('enable', False):
-                raise RuntimeError('Number of GPUs used for current experiment is not consistent with the '
-                                   'checkpoint being resumed from. Set auto_scale_lr.enable=True.')
-    resumed_seed = meta.get('seed')
-    current_seed = runner._randomness_cfg.get('seed')
-    if resumed_seed is not None and resumed_seed != current_seed:
-        if current_seed is not None:
-            runner.logger.warning(f'The value of random seed in the checkpoint "{resumed_seed}" is different '
-                                  f'from the value in `randomness` config "{current_seed}"')
-        runner._reseed(resumed_seed)
-    dataset_meta = getattr(runner.train_dataloader.dataset, 'metainfo', None)
-    if pickle.dumps(meta.get('dataset_meta')) != pickle.dumps(dataset_meta):
-        runner.logger.warning('The dataset metainfo from the resumed checkpoint is different from the current '
-                              'training dataset, please check the correctness of the checkpoint or the '
-                              'training dataset.')
-    runner.message_hub.load_state_dict(checkpoint['message_hub'])
-    if 'optimizer' in checkpoint and resume_optimizer:
-        state = dict(checkpoint['optimizer'])
-        scaler_state = state.pop('loss_scaler', None)
-        load_optimizer_state(runner, state)
-        if scaler_state is not None and runner.grad_scaler is not None:
-            runner.grad_scaler.load_state_dict(scaler_state)
-    if resume_param_scheduler and runner.param_schedulers is None:
-        runner.logger.warning('`resume_param_scheduler` is True but `self.param_schedulers` is None, '
-                              'so skip resuming parameter schedulers')
-        resume_param_scheduler = False
-    if 'param_schedulers' in checkpoint and resume_param_scheduler:
-        saved = checkpoint['param_schedulers']
-        if isinstance(runner.param_schedulers, dict):
-            for name, group in runner.param_schedulers.items():
-                for scheduler, state in zip(group, saved[name]):
-                    scheduler.load_state_dict(state)
-        else:
-            for scheduler, state in zip(runner.param_schedulers, saved):
-                scheduler.load_state_dict(state)
-
-
+# -- reading -------------------------------------------------------------------------------------------
 def sources(work_dir: str, resume: Union[bool, str], load_from: Optional[str],
             logger: Any) -> Tuple[Optional[str], Optional[str]]:
-    """(file to resume from, file to load weights from) as mmengine decides them; files must exist."""
+    """(file to resume from, file to load weights from) as mmengine decides them; files must exist.
+
+    ``resume=True`` takes ``last_checkpoint``; when it or the file it names is missing or cut
+    short (a kill during a write), the newest whole checkpoint in ``work_dir`` is taken instead.
+    """
     resume_from = None
     if isinstance(resume, str):
         resume_from = resume
     elif resume and load_from is None:
-        resume_from = find_latest_checkpoint(work_dir)
+        resume_from = _latest_whole_checkpoint(work_dir, logger)
         logger.info(f'Auto resumed from the latest checkpoint {resume_from}.')
     elif resume:
         resume_from = load_from
@@ -301,29 +271,86 @@ def sources(work_dir: str, resume: Union[bool, str], load_from: Optional[str],
     return None, load_from
 
 
-def save(runner: Any, out_dir: str, filename: str, *, file_client_args: Optional[dict], save_optimizer: bool,
-         save_param_scheduler: bool, meta: Optional[dict], by_epoch: bool, backend_args: Optional[dict]) -> None:
-    """mmengine's ``Runner.save_checkpoint``.
+def _latest_whole_checkpoint(work_dir: str, logger: Any) -> Optional[str]:
+    try:
+        latest = find_latest_checkpoint(work_dir)
+    except (OSError, UnicodeDecodeError):
+        latest = None
+    if latest is not None and serialization.is_whole(latest):
+        return latest
+    candidates = [os.path.join(work_dir, name) for name in os.listdir(work_dir) if os.path.isdir(work_dir)
+                  and name.endswith('.pth') and not name.startswith(('best_', '.'))] if os.path.isdir(work_dir) else []
+    whole = sorted((path for path in candidates if serialization.is_whole(path)), key=os.path.getmtime)
+    if latest is not None or whole:
+        logger.warning(f'The latest checkpoint {latest!r} named by last_checkpoint is missing or unreadable; '
+                       f'resuming from the newest whole checkpoint instead: {whole[-1] if whole else None!r}')
+    return whole[-1] if whole else None
 
-    Rank 0 writes, as under mmengine; every rank takes part where the strategy must gather
-    sharded state, and each writes its part of a sharded FSDP checkpoint.
-    """
-    parts = writes_parts(runner)
-    if runner.rank != 0 and not (parts or gathers_state(runner)):
-        return
-    if meta is None:
-        meta = {}
-    elif not isinstance(meta, dict):
-        raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
-    # During after_train_epoch/after_train_iter the counters have not advanced yet.
-    meta.setdefault('epoch', runner.epoch + 1 if by_epoch else runner.epoch)
-    meta.setdefault('iter', runner.iter if by_epoch else runner.iter + 1)
-    filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
-    checkpoint = build_checkpoint(runner, meta, save_optimizer, save_param_scheduler)
-    if parts:  # mmengine's layout: <filename>/rank<r>.pth
-        os.makedirs(filepath, exist_ok=True)
-        filepath = os.path.join(filepath, f'rank{runner.rank}.pth')
-    elif runner.rank != 0:
-        return
-    runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-    write_checkpoint(checkpoint, filepath, file_client_args=file_client_args, backend_args=backend_args)
+
+def load_or_resume(module: Any, weights_only: bool = False) -> bool:
+    """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from``; True if resumed."""
+    resume_from, load_from = sources(module.context.work_dir, module.resume, module.load_from,
+                                     module.context.logger)
+    if resume_from is not None and not weights_only:
+        resume(module, resume_from)
+        return True
+    if resume_from is not None or load_from is not None:
+        load_checkpoint(module, resume_from or load_from)
+    return False
+
+
+def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
+                    revise_keys: list = [(r'^module.', '')]) -> dict:
+    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``."""
+    checkpoint = serialization.read(filename, map_location)
+    module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+    checkpoint = load_into_model(module, checkpoint, strict, revise_keys)
+    module.context.logger.info(f'Load checkpoint from {filename}')
+    return checkpoint
+
+
+def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_param_scheduler: bool = True,
+           map_location: Union[str, Callable] = 'default') -> None:
+    """mmengine's ``Runner.resume``, plus the data position, pending validation and random state."""
+    if map_location == 'default':
+        map_location = 'cuda' if torch.cuda.is_available() else 'cpu'
+    checkpoint = load_checkpoint(module, filename, map_location=map_location)
+    restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
+    module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
+
+
+def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool,
+                           resume_param_scheduler: bool) -> None:
+    """What a resume restores besides weights (mmengine's checks and warnings included)."""
+    meta = checkpoint['meta']
+    context, runner = module.context, module.runner
+    if 'config' in meta:
+        previous_gpu_ids = mmengine.Config.fromstring(meta['config'], file_format='.py').get('gpu_ids')
+        if previous_gpu_ids and len(previous_gpu_ids) != context.world_size:
+            if not module.auto_scale_lr or not module.auto_scale_lr.get('enable', False):
+                raise RuntimeError('Number of GPUs used for current experiment is not consistent with the '
+                                   'checkpoint being resumed from. Set auto_scale_lr.enable=True.')
+    resumed_seed = meta.get('seed')
+    current_seed = context.randomness.get('seed')
+    if resumed_seed is not None and resumed_seed != current_seed:
+        if current_seed is not None:
+            context.logger.warning(f'The value of random seed in the checkpoint "{resumed_seed}" is different '
+                                   f'from the value in `randomness` config "{current_seed}"')
+        context.reseed(resumed_seed)
+    dataset_meta = getattr(runner.train_dataloader.dataset, 'metainfo', None)
+    if pickle.dumps(meta.get('dataset_meta')) != pickle.dumps(dataset_meta):
+        context.logger.warning('The dataset metainfo from the resumed checkpoint is different from the current '
+                               'training dataset, please check the correctness of the checkpoint or the '
+                               'training dataset.')
+    context.message_hub.load_state_dict(checkpoint['message_hub'])
+    if 'optimizer' in checkpoint and resume_optimizer:
+        load_optimizer_state(module, checkpoint['optimizer'])
+    if resume_param_scheduler and module.param_schedulers is None:
+        context.logger.warning('`resume_param_scheduler` is True but `self.param_schedulers` is None, '
+                               'so skip resuming parameter schedulers')
+    elif 'param_schedulers' in checkpoint and resume_param_scheduler:
+        load_scheduler_states(module.param_schedulers, checkpoint['param_schedulers'])
+    state = dict(checkpoint.get(STATE_KEY) or {})
+    if state.get('data') is not None:
+        module.attached_trainer.datamodule.load_state_dict(state['data'])
+    module.set_resume_state(state, meta)

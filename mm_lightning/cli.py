@@ -3,7 +3,7 @@
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
 ``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
-``mm-lightning convert-checkpoint SRC DST`` (an mmengine file, made loadable with ``weights_only=True``)
+``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
@@ -43,10 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                       help='override config entries')
     _add_distribution_options(test)
 
-    convert = commands.add_parser('convert-checkpoint',
-                                  help='rewrite a trusted mmengine checkpoint so it loads with weights_only=True')
-    convert.add_argument('src', help='checkpoint written by mmengine (unpickled in full: trust it)')
-    convert.add_argument('dst', help='where to write the converted checkpoint')
+    convert = commands.add_parser(
+        'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
+                                   'mmengine .pth so it loads with weights_only=True')
+    convert.add_argument('src', help='an mmengine .pth or a Lightning .ckpt (unpickled in full: trust it)')
+    convert.add_argument('dst', help='*.ckpt for a Lightning checkpoint, *.pth for an mmengine one')
     return parser
 
 
@@ -97,9 +98,13 @@ def build_config(args: argparse.Namespace) -> Config:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == 'convert-checkpoint':
-        from .checkpoint import convert_checkpoint
-        convert_checkpoint(args.src, args.dst)
-        print(f'wrote {args.dst}')
+        from .convert import convert
+        try:
+            done = convert(args.src, args.dst)
+        except ConfigError as err:
+            print(f'mm-lightning: error: {err}', file=sys.stderr)
+            return 2
+        print(f'wrote {args.dst} ({done})')
         return 0
     from .runner import FlexibleRunner
     try:

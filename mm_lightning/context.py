@@ -15,7 +15,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 import torch
 from lightning.pytorch.loggers import Logger
 from mmengine.config import Config
-from mmengine.dist import broadcast, get_dist_info
+from mmengine.dist import broadcast, get_dist_info, master_only
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import LOG_PROCESSORS, VISUALIZERS, DefaultScope
 from mmengine.runner import LogProcessor
@@ -34,7 +34,12 @@ RANDOMNESS_KEYS = ('seed', 'diff_rank_seed', 'deterministic')
 
 @dataclass
 class RunContext:
-    """Everything a run writes through, shared by the runner facade and hooks."""
+    """Everything a run writes through, shared by the module, the runner view and hooks.
+
+    Created without touching the disk; :meth:`open` creates the work_dir, the log file and
+    the dumped config (``FlexibleRunner`` at construction, as mmengine's Runner does; a
+    ``ConfigModule`` in someone else's Trainer when that Trainer starts).
+    """
 
     work_dir: str
     timestamp: str
@@ -47,16 +52,57 @@ class RunContext:
     deterministic: bool
     env_cfg: dict
     randomness: dict
-    logger: MMLogger
+    log_level: Union[int, str]
     message_hub: MessageHub
     visualizer: Visualizer
     log_processor: LogProcessor
     default_scope: Optional[DefaultScope] = None
     lightning_loggers: list = field(default_factory=list)
+    opened: bool = False
+    _logger: Optional[MMLogger] = None
 
     @property
     def distributed(self) -> bool:
         return self.launcher != 'none'
+
+    @property
+    def logger(self) -> MMLogger:
+        """The run's logger (writing to ``log_dir`` once opened)."""
+        return self._logger if self._logger is not None else MMLogger.get_current_instance()
+
+    @logger.setter
+    def logger(self, logger: MMLogger) -> None:
+        self._logger = logger
+
+    def open(self, cfg: Config, hooks_info: str) -> None:
+        """Create the work_dir and log_dir, start the log file, log the environment, config
+        and hooks, and dump the config (rank 0), as mmengine's Runner does at construction."""
+        if self.opened:
+            return
+        self.opened = True
+        mkdir_or_exist(self.work_dir)
+        mkdir_or_exist(self.log_dir)
+        if self._logger is None:
+            self._logger = MMLogger.get_instance(self.experiment_name, log_level=self.log_level,
+                                                 log_file=osp.join(self.log_dir, f'{self.timestamp}.log'),
+                                                 file_mode='a')
+        _log_env(self, cfg)
+        if cfg:
+            self.visualizer.add_config(cfg)
+        self._logger.info(f'Hooks will be executed in the following order:\n{hooks_info}')
+        self.dump_config(cfg)
+
+    @master_only
+    def dump_config(self, cfg: Config) -> None:
+        """Write the config to work_dir (the config file's name, or ``<timestamp>.py``)."""
+        filename = osp.basename(cfg.filename) if cfg.filename else f'{self.timestamp}.py'
+        cfg.dump(osp.join(self.work_dir, filename))
+
+    def reseed(self, seed: int) -> None:
+        """Seed again (a resumed checkpoint's seed), as mmengine's ``set_randomness``."""
+        self.randomness.update(seed=seed)
+        self.seed = set_random_seed(seed=seed, deterministic=self.randomness.get('deterministic', False),
+                                    diff_rank_seed=self.randomness.get('diff_rank_seed', False))
 
 
 def setup_environment(env_cfg: Mapping, distributed: bool) -> None:
@@ -87,12 +133,14 @@ def create_context(
     log_processor: Union[dict, LogProcessor, None],
     visualizer: Union[dict, Visualizer, None],
 ) -> RunContext:
-    """Seed, name and open the run's outputs; the process group must already exist."""
+    """Seed and name the run (nothing is written; see :meth:`RunContext.open`).
+
+    The process group must already exist, so that ranks agree on the timestamp and seed.
+    """
     unknown = set(randomness) - set(RANDOMNESS_KEYS)
     if unknown:
         raise ConfigError(f'randomness: unknown keys {sorted(unknown)}; supported keys are {list(RANDOMNESS_KEYS)}')
     work_dir = osp.abspath(work_dir)
-    mkdir_or_exist(work_dir)
     rank, world_size = get_dist_info()
 
     stamp = torch.tensor(time.time(), dtype=torch.float64)
@@ -108,26 +156,18 @@ def create_context(
         experiment_name = osp.splitext(osp.basename(cfg.filename))[0]
     experiment_name = f'{experiment_name}_{timestamp}' if experiment_name else timestamp
     log_dir = osp.join(work_dir, timestamp)
-    mkdir_or_exist(log_dir)
 
     scope = None
     if default_scope is not None:
         scope = DefaultScope.get_instance(experiment_name, scope_name=default_scope)
 
-    log_processor = _build_log_processor(log_processor)
-    logger = MMLogger.get_instance(experiment_name, log_level=log_level,
-                                   log_file=osp.join(log_dir, f'{timestamp}.log'), file_mode='a')
-    context = RunContext(
+    vis, loggers = _build_visualizer(visualizer, experiment_name, log_dir)
+    return RunContext(
         work_dir=work_dir, timestamp=timestamp, experiment_name=experiment_name, log_dir=log_dir,
         launcher=launcher, rank=rank, world_size=world_size, seed=seed,
-        deterministic=randomness.get('deterministic', False), env_cfg=dict(env_cfg),
-        randomness=randomness, logger=logger, message_hub=MessageHub.get_instance(experiment_name),
-        visualizer=None, log_processor=log_processor, default_scope=scope)  # type: ignore[arg-type]
-    _log_env(context, cfg)
-    context.visualizer, context.lightning_loggers = _build_visualizer(visualizer, experiment_name, log_dir)
-    if cfg:
-        context.visualizer.add_config(cfg)
-    return context
+        deterministic=randomness.get('deterministic', False), env_cfg=dict(env_cfg), randomness=randomness,
+        log_level=log_level, message_hub=MessageHub.get_instance(experiment_name), visualizer=vis,
+        log_processor=_build_log_processor(log_processor), default_scope=scope, lightning_loggers=loggers)
 
 
 def _build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogProcessor:

@@ -1,9 +1,23 @@
 """Dataloaders built by mmengine, served to Lightning by a LightningDataModule.
 
 mmengine's ``build_dataloader`` builds dataset, sampler, batch sampler, collate and
-worker seeding exactly as under its Runner. Lightning receives the loaders as they
-are (the Trainer must run with ``use_distributed_sampler=False``). Iteration-based
-training sees one endless stream, as mmengine's IterBasedTrainLoop does.
+worker seeding exactly as under its Runner. Lightning receives them behind thin views
+(:class:`TrainStream`, :class:`EvalBatches`) that are not ``DataLoader`` objects, so it
+cannot swap their samplers or set their epochs; mmengine's hooks and samplers do that.
+
+:class:`TrainStream` draws training batches in mmengine's order and knows its position
+(passes started, batches drawn), which :class:`ConfigDataModule` carries in checkpoints.
+Resuming recreates the interrupted pass and moves to that position:
+
+* without loader workers, at the sampler: the skipped indices are drawn from the batch
+  sampler, nothing is loaded (random augmentation in the main process follows the
+  restored global random state, so the result is identical);
+* with workers, by replaying the pass from its start, with the random state it started
+  with, so worker seeds and per-worker random streams match (a progress bar shows it).
+
+With ``persistent_workers=True`` the worker processes keep their own random state
+across passes; a resumed run starts a new pool, so random augmentation inside workers
+after a resume follows a fresh pool, as under mmengine. Everything else is exact.
 """
 from __future__ import annotations
 
@@ -12,13 +26,17 @@ import logging
 from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.runner import Runner
-from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
+from tqdm import tqdm
+from typing_extensions import override
 
+from . import rng
 from .config import ConfigError, ConfigLike, load_config
-from .loops import parse_train_cfg
+from .loops import train_iterations
 from .registry import config_key
 
 SPLITS = ('train', 'val', 'test')
@@ -39,56 +57,237 @@ def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed:
         return Runner.build_dataloader(copy.deepcopy(dict(spec)), seed=seed, diff_rank_seed=diff_rank_seed)
 
 
-def train_iterations(train_cfg: Any) -> Optional[int]:
-    """``max_iters`` of an iteration-based ``train_cfg``; ``None`` for epoch-based or no training."""
-    if train_cfg is None:
-        return None
-    parsed = parse_train_cfg(train_cfg)
-    return None if parsed['by_epoch'] else parsed['max_iters']
+class _SkipBatches:
+    """A batch sampler view that leaves out the first ``count`` batches of ``batch_sampler``."""
 
-
-class IterationLoader:
-    """An iteration-based run's training stream: ``len`` batches from an endless iterator.
-
-    mmengine's IterBasedTrainLoop draws every batch from one ``_InfiniteDataloaderIterator``
-    (restarting the loader when a finite sampler runs out) and, on resume, skips the
-    batches already trained. Lightning sees a sized iterable of the remaining batches,
-    so it neither prefetches nor restarts it.
-    """
-
-    def __init__(self, dataloader: DataLoader, total: int) -> None:
-        self.dataloader = dataloader
-        self.total = total
-        self.start = 0
-        # Created now, as mmengine's loop does when it is built.
-        self._stream = _InfiniteDataloaderIterator(dataloader)
-        self._skipped = False
-
-    def resume_at(self, iteration: int) -> None:
-        self.start = iteration
-
-    def __len__(self) -> int:
-        return max(self.total - self.start, 0)
+    def __init__(self, batch_sampler: Any, count: int) -> None:
+        self.batch_sampler = batch_sampler
+        self.count = count
 
     def __iter__(self) -> Iterator[Any]:
-        return self._batches()
+        indices = iter(self.batch_sampler)
+        for _ in range(self.count):
+            next(indices)
+        yield from indices
 
-    def _batches(self) -> Iterator[Any]:
-        if self.start and not self._skipped:
-            print_log(f'Advance dataloader {self.start} steps to skip data that has already been trained',
-                      logger='current', level=logging.WARNING)
-            for _ in range(self.start):
-                next(self._stream)
-        self._skipped = True
-        for _ in range(len(self)):
-            yield next(self._stream)
+    def __len__(self) -> int:
+        return max(len(self.batch_sampler) - self.count, 0)
+
+
+def _rest_of_pass(loader: DataLoader, skipped: int) -> DataLoader:
+    """The same loader without its first ``skipped`` batches (no workers: nothing else differs)."""
+    return DataLoader(loader.dataset, batch_sampler=_SkipBatches(loader.batch_sampler, skipped), num_workers=0,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
+                      generator=loader.generator, pin_memory_device=loader.pin_memory_device)
+
+
+def _set_sampler_epoch(loader: DataLoader, epoch: int) -> None:
+    """What mmengine's iteration stream does when it restarts an exhausted loader."""
+    if hasattr(loader.sampler, 'set_epoch'):
+        loader.sampler.set_epoch(epoch)
+    elif loader.batch_sampler is not None and hasattr(loader.batch_sampler.sampler, 'set_epoch'):
+        loader.batch_sampler.sampler.set_epoch(epoch)
+
+
+def _is_endless(loader: DataLoader) -> bool:
+    samplers = (loader.sampler, getattr(loader.batch_sampler, 'sampler', None))
+    return any(isinstance(sampler, InfiniteSampler) for sampler in samplers)
+
+
+class TrainStream:
+    """The training batches in mmengine's order, from a resumable position.
+
+    Epoch-based (``total_iters=None``): every ``iter()`` continues or starts one pass over
+    the loader; the hook bridge ends the pass with :meth:`finish_pass` after its last batch,
+    running the sampler's code after its last ``yield`` as mmengine's ``for`` loop does.
+    Iteration-based: one stream of ``total_iters`` batches in which an exhausted loader
+    restarts with the sampler's next epoch, as mmengine's ``IterBasedTrainLoop`` does; its
+    first pass starts when the stream is built, as mmengine's starts when its loop is built.
+    """
+
+    def __init__(self, loader: DataLoader, total_iters: Optional[int] = None) -> None:
+        self.loader = loader
+        self.total_iters = total_iters
+        self._passes = 0  # passes started
+        self._in_pass = 0  # batches drawn from the current pass
+        self._drawn = 0  # batches drawn in all
+        self._drained = True  # the current pass has ended (or none started)
+        self._pass_rng: Optional[rng.RngState] = None
+        self._iterator: Optional[Iterator[Any]] = None
+        self._recreate = False  # restored mid-pass: rebuild the pass at its position first
+        if total_iters is not None:
+            self._start_pass()
+
+    @property
+    def by_epoch(self) -> bool:
+        return self.total_iters is None
+
+    def __len__(self) -> int:
+        if self.by_epoch:
+            return len(self.loader)
+        return max(self.total_iters - self._drawn, 0)  # type: ignore[operator]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._epoch_batches() if self.by_epoch else self._stream_batches()
+
+    @property
+    def batch_index(self) -> int:
+        """mmengine's ``batch_idx`` of the batch drawn last (within its epoch)."""
+        return self._in_pass - 1
+
+    @property
+    def mid_pass(self) -> bool:
+        """A pass is open: an epoch-based run stopped inside an epoch, or any iteration-based run."""
+        return not self._drained
+
+    @property
+    def pass_complete(self) -> bool:
+        """Every batch of the epoch drawn, the pass not yet ended."""
+        return self.by_epoch and not self._drained and self._in_pass >= len(self.loader)
+
+    def finish_pass(self) -> None:
+        """End an epoch's pass as mmengine's ``for`` loop does: ask for one more batch."""
+        self._ensure_iterator()
+        try:
+            next(self._iterator)  # type: ignore[arg-type]
+        except StopIteration:
+            self._drained = True
+            self._iterator = None
+            return
+        raise ConfigError(f'train_dataloader: the loader yields more batches per epoch than its len() '
+                          f'({len(self.loader)}); mmengine would train on them, Lightning stops at len()')
+
+    # -- drawing ----------------------------------------------------------------------------------
+    def _start_pass(self) -> None:
+        if not self.by_epoch and self._passes:
+            print_log('Reach the end of the dataloader, it will be restarted and continue to iterate. It is '
+                      'recommended to use `mmengine.dataset.InfiniteSampler` to enable the dataloader to '
+                      'iterate infinitely.', logger='current', level=logging.WARNING)
+            _set_sampler_epoch(self.loader, self._passes)
+        self._pass_rng = rng.capture()
+        self._iterator = iter(self.loader)
+        self._passes += 1
+        self._in_pass = 0
+        self._drained = False
+
+    def _ensure_iterator(self) -> None:
+        if self._recreate:
+            self._recreate = False
+            self._iterator = self._fast_forward()
+        elif self._drained:
+            self._start_pass()
+
+    def _draw(self) -> Any:
+        batch = next(self._iterator)  # type: ignore[arg-type]
+        self._in_pass += 1
+        self._drawn += 1
+        return batch
+
+    def _epoch_batches(self) -> Iterator[Any]:
+        self._ensure_iterator()
+        while self._in_pass < len(self.loader):
+            try:
+                batch = self._draw()
+            except StopIteration:
+                raise ConfigError(f'train_dataloader: the loader ended after {self._in_pass} batches but its '
+                                  f'len() is {len(self.loader)}; epoch-based training needs a sized loader') from None
+            yield batch
+
+    def _stream_batches(self) -> Iterator[Any]:
+        self._ensure_iterator()
+        while self._drawn < self.total_iters:  # type: ignore[operator]
+            try:
+                batch = self._draw()
+            except StopIteration:
+                self._start_pass()
+                batch = self._draw()
+            yield batch
+
+    # -- position ---------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(passes=self._passes, in_pass=self._in_pass, drawn=self._drawn, drained=self._drained,
+                    pass_rng=self._pass_rng)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._passes = int(state['passes'])
+        self._in_pass = int(state['in_pass'])
+        self._drawn = int(state['drawn'])
+        self._drained = bool(state['drained'])
+        self._pass_rng = state.get('pass_rng')
+        self._iterator = None
+        self._recreate = not self._drained
+
+    def state_from_meta(self, epoch: int, iteration: int) -> Dict[str, Any]:
+        """The position after ``iteration`` batches, for checkpoints that record only counters."""
+        length = len(self.loader)
+        if self.by_epoch:
+            in_pass = iteration - epoch * length
+            return dict(passes=epoch + (in_pass > 0), in_pass=in_pass, drawn=iteration, drained=in_pass == 0,
+                        pass_rng=None)
+        if _is_endless(self.loader) or iteration == 0:
+            return dict(passes=1, in_pass=iteration, drawn=iteration, drained=False, pass_rng=None)
+        passes = -(-iteration // length)
+        return dict(passes=passes, in_pass=iteration - (passes - 1) * length, drawn=iteration, drained=False,
+                    pass_rng=None)
+
+    def _fast_forward(self) -> Iterator[Any]:
+        """The interrupted pass, positioned after its first ``in_pass`` batches.
+
+        The global random state is left as it was: the caller restores the checkpoint's.
+        """
+        skipped = self._in_pass
+        with rng.preserved():
+            if self._pass_rng is not None:
+                rng.restore(self._pass_rng)
+            if not self.by_epoch and self._passes > 1:
+                _set_sampler_epoch(self.loader, self._passes - 1)
+            if self.loader.num_workers == 0 and self.loader.batch_sampler is not None:
+                return iter(_rest_of_pass(self.loader, skipped))
+            iterator = iter(self.loader)
+            _replay(iterator, skipped)
+        return iterator
+
+
+@rank_zero_only
+def _log_replay(count: int) -> None:
+    print_log(f'Replaying {count} batches to the resume position (loader workers keep their own random '
+              'state, so the batches are loaded again)', logger='current', level=logging.INFO)
+
+
+def _replay(iterator: Iterator[Any], count: int) -> None:
+    if count:
+        _log_replay(count)
+    for _ in tqdm(range(count), desc='replaying data to the resume position', disable=count < 1 or
+                  not rank_zero_only.rank == 0, leave=False):  # type: ignore[attr-defined]
+        next(iterator)
+
+
+class EvalBatches:
+    """An evaluation loader as Lightning sees it: sized and iterable, not a ``DataLoader``.
+
+    Lightning would replace a ``DataLoader``'s sampler under ``use_distributed_sampler``;
+    mmengine's samplers already shard and pad.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        # A generator: the loader's iterator (which draws a worker seed from the global random state)
+        # is made at the first batch, as mmengine's loop makes it, not when Lightning probes iter().
+        yield from self.loader
 
 
 class ConfigDataModule(pl.LightningDataModule):
     """Train/val/test dataloaders from an mmengine config, built once by mmengine.
 
     Loaders are built on first use (``setup`` at the latest, after the process group
-    exists) so samplers see the right rank and world size.
+    exists) so samplers see the right rank and world size. The position in the training
+    stream is this module's state (``state_dict``), saved in Lightning checkpoints and,
+    through the runner, in mmengine-format ones.
     """
 
     def __init__(self, train_dataloader: LoaderSpec = None, val_dataloader: LoaderSpec = None,
@@ -101,7 +300,8 @@ class ConfigDataModule(pl.LightningDataModule):
         self.seed = seed
         self.diff_rank_seed = diff_rank_seed
         self.train_iterations = train_iterations
-        self._train_stream: Optional[IterationLoader] = None
+        self._train_stream: Optional[TrainStream] = None
+        self._stream_state: Optional[Mapping[str, Any]] = None
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: Any = None) -> 'ConfigDataModule':
@@ -122,32 +322,56 @@ class ConfigDataModule(pl.LightningDataModule):
             if spec is None:
                 raise ConfigError(f'{split}_dataloader is not configured')
             self._loaders[split] = build_dataloader(spec, f'{split}_dataloader', self.seed, self.diff_rank_seed)
-            if split == 'train' and self.train_iterations is not None:
-                self._train_stream = IterationLoader(self._loaders[split], self.train_iterations)
         return self._loaders[split]
 
-    def resume_at(self, iteration: int) -> None:
-        """Skip the iterations a resumed iteration-based run has already trained."""
-        if self.train_iterations is not None:
-            self.loader('train')
-            assert self._train_stream is not None
-            self._train_stream.resume_at(iteration)
+    @property
+    def train_stream(self) -> TrainStream:
+        """The training batches as Lightning draws them (built with the train loader)."""
+        if self._train_stream is None:
+            self._train_stream = TrainStream(self.loader('train'), self.train_iterations)
+            if self._stream_state is not None:
+                self._train_stream.load_state_dict(self._stream_state)
+                self._stream_state = None
+        return self._train_stream
 
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        return batch  # the model's data_preprocessor moves data to the device, as under mmengine
-
+    @override
     def setup(self, stage: str) -> None:
         wanted = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}.get(stage, ())
         for split in wanted:
             if self.has(split):
-                self.loader(split)
+                if split == 'train':
+                    _ = self.train_stream
+                else:
+                    self.loader(split)
 
+    @override
     def train_dataloader(self) -> Any:
-        loader = self.loader('train')
-        return self._train_stream if self._train_stream is not None else loader
+        return self.train_stream
 
+    @override
     def val_dataloader(self) -> Any:
-        return self.loader('val') if self.has('val') else []
+        return EvalBatches(self.loader('val')) if self.has('val') else []
 
+    @override
     def test_dataloader(self) -> Any:
-        return self.loader('test') if self.has('test') else []
+        return EvalBatches(self.loader('test')) if self.has('test') else []
+
+    @override
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        return batch  # the model's data_preprocessor moves data to the device, as under mmengine
+
+    @override
+    def state_dict(self) -> Dict[str, Any]:
+        if self._train_stream is not None:
+            return {'train': self._train_stream.state_dict()}
+        return {'train': self._stream_state} if self._stream_state is not None else {}
+
+    @override
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        train = state_dict.get('train')
+        if train is None:
+            return
+        if self._train_stream is not None:
+            self._train_stream.load_state_dict(train)
+        else:
+            self._stream_state = train

@@ -1,40 +1,21 @@
-"""mmengine hooks, called by a Lightning callback at the points mmengine's loops call them.
+"""mmengine hooks as a run holds them: defaults merged, priority order, per-stage dispatch.
 
 ``HookList`` keeps mmengine's priority order and, per stage, the hooks that override
-it (mmengine's ``get_triggered_stages``), so an iteration dispatches only to hooks
-that do something. ``HookBridge`` maps Lightning's callback events onto mmengine's
-order of events (see the module docstring of :mod:`mm_lightning.loops`):
-
-============================  ==============================================
-Lightning                     mmengine
-============================  ==============================================
-setup                         before_run, init weights (before wrapping)
-on_fit_start                  load/resume
-on_train_start                before_train
-on_train_epoch_start          before_train_epoch (once, iteration-based)
-on_train_batch_start          before_train_iter
-on_train_batch_end            after_train_iter; at an epoch's last batch
-                              after_train_epoch, *then* validation
-on_train_epoch_end            after_train_epoch (iteration-based only)
-on_validation_start / _end    before_val, before_val_epoch /
-                              after_val_epoch(metrics), after_val
-on_train_end / on_fit_end     after_train / after_run
-============================  ==============================================
+it (mmengine's ``get_triggered_stages``), so an iteration dispatches only to hooks that
+do something. :mod:`mm_lightning.bridge` calls them at mmengine's points of a Lightning run.
+``custom_hooks`` entries that name a Lightning ``Callback`` go to the Trainer instead.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner.priority import Priority, get_priority
 
 from .config import ConfigError
-from .loops import schedule_validation
 from .registry import build, names_subclass_of, resolve_type
 
 #: mmengine's default hooks; a config's ``default_hooks`` entries replace (or, as None, remove) them.
@@ -155,113 +136,3 @@ class HookList:
         return '\n'.join(blocks)
 
 
-class HookBridge(Callback):
-    """Calls the runner's mmengine hooks at mmengine's points of a Lightning run."""
-
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner
-
-    def _call(self, stage: str, **kwargs: Any) -> None:
-        self.runner._hooks.call(self.runner, stage, **kwargs)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.runner._setup_run(stage)  # before_run; weights initialised before the strategy wraps them
-
-    # -- training ---------------------------------------------------------------------
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.runner._start_training(trainer)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call('before_train')
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = self.runner.train_loop
-        if loop.by_epoch:
-            self.runner.model.train()
-        self._call('before_train_epoch')
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        loop = self.runner.train_loop
-        if not loop.by_epoch:
-            self.runner.model.train()
-            batch_idx = loop.iter
-        self._call('before_train_iter', batch_idx=batch_idx, data_batch=batch)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        loop = self.runner.train_loop
-        self._call('after_train_iter', batch_idx=batch_idx if loop.by_epoch else loop.iter,
-                   data_batch=batch, outputs=outputs)
-        loop.iteration_done()
-        if loop.by_epoch:
-            epoch_ended = batch_idx + 1 >= trainer.num_training_batches
-            if epoch_ended:
-                self._call('after_train_epoch')
-                loop.epoch_done()
-            schedule_validation(trainer, epoch_ended and loop.validation_due())
-        else:
-            schedule_validation(trainer, loop.validation_due())
-            if loop.stop_training:
-                trainer.should_stop = True
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = self.runner.train_loop
-        if not loop.by_epoch:
-            self._call('after_train_epoch')
-        if loop.finished:
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call('after_train')
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call('after_run')
-
-    # -- validation and test ----------------------------------------------------------------
-    def _eval_start(self, trainer: pl.Trainer, mode: str) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:
-            self.runner.load_or_resume()
-        self._call(f'before_{mode}')
-
-    def _eval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, mode: str) -> None:
-        self._call(f'after_{mode}_epoch', metrics=pl_module.metrics.get(mode))
-        self._call(f'after_{mode}')
-        if trainer.state.fn != TrainerFn.FITTING:
-            self._call('after_run')
-        elif not self.runner.train_loop.by_epoch and self.runner.train_loop.stop_training:
-            trainer.should_stop = True  # epoch-based runs stop at the epoch's end
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_start(trainer, 'val')
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call('before_val_epoch')
-
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                                  batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call('before_val_iter', batch_idx=batch_idx, data_batch=batch)
-
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call('after_val_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_end(trainer, pl_module, 'val')
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_start(trainer, 'test')
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call('before_test_epoch')
-
-    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                            batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call('before_test_iter', batch_idx=batch_idx, data_batch=batch)
-
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call('after_test_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_end(trainer, pl_module, 'test')

@@ -1,18 +1,17 @@
-"""mmengine's loop settings and state, for a run that Lightning's loops drive.
+"""mmengine's loop settings and progress, for a run that Lightning's loops drive.
 
-``train_cfg``/``val_cfg``/``test_cfg`` are parsed here. The loop objects expose what
-mmengine hooks read from ``runner.train_loop`` (dataloader, lengths, counters,
-``stop_training``) and decide, with mmengine's rules, when validation is due.
-Nothing here iterates: Lightning's fit/evaluation loops do.
+``train_cfg``/``val_cfg``/``test_cfg`` are parsed here. :class:`TrainLoop` is what mmengine
+hooks read from ``runner.train_loop`` (dataloader, lengths, counters, ``stop_training``); it
+decides, with mmengine's rules, when validation is due, and its progress is state that
+both checkpoint formats carry (``state_dict``/``load_state_dict``). Nothing here iterates:
+Lightning's fit and evaluation loops do.
 """
 from __future__ import annotations
 
 import bisect
 import logging
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import lightning.pytorch as pl
-from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
 from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
@@ -85,48 +84,59 @@ def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
     return cfg
 
 
-def _warn_no_metainfo(dataloader: DataLoader, what: str) -> None:
+def train_iterations(train_cfg: Any) -> Optional[int]:
+    """``max_iters`` of an iteration-based ``train_cfg``; ``None`` for epoch-based or no training."""
+    if train_cfg is None:
+        return None
+    parsed = parse_train_cfg(train_cfg)
+    return None if parsed['by_epoch'] else parsed['max_iters']
+
+
+def _dataset_meta(dataloader: DataLoader, what: str) -> Optional[dict]:
+    if hasattr(dataloader.dataset, 'metainfo'):
+        return dataloader.dataset.metainfo
     print_log(f'Dataset {dataloader.dataset.__class__.__name__} has no metainfo. '
               f'``dataset_meta`` in {what} will be None.', logger='current', level=logging.WARNING)
+    return None
 
 
 class TrainLoop:
-    """The state of mmengine's EpochBasedTrainLoop / IterBasedTrainLoop.
+    """mmengine's EpochBasedTrainLoop / IterBasedTrainLoop: settings, progress and state.
 
     ``epoch`` and ``iter`` advance where mmengine's do: after ``after_train_epoch`` and
     ``after_train_iter`` (the hook bridge calls :meth:`iteration_done`/:meth:`epoch_done`).
+    ``validation_pending`` is set when validation became due and cleared when it ran, so
+    a run resumed in between validates first, as the uninterrupted run did.
     """
 
-    def __init__(self, runner: Any, dataloader: DataLoader, *, by_epoch: bool,
-                 max_epochs: Optional[int] = None, max_iters: Optional[int] = None,
+    def __init__(self, *, by_epoch: bool, max_epochs: Optional[int] = None, max_iters: Optional[int] = None,
                  val_begin: int = 1, val_interval: Optional[int] = None,
                  dynamic_intervals: Optional[List[Tuple[int, int]]] = None) -> None:
-        self.runner = runner
-        self.dataloader = dataloader
         self.by_epoch = by_epoch
-        if by_epoch:
-            self._max_epochs = int(max_epochs)  # type: ignore[arg-type]
-            self._max_iters = self._max_epochs * len(dataloader)
-            val_interval = 1 if val_interval is None else val_interval
-        else:
-            self._max_epochs = 1
-            self._max_iters = int(max_iters)  # type: ignore[arg-type]
-            val_interval = 1000 if val_interval is None else val_interval
-        self._epoch = 0
-        self._iter = 0
+        self._max_epochs = int(max_epochs) if by_epoch else 1  # type: ignore[arg-type]
+        self._max_iters = None if by_epoch else int(max_iters)  # type: ignore[arg-type]
         self.val_begin = val_begin
-        self.val_interval = val_interval
-        self.stop_training = False
+        self.val_interval = val_interval if val_interval is not None else (1 if by_epoch else 1000)
         try:
             self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
-                val_interval, [tuple(item) for item in dynamic_intervals] if dynamic_intervals else None)
+                self.val_interval, [tuple(item) for item in dynamic_intervals] if dynamic_intervals else None)
         except AssertionError as err:
             raise ConfigError('train_cfg.dynamic_intervals: expected a list of (milestone, interval) '
                               f'pairs, got {dynamic_intervals!r}') from err
-        if hasattr(dataloader.dataset, 'metainfo'):
-            runner.visualizer.dataset_meta = dataloader.dataset.metainfo
-        else:
-            _warn_no_metainfo(dataloader, 'visualizer')
+        self.dataloader: Optional[DataLoader] = None
+        self.has_validation = False
+        self._epoch = 0
+        self._iter = 0
+        self.stop_training = False
+        self.validation_pending = False
+        self.optimizer_steps = 0
+
+    def bind(self, dataloader: DataLoader, has_validation: bool, visualizer: Any) -> None:
+        """Attach the training loader the run iterates (mmengine's loop builds it in ``__init__``)."""
+        if dataloader is not self.dataloader:
+            self.dataloader = dataloader
+            visualizer.dataset_meta = _dataset_meta(dataloader, 'visualizer')
+        self.has_validation = has_validation
 
     @property
     def max_epochs(self) -> int:
@@ -134,7 +144,11 @@ class TrainLoop:
 
     @property
     def max_iters(self) -> int:
-        return self._max_iters
+        if self._max_iters is not None:
+            return self._max_iters
+        if self.dataloader is None:
+            raise RuntimeError('max_iters of an epoch-based loop needs its dataloader')
+        return self._max_epochs * len(self.dataloader)
 
     @property
     def epoch(self) -> int:
@@ -155,51 +169,77 @@ class TrainLoop:
         """Whether mmengine's loop would leave its while-loop now."""
         if self.stop_training:
             return True
-        return self._epoch >= self._max_epochs if self.by_epoch else self._iter >= self._max_iters
+        return self._epoch >= self._max_epochs if self.by_epoch else self._iter >= self.max_iters
 
     def validation_due(self) -> bool:
-        """mmengine's rule, evaluated after an epoch (by_epoch) or an iteration."""
-        if self.runner.val_loop is None:
-            return False
-        progress = self._epoch if self.by_epoch else self._iter
-        last = self._max_epochs if self.by_epoch else self._max_iters
-        step = bisect.bisect(self.dynamic_milestones, progress + 1)
-        self.val_interval = self.dynamic_intervals[step - 1]
-        return progress >= self.val_begin and (progress % self.val_interval == 0 or progress == last)
+        """mmengine's rule, evaluated after an epoch (by_epoch) or an iteration.
 
-    def resume_from(self, epoch: int, iteration: int) -> None:
-        self._epoch = int(epoch)
-        self._iter = int(iteration)
+        Like mmengine's ``_decide_current_val_interval``, it updates ``val_interval``.
+        """
+        progress = self._epoch if self.by_epoch else self._iter
+        self.val_interval = self._interval_at(progress)
+        return self._validation_due(progress)
+
+    def _interval_at(self, progress: int) -> int:
+        return self.dynamic_intervals[bisect.bisect(self.dynamic_milestones, progress + 1) - 1]
+
+    def _validation_due(self, progress: int) -> bool:
+        if not self.has_validation:
+            return False
+        last = self._max_epochs if self.by_epoch else self.max_iters
+        return progress >= self.val_begin and (progress % self._interval_at(progress) == 0 or progress == last)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(epoch=self._epoch, iter=self._iter, stop_training=self.stop_training,
+                    validation_pending=self.validation_pending, optimizer_steps=self.optimizer_steps,
+                    max_epochs=self._max_epochs, max_iters=self._max_iters)
+
+    def snapshot(self, *, after_iteration: bool = False, after_epoch: bool = False) -> Dict[str, Any]:
+        """The state as it will be once the iteration (or epoch) whose hooks are running ends.
+
+        ``CheckpointHook`` saves inside ``after_train_iter``/``after_train_epoch``, before the
+        counters advance; the file must describe the point the run continues from.
+        """
+        state = self.state_dict()
+        if after_iteration:
+            state['iter'] += 1
+            state['validation_pending'] = not self.by_epoch and self._validation_due(state['iter'])
+        if after_epoch:
+            state['epoch'] += 1
+            state['validation_pending'] = self._validation_due(state['epoch'])
+        return state
+
+    def state_from_meta(self, epoch: int, iteration: int) -> Dict[str, Any]:
+        """The state of an mmengine-written checkpoint, which has only ``meta``'s counters.
+
+        mmengine saves before a due validation runs; it is pending here too.
+        """
+        within_epoch = self.by_epoch and iteration != epoch * len(self.dataloader)  # type: ignore[arg-type]
+        pending = not within_epoch and self._validation_due(epoch if self.by_epoch else iteration)
+        return dict(epoch=epoch, iter=iteration, validation_pending=pending, optimizer_steps=iteration)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore progress; lengths and cadence stay the config's (a resumed run may train longer)."""
+        self._epoch = int(state['epoch'])
+        self._iter = int(state['iter'])
+        self.stop_training = bool(state.get('stop_training', False))
+        self.validation_pending = bool(state.get('validation_pending', False))
+        self.optimizer_steps = int(state.get('optimizer_steps', self._iter))
 
 
 class EvalLoop:
-    """The state of mmengine's ValLoop / TestLoop: dataloader, evaluator and ``fp16``."""
+    """mmengine's ValLoop / TestLoop: the evaluator, ``fp16`` and the loader it evaluates."""
 
-    def __init__(self, runner: Any, dataloader: DataLoader, evaluator: Evaluator, fp16: bool = False) -> None:
-        self.runner = runner
-        self.dataloader = dataloader
+    def __init__(self, evaluator: Any, fp16: bool = False) -> None:
         self.evaluator = evaluator
         self.fp16 = fp16
-        if hasattr(dataloader.dataset, 'metainfo'):
-            evaluator.dataset_meta = dataloader.dataset.metainfo
-            runner.visualizer.dataset_meta = dataloader.dataset.metainfo
-        else:
-            _warn_no_metainfo(dataloader, 'evaluator, metric and visualizer')
+        self.dataloader: Optional[DataLoader] = None
 
-
-def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
-    """Make Lightning validate after the current training batch exactly when ``due``.
-
-    Lightning decides in its epoch loop, after ``on_train_batch_end``: it validates when
-    ``(current_epoch + 1) % check_val_every_n_epoch == 0`` and the batch matches
-    ``val_check_batch``. With ``val_check_batch=1`` the epoch test alone decides, so
-    ``1`` means "this batch" and ``current_epoch + 2`` means "not in this epoch".
-    """
-    trainer.val_check_batch = 1
-    trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
-
-
-def start_fit_at_epoch(trainer: pl.Trainer, epoch: int) -> None:
-    """Start Lightning's fit loop at ``epoch``, the first one mmengine runs after resuming."""
-    for progress in (trainer.fit_loop.epoch_progress.current, trainer.fit_loop.epoch_progress.total):
-        progress.ready = progress.started = progress.processed = progress.completed = epoch
+    def bind(self, dataloader: DataLoader, visualizer: Any) -> None:
+        if dataloader is not self.dataloader:
+            self.dataloader = dataloader
+            meta = _dataset_meta(dataloader, 'evaluator, metric and visualizer')
+            if meta is not None:
+                self.evaluator.dataset_meta = meta
+                visualizer.dataset_meta = meta

@@ -1,22 +1,46 @@
-"""A LightningModule that runs an mmengine model's ``train_step``/``val_step``/``test_step``.
+"""A LightningModule that owns a config-built run: model, optimizers, schedulers, evaluators.
 
 Training uses Lightning's manual optimization: the model's own ``train_step`` (default
 or overridden, one optimizer or several) calls ``optim_wrapper.update_params``, whose
-backward and step go through Lightning (see :mod:`mm_lightning.optim`).
+backward and step go through Lightning (see :mod:`mm_lightning.optim`). The module's
+mmengine hooks travel with it as a callback (:class:`~mm_lightning.bridge.HookBridge`),
+and everything a resumed run needs is saved through Lightning's checkpoint hooks, so
+any Trainer (``fit(ckpt_path=...)``, ``ModelCheckpoint``) continues the run exactly.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from mmengine.config import Config
+from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
+from mmengine.optim import OptimWrapper
+from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
 from mmengine.runner.amp import autocast
 from mmengine.runner.loops import _parse_losses, _update_losses
+from mmengine.runner.utils import _get_batch_size
+from torch import nn
 from torch.optim import Optimizer
+from typing_extensions import override
 
-from .config import CfgOptions, ConfigLike, load_config
-from .optim import clip_gradients, wrappers_of
+from . import checkpoint as ckpt
+from . import rng
+from .assembly import module_parts
+from .bridge import HookBridge
+from .config import CfgOptions, ConfigError, ConfigLike, load_config
+from .context import RunContext
+from .data import ConfigDataModule
+from .fidelity import drop_loop_state, neutralise
+from .hooks import HookList
+from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
+from .metrics import build_evaluator
+from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
+from .schedulers import build_param_schedulers, load_scheduler_states
+from .view import RunnerView
 
 
 def _is_scalar(value: Any) -> bool:
@@ -30,70 +54,261 @@ def _is_scalar(value: Any) -> bool:
 class ConfigModule(pl.LightningModule):
     """The model of a config-built run, for a Lightning ``Trainer``.
 
-    Build it with :meth:`from_config`. It carries the run's mmengine hooks as a
-    callback (``configure_callbacks``), so any Trainer reproduces the config's behaviour;
+    Build it with :meth:`from_config`. ``runner`` is the mmengine runner its hooks receive:
+    a view onto this module, its Trainer and that Trainer's datamodule.
     ``mm_lightning.trainer_kwargs(cfg)`` gives the matching Trainer settings.
     ``metrics[stage]`` holds the last evaluation's metrics as mmengine returns them.
     """
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, model: nn.Module, *, context: RunContext, hooks: HookList, cfg: Config,
+                 train_cfg: Optional[dict] = None, optim_wrapper: Any = None, param_scheduler: Any = None,
+                 auto_scale_lr: Optional[dict] = None, val_cfg: Optional[dict] = None, val_evaluator: Any = None,
+                 test_cfg: Optional[dict] = None, test_evaluator: Any = None, load_from: Optional[str] = None,
+                 resume: Union[bool, str] = False, compile: Union[bool, Dict[str, Any]] = False) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.model = runner.model
-        self._runner = runner
+        self.model = model
+        self.context = context
+        self.hooks = hooks
+        self.cfg = cfg
+        self.train_loop = TrainLoop(**parse_train_cfg(train_cfg)) if train_cfg is not None else None
+        self.optim_wrapper = optim_wrapper
+        self.param_schedulers = param_scheduler
+        self.auto_scale_lr = auto_scale_lr
+        self._eval_cfgs = {'val': (val_cfg, val_evaluator), 'test': (test_cfg, test_evaluator)}
+        self._eval_loops: Dict[str, EvalLoop] = {}
+        self.load_from = load_from
+        self.resume = resume
+        self.compile_cfg = compile
         self.metrics: Dict[str, dict] = {}
+        self.resumed = False  # a checkpoint's training state was restored for this fit
+        self._loaded = False  # load_from / resume done
+        self._random_state: Optional[rng.RngState] = None  # a checkpoint's, restored where the run continues
+        self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
+        self._weights_ready = False
+        self._bridge = HookBridge()
+        self._runner: Optional[RunnerView] = None
+        self._wrapper_of_optimizer: Dict[int, OptimWrapper] = {}
         self._eval_losses: dict = {}
-        self._wrapper_of_optimizer: Dict[int, Any] = {}
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigModule':
-        """Build the run described by ``cfg`` and return its LightningModule."""
-        from .runner import FlexibleRunner
-        return FlexibleRunner.from_cfg(load_config(cfg, cfg_options)).lightning_module
+        """The run described by ``cfg``; it writes nothing until its Trainer starts."""
+        return cls(**module_parts(load_config(cfg, cfg_options)))
 
+    # -- the runner view ------------------------------------------------------------------------
     @property
-    def runner(self) -> Any:
-        """The :class:`~mm_lightning.FlexibleRunner` facade that mmengine hooks receive."""
+    def runner(self) -> RunnerView:
+        """The mmengine runner hooks receive: a view onto this module and the Trainer running it."""
+        if self._runner is None:
+            self._runner = RunnerView(self)
         return self._runner
 
+    def attach_runner(self, runner: RunnerView) -> None:
+        """Make ``runner`` (a :class:`~mm_lightning.FlexibleRunner`) the one hooks receive."""
+        self._runner = runner
+
+    @property
+    def attached_trainer(self) -> Optional[pl.Trainer]:
+        """The Trainer running this module, or None before one does."""
+        return self._trainer
+
+    def eval_loop(self, mode: str) -> Optional[EvalLoop]:
+        """mmengine's ValLoop/TestLoop settings and evaluator (built on first use), or None."""
+        if mode not in self._eval_loops:
+            loop_cfg, evaluator = self._eval_cfgs[mode]
+            if loop_cfg is None:
+                return None
+            parsed = parse_eval_cfg(loop_cfg, f'{mode}_cfg')
+            built = build_evaluator(copy.deepcopy(evaluator), f'{mode}_evaluator')
+            self.add_module(f'{mode}_evaluator', built)  # moved to the device with the module
+            self._eval_loops[mode] = EvalLoop(built, **parsed)
+        return self._eval_loops[mode]
+
+    # -- setting up (the hook bridge calls these in mmengine's order) ------------------------------------
+    def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
+        """What a run needs before ``before_run``: outputs opened, loops bound to the loaders."""
+        neutralise(trainer)
+        self.context.open(self.cfg, self.hooks.info())
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, ConfigDataModule):
+            raise ConfigError('a ConfigModule runs with a ConfigDataModule: '
+                              'trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))')
+        self.bind(datamodule, stage)
+
+    def bind(self, datamodule: Any, stage: str) -> None:
+        """Point the loops a Lightning ``stage`` runs at ``datamodule``'s loaders (the ones it iterates)."""
+        if stage == 'fit':
+            self.bind_train(datamodule)
+            if self.train_loop.has_validation:
+                self.bind_eval('val', datamodule)
+        else:
+            self.bind_eval('test' if stage == 'test' else 'val', datamodule)
+
+    def bind_train(self, datamodule: Any) -> None:
+        if self.train_loop is None:
+            raise ConfigError('train_dataloader, train_cfg and optim_wrapper: training needs all three')
+        if not hasattr(self.model, 'train_step'):
+            raise ConfigError(f'model: {type(self.model).__name__} has no train_step; training needs an '
+                              'mmengine BaseModel (or a model implementing train_step)')
+        has_val = self.eval_loop('val') is not None and datamodule.has('val')
+        self.train_loop.bind(datamodule.loader('train'), has_val, self.context.visualizer)
+
+    def bind_eval(self, mode: str, datamodule: Any) -> None:
+        loop = self.eval_loop(mode)
+        if loop is None or not datamodule.has(mode):
+            raise ConfigError(f'{mode}_dataloader, {mode}_cfg and {mode}_evaluator: '
+                              f'{"validation" if mode == "val" else "testing"} needs all three')
+        if not hasattr(self.model, f'{mode}_step'):
+            raise ConfigError(f'model: {type(self.model).__name__} has no {mode}_step, needed by {mode}_cfg')
+        loop.bind(datamodule.loader(mode), self.context.visualizer)
+
+    def initialize_weights(self, stage: str) -> None:
+        """``init_weights`` once, before the strategy wraps the model (DDP then broadcasts rank 0's)."""
+        if stage == 'fit' or self.cfg.get('init_weights_for_test_or_val', True):
+            if not self._weights_ready and hasattr(self.model, 'init_weights'):
+                self.model.init_weights()
+            self._weights_ready = True
+        if stage == 'fit':
+            for key, turn_on in (('activation_checkpointing', turn_on_activation_checkpointing),
+                                 ('efficient_conv_bn_eval', turn_on_efficient_conv_bn_eval)):
+                modules = self.cfg.get(key)
+                if modules is not None:
+                    self.context.logger.info(f'Enabling the "{key}" feature for sub-modules: {modules}')
+                    turn_on(self.model, modules)
+
+    @override
     def configure_callbacks(self) -> List[Callback]:
-        return [self._runner.hook_bridge]
+        return [self._bridge]
 
-    def compile_model(self, compile_cfg: Union[bool, Dict[str, Any]], logger: Any) -> None:
-        """mmengine's ``compile``: ``torch.compile`` the model's ``train_step`` (or ``target``)."""
-        if not compile_cfg:
-            return
-        options = dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
-        target = options.pop('target', 'train_step')
-        setattr(self.model, target, torch.compile(getattr(self.model, target), **options))
-        logger.info('Model has been "compiled". The first few iterations will be slow, please be patient.')
-
+    @override
     def configure_optimizers(self) -> Optional[List[Optimizer]]:
-        if self._runner.optim_wrapper is None or isinstance(self._runner.optim_wrapper, dict):
+        """Build the optim wrapper and schedulers (after the strategy has wrapped the model)."""
+        if self.optim_wrapper is None:
             return None
-        wrappers = wrappers_of(self._runner.optim_wrapper)
+        if not isinstance(self.optim_wrapper, OptimWrapper):
+            self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
+            scale_lr(self.optim_wrapper, self.auto_scale_lr, _get_batch_size(self.train_loop.dataloader),
+                     self.context.world_size, self.context.logger)
+            if self.param_schedulers is not None:
+                self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper,
+                                                               self.train_loop)
+        route_through_lightning(self.optim_wrapper, self)
+        if self._scheduler_states is not None:
+            load_scheduler_states(self.param_schedulers, self._scheduler_states)
+            self._scheduler_states = None
+        wrappers = wrappers_of(self.optim_wrapper)
         self._wrapper_of_optimizer = {id(w.optimizer): w for w in wrappers}
         return [w.optimizer for w in wrappers]
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
-        return self.model.train_step(batch, optim_wrapper=self._runner.optim_wrapper)
+    def start_fit(self) -> None:
+        """After the strategy has set up model and optimizers: load/resume, counters, compile."""
+        if self.resumed:
+            self.context.logger.info('Continuing from the Lightning checkpoint given to Trainer.fit; '
+                                     f'load_from/resume in the config are not used '
+                                     f'(epoch {self.train_loop.epoch}, iter {self.train_loop.iter})')
+        else:
+            self.resumed = ckpt.load_or_resume(self)
+        self._loaded = True
+        self.optim_wrapper.initialize_count_status(self.model, self.train_loop.iter, self.train_loop.max_iters)
+        self.compile_model()
 
+    def load_for_evaluation(self) -> None:
+        """``load_from`` before a standalone validation or test (once)."""
+        if not self._loaded:
+            ckpt.load_or_resume(self, weights_only=True)
+            self._loaded = True
+
+    def compile_model(self) -> None:
+        """mmengine's ``compile``: ``torch.compile`` the model's ``train_step`` (or ``target``)."""
+        if not self.compile_cfg:
+            return
+        options = dict(self.compile_cfg) if isinstance(self.compile_cfg, dict) else {}
+        target = options.pop('target', 'train_step')
+        setattr(self.model, target, torch.compile(getattr(self.model, target), **options))
+        self.context.logger.info('Model has been "compiled". The first few iterations will be slow, '
+                                 'please be patient.')
+
+    def restore_random_state(self) -> None:
+        """The global random state the checkpoint was taken with (once, where the run continues)."""
+        if self._random_state is not None:
+            rng.restore(self._random_state)
+            self._random_state = None
+
+    def set_resume_state(self, state: Dict[str, Any], meta: Dict[str, Any]) -> None:
+        """Progress, data position and random state from a checkpoint of either format.
+
+        A checkpoint mmengine wrote has only ``meta``'s counters: the position follows from them.
+        """
+        loop = state.get('loop')
+        if loop is None or loop.get('from_meta'):
+            loop = self.train_loop.state_from_meta(meta['epoch'], meta['iter'])
+            stream = self.trainer.datamodule.train_stream
+            self.trainer.datamodule.load_state_dict({'train': stream.state_from_meta(meta['epoch'], meta['iter'])})
+        self.train_loop.load_state_dict(loop)
+        self._random_state = state.get('rng')
+        self.resumed = True
+
+    # -- Lightning checkpoints -----------------------------------------------------------------------
+    @override
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self.train_loop is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            loop_state = self.train_loop.state_dict()
+            state = ckpt.training_state(self, loop_state)
+            state['meta'] = ckpt.to_safe(ckpt.run_meta(self, {}, loop_state))
+            state['optimizer_names'] = ckpt.optimizer_names(self.optim_wrapper)
+            checkpoint[ckpt.STATE_KEY] = state
+
+    @override
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        drop_loop_state(checkpoint)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        if ckpt.STATE_KEY not in checkpoint:
+            raise ConfigError('ckpt_path: this Lightning checkpoint has no mm_lightning state (it was not '
+                              'written from a ConfigModule); convert an mmengine checkpoint with '
+                              '`mm-lightning convert-checkpoint SRC.pth DST.ckpt`')
+        state = ckpt.from_safe(checkpoint[ckpt.STATE_KEY])
+        self.context.message_hub.load_state_dict(state['message_hub'])
+        self._scheduler_states = state.get('param_schedulers')
+        self.set_resume_state(state, state.get('meta', {}))
+
+    # -- training -------------------------------------------------------------------------------------
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.model.train_step(batch, optim_wrapper=self.optim_wrapper)
+
+    @override
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         wrapper = self._wrapper_of_optimizer.get(id(optimizer))
         if wrapper is not None and getattr(wrapper, 'clip_grad_kwargs', None):
             clip_gradients(wrapper, self.trainer.strategy)  # the precision plugin has unscaled gradients
 
-    # -- evaluation -------------------------------------------------------------------------
-    def _loop(self, mode: str) -> Any:
-        return self._runner.val_loop if mode == 'val' else self._runner.test_loop
+    # -- evaluation -----------------------------------------------------------------------------------
+    @override
+    def on_validation_model_zero_grad(self) -> None:
+        """Keep accumulated gradients across validation, as mmengine does (see fidelity)."""
+
+    @override
+    def on_validation_model_eval(self) -> None:
+        """Deferred: ``eval()`` comes after ``before_val_epoch`` (see fidelity)."""
+
+    @override
+    def on_validation_model_train(self) -> None:
+        """Deferred: the hook bridge sets train mode where mmengine's loops do (see fidelity)."""
+
+    @override
+    def on_test_model_eval(self) -> None:
+        """Deferred: ``eval()`` comes after ``before_test_epoch`` (see fidelity)."""
 
     def _eval_epoch_start(self, mode: str) -> None:
+        self.trainer.model.eval()
         self._eval_losses = {}
-        loop = self._loop(mode)
+        loop = self.eval_loop(mode)
         loop.evaluator.start(len(loop.dataloader.dataset))
 
     def _eval_step(self, mode: str, batch: Any) -> Any:
-        loop = self._loop(mode)
+        loop = self.eval_loop(mode)
         with autocast(enabled=loop.fp16):
             outputs = getattr(self.model, f'{mode}_step')(batch)
         outputs, self._eval_losses = _update_losses(outputs, self._eval_losses)
@@ -101,7 +316,7 @@ class ConfigModule(pl.LightningModule):
         return outputs
 
     def _eval_epoch_end(self, mode: str) -> None:
-        loop = self._loop(mode)
+        loop = self.eval_loop(mode)
         metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
         if self._eval_losses:
             metrics.update(_parse_losses(self._eval_losses, mode))
@@ -109,22 +324,28 @@ class ConfigModule(pl.LightningModule):
         scalars = {key: float(value) for key, value in metrics.items() if _is_scalar(value)}
         if scalars:
             # Already global (gathered by torchmetrics); averaging equal values across ranks keeps them.
-            self.log_dict(scalars, sync_dist=self._runner.world_size > 1)
+            self.log_dict(scalars, sync_dist=self.context.world_size > 1)
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
         return self._eval_step('val', batch)
 
+    @override
     def test_step(self, batch: Any, batch_idx: int) -> Any:
         return self._eval_step('test', batch)
 
+    @override
     def on_validation_epoch_start(self) -> None:
         self._eval_epoch_start('val')
 
+    @override
     def on_test_epoch_start(self) -> None:
         self._eval_epoch_start('test')
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end('val')
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end('test')

@@ -56,3 +56,21 @@ def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[T
         built.append(build(PARAM_SCHEDULERS, item, item_key, default_args=default_args))
     return built
 
+
+
+def scheduler_states(schedulers: ParamSchedulers) -> Any:
+    """The schedulers' states in mmengine's checkpoint layout (a list, or a dict of lists)."""
+    if isinstance(schedulers, dict):
+        return {name: [s.state_dict() for s in group] for name, group in schedulers.items()}
+    return [s.state_dict() for s in schedulers]
+
+
+def load_scheduler_states(schedulers: ParamSchedulers, states: Any) -> None:
+    """Inverse of :func:`scheduler_states`."""
+    if isinstance(schedulers, dict):
+        for name, group in schedulers.items():
+            for scheduler, state in zip(group, states[name]):
+                scheduler.load_state_dict(state)
+    else:
+        for scheduler, state in zip(schedulers, states):
+            scheduler.load_state_dict(state)

@@ -13,24 +13,11 @@ from typing import Any, Dict, Mapping
 from mmengine.config import Config
 
 from .config import ConfigLike, load_config
+from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
 from .loops import parse_train_cfg
 from .precision import precision_settings
 from .strategies import StrategyContext, accelerator_name, build_strategy, resolve_launcher, world_layout
-
-#: Trainer settings that make Lightning run a config the way mmengine's Runner does.
-FIXED_SETTINGS: Dict[str, Any] = dict(
-    num_sanity_val_steps=0,         # mmengine never validates before training
-    use_distributed_sampler=False,  # mmengine's samplers already shard and pad
-    enable_checkpointing=False,     # CheckpointHook writes mmengine-format checkpoints
-    logger=False,                   # LoggerHook writes mmengine logs; vis_backends add loggers
-    enable_progress_bar=False,      # mmengine-style log lines instead
-    enable_model_summary=False,
-    inference_mode=False,           # evaluation under torch.no_grad(), as mmengine
-    accumulate_grad_batches=1,      # optim_wrapper.accumulative_counts accumulates
-    check_val_every_n_epoch=1,      # the hook bridge schedules validation (mmengine's rules)
-    max_steps=-1,
-)
 
 
 def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
@@ -41,7 +28,7 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
-    kwargs: Dict[str, Any] = dict(FIXED_SETTINGS)
+    kwargs: Dict[str, Any] = dict(TRAINER_SETTINGS)
     kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
     if cfg.get('val_dataloader') is None:
         kwargs['limit_val_batches'] = 0  # nothing to validate: Lightning need not ask for a loader

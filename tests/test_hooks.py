@@ -67,15 +67,22 @@ def test_standalone_val_and_test_event_order(tmp_path):
 
 
 def test_resume_event_order(tmp_path):
+    """Resumed from the end of epoch 1, the run goes on as the uninterrupted one did from there.
+
+    mmengine's resume skips the validation that was due after epoch 1 (its checkpoint is
+    written before it); ours runs it first, so the later events match the uninterrupted run.
+    """
     cfg = dict(TRAIN, train_dataloader=data(size=12, batch_size=4),
                train_cfg=dict(by_epoch=True, max_epochs=3))
-    first = dict(cfg, default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)))
-    FlexibleRunner.from_cfg(dict(first, work_dir=str(tmp_path / 'src'), experiment_name=f'src_{tmp_path.name}')
-                            ).train()
+    full = _events(FlexibleRunner, dict(cfg, default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1))),
+                   tmp_path, 'src', run=('train',))
     resumed = dict(cfg, load_from=str(tmp_path / 'src' / 'epoch_1.pth'), resume=True)
-    # mmengine's own resume cannot read its HistoryBuffer files under torch>=2.6; ours are safe for both.
-    events = _compare(resumed, tmp_path, run=('train',))
-    assert events[1][0] == 'after_load_checkpoint' and events[2] == ('before_train', 1, 3, None)
+    events = _events(FlexibleRunner, resumed, tmp_path, 'resumed', run=('train',))
+    assert events[:3] == [('before_run', 0, 0, None), ('after_load_checkpoint', 0, 0, None),
+                          ('before_train', 1, 3, None)]
+    continuation = full.index(('after_train_epoch', 0, 3, None)) + 1
+    assert full[continuation] == ('before_val', 1, 3, None)
+    assert events[3:] == full[continuation:]
 
 
 def test_priority_order_and_ties(tmp_path):

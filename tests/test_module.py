@@ -67,6 +67,7 @@ def test_plain_trainer_still_follows_the_config(tmp_path):
 def test_datamodule_builds_loaders_with_mmengine():
     dm = ConfigDataModule.from_config(copy.deepcopy(CFG))
     dm.setup('fit')
-    loader = dm.train_dataloader()
+    loader = dm.loader('train')
     assert type(loader.sampler).__name__ == 'DefaultSampler' and loader.sampler.seed == 4
+    assert dm.train_dataloader().loader is loader  # Lightning iterates the same loader, behind a stream
     assert dm.test_dataloader() == []

@@ -1,0 +1,211 @@
+"""mmengine's order of events on Lightning's: the callback that calls a run's mmengine hooks.
+
+============================  =====================================================
+Lightning                     mmengine
+============================  =====================================================
+setup                         (work_dir and log opened), before_run, init weights
+                              (before the strategy wraps the model)
+on_fit_start                  load_from / resume
+on_train_start                before_train; on resume: before_train_epoch when the
+                              run stopped inside an epoch (or is iteration-based),
+                              the saved random state, the end of an epoch whose
+                              batches were all trained, a validation that was due
+on_train_epoch_start          before_train_epoch, then ``train()`` (once, iteration-based)
+on_train_batch_start          before_train_iter
+on_train_batch_end            after_train_iter; after an epoch's last batch the loader
+                              is run to its end, after_train_epoch, *then* validation
+on_train_epoch_end            after_train_epoch (iteration-based only)
+on_validation_start / _end    before_val, before_val_epoch (train mode) /
+                              after_val_epoch(metrics), after_val
+on_train_end / on_fit_end     after_train / after_run
+on_exception (SIGTERM)        a resumable checkpoint, then the run ends
+============================  =====================================================
+
+The bridge holds no run state of its own: progress lives in the module's ``train_loop``
+and the datamodule's ``train_stream``, both saved in checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
+
+from .fidelity import position_fit_loop, schedule_validation, validate_now
+
+
+class HookBridge(Callback):
+    """Calls the module's mmengine hooks at mmengine's points of a Lightning run."""
+
+    def __init__(self) -> None:
+        self._epoch_open = False  # before_train_epoch called, after_train_epoch not yet
+
+    @staticmethod
+    def _call(module: Any, stage: str, **kwargs: Any) -> None:
+        module.hooks.call(module.runner, stage, **kwargs)
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.prepare_run(trainer, stage)
+        self._call(pl_module, 'before_run')
+        pl_module.initialize_weights(stage)
+
+    # -- training ---------------------------------------------------------------------------------
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.start_fit()
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_open = False
+        self._call(pl_module, 'before_train')
+        if pl_module.resumed:
+            self._continue(trainer, pl_module)
+
+    def _continue(self, trainer: pl.Trainer, module: Any) -> None:
+        """Carry on exactly where the checkpoint was taken (see module doc)."""
+        loop, stream = module.train_loop, trainer.datamodule.train_stream
+        if not loop.by_epoch or stream.mid_pass:
+            self._open_epoch(module)
+        module.restore_random_state()
+        if stream.pass_complete:
+            self._close_epoch(trainer, module)
+        if loop.validation_pending:
+            validate_now(trainer)
+        position_fit_loop(trainer, loop.epoch if loop.by_epoch else 0, loop.optimizer_steps, loop.iter)
+        if loop.finished and not (loop.by_epoch and stream.mid_pass):  # an epoch is finished first
+            trainer.should_stop = True
+
+    def _open_epoch(self, module: Any) -> None:
+        self._epoch_open = True
+        self._call(module, 'before_train_epoch')
+        if module.train_loop.by_epoch:
+            module.train()  # after before_train_epoch, as mmengine's run_epoch
+
+    def _close_epoch(self, trainer: pl.Trainer, module: Any) -> None:
+        """The end of an epoch-based pass: the loader's end, after_train_epoch, the validation rule."""
+        loop = module.train_loop
+        trainer.datamodule.train_stream.finish_pass()
+        self._call(module, 'after_train_epoch')
+        self._epoch_open = False
+        loop.epoch_done()
+        loop.validation_pending = loop.validation_due()
+        schedule_validation(trainer, loop.validation_pending)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._epoch_open:
+            self._open_epoch(pl_module)
+
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        loop = pl_module.train_loop
+        if not loop.by_epoch:
+            pl_module.train()  # every iteration, as mmengine's IterBasedTrainLoop
+        index = trainer.datamodule.train_stream.batch_index if loop.by_epoch else loop.iter
+        self._call(pl_module, 'before_train_iter', batch_idx=index, data_batch=batch)
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loop, stream = pl_module.train_loop, trainer.datamodule.train_stream
+        index = stream.batch_index if loop.by_epoch else loop.iter
+        self._call(pl_module, 'after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
+        loop.iteration_done()
+        loop.optimizer_steps = trainer.global_step
+        if loop.by_epoch:
+            if stream.pass_complete:
+                self._close_epoch(trainer, pl_module)
+            else:
+                schedule_validation(trainer, False)
+        else:
+            loop.validation_pending = loop.validation_due()
+            schedule_validation(trainer, loop.validation_pending)
+            if loop.finished:
+                trainer.should_stop = True
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = pl_module.train_loop
+        if not loop.by_epoch:
+            self._call(pl_module, 'after_train_epoch')
+        if loop.finished:
+            trainer.should_stop = True
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call(pl_module, 'after_train')
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call(pl_module, 'after_run')
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == TrainerFn.FITTING:
+            pl_module.runner.save_resumable_checkpoint()
+
+    # -- validation and test ----------------------------------------------------------------------
+    def _eval_start(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            module.load_for_evaluation()
+        self._call(module, f'before_{mode}')
+
+    def _eval_end(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
+        self._call(module, f'after_{mode}_epoch', metrics=module.metrics.get(mode))
+        self._call(module, f'after_{mode}')
+        if trainer.state.fn != TrainerFn.FITTING:
+            self._call(module, 'after_run')
+            return
+        loop = module.train_loop
+        loop.validation_pending = False
+        if not loop.by_epoch and loop.stop_training:
+            trainer.should_stop = True  # epoch-based runs stop at the epoch's end
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_start(trainer, pl_module, 'val')
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call(pl_module, 'before_val_epoch')
+
+    @override
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._call(pl_module, 'before_val_iter', batch_idx=batch_idx, data_batch=batch)
+
+    @override
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._call(pl_module, 'after_val_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_end(trainer, pl_module, 'val')
+
+    @override
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_start(trainer, pl_module, 'test')
+
+    @override
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call(pl_module, 'before_test_epoch')
+
+    @override
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                            batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._call(pl_module, 'before_test_iter', batch_idx=batch_idx, data_batch=batch)
+
+    @override
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._call(pl_module, 'after_test_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_end(trainer, pl_module, 'test')

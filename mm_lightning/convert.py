@@ -1,0 +1,112 @@
+"""Checkpoint conversion, both ways: mmengine ``.pth`` files and Lightning ``.ckpt`` files.
+
+Both formats of a run carry the same state (see :mod:`mm_lightning.checkpoint`), in
+different places: mmengine keeps bare model keys and its own ``optimizer``,
+``param_schedulers`` and ``message_hub`` entries; Lightning keeps ``model.``-prefixed keys,
+a list of optimizer states, the AMP scaler with its precision plugin and the data position
+with the datamodule. A converted ``.ckpt`` resumes with ``Trainer.fit(ckpt_path=...)``; a
+converted ``.pth`` with ``resume=`` and loads with mmengine's ``load_checkpoint``.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, Dict
+
+import lightning.pytorch as pl
+
+from . import serialization
+from .checkpoint import MODULE_PREFIX, STATE_KEY
+from .config import ConfigError
+
+LIGHTNING_VERSION_KEY = 'pytorch-lightning_version'
+#: Where Lightning's precision plugins keep the AMP scaler's state.
+PRECISION_KEYS = ('MixedPrecision', 'FSDPPrecision')
+DATAMODULE_KEY = 'ConfigDataModule'
+
+
+def is_lightning_checkpoint(checkpoint: Dict[str, Any]) -> bool:
+    return LIGHTNING_VERSION_KEY in checkpoint
+
+
+def lightning_from_mmengine(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """A Lightning checkpoint with the state of an mmengine-format one."""
+    meta = checkpoint.get('meta') or {}
+    ours = dict(checkpoint.get(STATE_KEY) or {})
+    loop = ours.get('loop') or dict(epoch=meta.get('epoch', 0), iter=meta.get('iter', 0), from_meta=True)
+    optimizer = dict(checkpoint.get('optimizer') or {})
+    scaler = optimizer.pop('loss_scaler', None)
+    names = [name for name, value in optimizer.items() if isinstance(value, dict) and 'param_groups' in value]
+    optimizer_states = [optimizer[name] for name in names] if names else ([optimizer] if optimizer else [])
+    state = dict(loop=loop, message_hub=checkpoint.get('message_hub', {}), meta=meta,
+                 optimizer_names=names or None)
+    for key in ('rng', 'param_schedulers'):
+        value = ours.get(key, checkpoint.get(key))
+        if value is not None:
+            state[key] = value
+    converted: Dict[str, Any] = {
+        'epoch': loop['epoch'], 'global_step': loop.get('optimizer_steps', loop['iter']),
+        LIGHTNING_VERSION_KEY: pl.__version__,
+        'state_dict': OrderedDict((MODULE_PREFIX + key, value) for key, value in checkpoint['state_dict'].items()),
+        'callbacks': {}, 'optimizer_states': optimizer_states, 'lr_schedulers': [],
+        STATE_KEY: state,
+    }
+    if scaler is not None:
+        converted['MixedPrecision'] = scaler
+    if ours.get('data') is not None:
+        converted[DATAMODULE_KEY] = ours['data']
+    return converted
+
+
+def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """An mmengine-format checkpoint with the state of a Lightning one written from a ConfigModule."""
+    if STATE_KEY not in checkpoint:
+        raise ConfigError('convert-checkpoint: this Lightning checkpoint has no mm_lightning state (it was not '
+                          'written from a ConfigModule)')
+    state = dict(checkpoint[STATE_KEY])
+    model_state = OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in checkpoint['state_dict'].items()
+                              if key.startswith(MODULE_PREFIX))
+    names = state.pop('optimizer_names', None)
+    optimizer_states = checkpoint.get('optimizer_states') or []
+    optimizer: Dict[str, Any] = dict(zip(names, optimizer_states)) if names else \
+        (dict(optimizer_states[0]) if optimizer_states else {})
+    for key in PRECISION_KEYS:
+        if checkpoint.get(key):
+            optimizer['loss_scaler'] = checkpoint[key]
+    meta = dict(state.pop('meta', {}))
+    meta.update(epoch=state['loop']['epoch'], iter=state['loop']['iter'])
+    converted: Dict[str, Any] = {'meta': meta, 'state_dict': model_state,
+                                 'message_hub': state.pop('message_hub', {})}
+    if optimizer:
+        converted['optimizer'] = optimizer
+    if 'param_schedulers' in state:
+        converted['param_schedulers'] = state.pop('param_schedulers')
+    state['data'] = checkpoint.get(DATAMODULE_KEY)
+    converted[STATE_KEY] = state
+    return converted
+
+
+def convert(src: str, dst: str) -> str:
+    """Convert ``src`` for the format ``dst`` asks for; returns what was done.
+
+    ``.ckpt`` -> ``.pth``: Lightning to mmengine. ``.pth`` -> ``.ckpt``: mmengine to Lightning.
+    ``.pth`` -> ``.pth``: an mmengine file rewritten so it loads with ``weights_only=True``.
+    The source is unpickled in full: convert only files you trust.
+    """
+    if not os.path.isfile(src):
+        raise ConfigError(f'convert-checkpoint: file not found: {src!r}')
+    checkpoint = serialization.read_trusted(src)
+    to_lightning = dst.endswith('.ckpt')
+    if is_lightning_checkpoint(checkpoint):
+        if to_lightning:
+            raise ConfigError(f'convert-checkpoint: {src} is already a Lightning checkpoint; name DST *.pth')
+        serialization.write(mmengine_from_lightning(checkpoint), dst)
+        return 'Lightning checkpoint -> mmengine checkpoint'
+    if 'state_dict' not in checkpoint:
+        raise ConfigError(f'convert-checkpoint: {src} is neither an mmengine nor a Lightning checkpoint '
+                          f'(keys: {sorted(checkpoint)[:8]})')
+    if to_lightning:
+        serialization.write_atomically(serialization.to_safe(lightning_from_mmengine(checkpoint)), dst)
+        return 'mmengine checkpoint -> Lightning checkpoint'
+    serialization.write(checkpoint, dst)
+    return 'mmengine checkpoint -> mmengine checkpoint loadable with weights_only=True'

@@ -1,0 +1,116 @@
+"""Where Lightning acts on its own and mmengine does not, and how mm_lightning neutralises it.
+
+Each implicit behaviour is a silent divergence from mmengine's Runner until it is
+neutralised. This is the list, and the one place that says how; the same holds in a
+Trainer that mm_lightning builds (:data:`TRAINER_SETTINGS`) and in a user's own Trainer
+(:func:`neutralise`, called when a ``ConfigModule`` is set up).
+
+Each entry: what Lightning does; what mmengine does; how it is neutralised.
+
+- Sanity validation before fitting; mmengine never validates before training;
+  ``num_sanity_val_steps=0``.
+- A ``DataLoader``'s sampler swapped for a ``DistributedSampler``, sampler epochs set by
+  the fit loop; mmengine's samplers shard and pad, ``DistSamplerSeedHook`` sets epochs;
+  loaders reach Lightning behind views that are not ``DataLoader`` objects
+  (:mod:`mm_lightning.data`).
+- ``iter(loader)`` probed when a loader is requested (a worker seed drawn from the global
+  random state); mmengine makes the iterator when its loop starts; the views make it at
+  their first batch.
+- Each batch moved to the device; the model's ``data_preprocessor`` does it;
+  ``transfer_batch_to_device`` returns the batch.
+- An epoch stopped at ``len(loader)``, the iterator left unfinished; mmengine's
+  ``for batch in loader`` runs the sampler to ``StopIteration`` (its post-``yield`` code
+  included); the hook bridge ends each pass before ``after_train_epoch``.
+- A batch prefetched ahead for unsized loaders; mmengine fetches when its loop asks; the
+  views are sized, so Lightning does not prefetch.
+- Gradients zeroed before validation; mmengine keeps accumulated gradients;
+  ``on_validation_model_zero_grad`` does nothing.
+- ``eval()`` before ``on_validation_start`` and train mode restored after validation;
+  mmengine calls ``before_val``/``before_val_epoch`` in train mode, then ``eval()``, and
+  ``train()`` at the next epoch (after ``before_train_epoch``) or iteration; the module's
+  model-mode hooks do nothing, ``eval()`` follows ``before_val_epoch`` and the hook bridge
+  calls ``train()`` where mmengine's loops do.
+- ``torch.inference_mode`` in ``validate``/``test``; mmengine uses ``torch.no_grad``;
+  ``inference_mode=False`` on both loops.
+- Validation cadence from ``check_val_every_n_epoch``/``val_check_interval``, after
+  ``on_train_epoch_end``; mmengine's ``val_begin``/``val_interval``/``dynamic_intervals``,
+  after ``after_train_epoch``; :func:`schedule_validation` after each batch.
+- Loop positions restored from a checkpoint, mid-epoch restarts with Lightning's own
+  rules (epoch-start hooks skipped, a due validation skipped or repeated); mmengine
+  resumes from ``meta``'s counters; :func:`drop_loop_state`, then the run is positioned
+  from mm_lightning's own state (:func:`position_fit_loop`) and a validation that was due
+  at the saved point runs first (:func:`validate_now`).
+- Accumulation, clipping and precision by the Trainer; mmengine's ``optim_wrapper`` and
+  ``AmpOptimWrapper``; manual optimization, wrappers routed through Lightning
+  (:mod:`mm_lightning.optim`).
+- Its own checkpoints, logger and progress bar; ``CheckpointHook``, ``LoggerHook``;
+  :data:`TRAINER_SETTINGS`.
+
+The optimizer is built in ``configure_optimizers``, after ``before_run`` and after the
+strategy has wrapped (or sharded) the model, as mmengine's ``FlexibleRunner`` builds it in
+its strategy's ``prepare``; no built-in mmengine hook reads it before ``before_train``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import lightning.pytorch as pl
+
+#: Trainer settings that make Lightning run a config the way mmengine's Runner does.
+TRAINER_SETTINGS: Dict[str, Any] = dict(
+    num_sanity_val_steps=0,         # mmengine never validates before training
+    use_distributed_sampler=False,  # mmengine's samplers already shard and pad
+    enable_checkpointing=False,     # CheckpointHook writes mmengine-format checkpoints
+    logger=False,                   # LoggerHook writes mmengine logs; vis_backends add loggers
+    enable_progress_bar=False,      # mmengine-style log lines instead
+    enable_model_summary=False,
+    inference_mode=False,           # evaluation under torch.no_grad(), as mmengine
+    accumulate_grad_batches=1,      # optim_wrapper.accumulative_counts accumulates
+    check_val_every_n_epoch=1,      # the hook bridge schedules validation (mmengine's rules)
+    max_steps=-1,
+)
+
+
+def neutralise(trainer: pl.Trainer) -> None:
+    """Apply, to any Trainer, the settings above that a module can still change at setup."""
+    trainer.num_sanity_val_steps = 0
+    trainer.validate_loop.inference_mode = False
+    trainer.test_loop.inference_mode = False
+
+
+def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
+    """Make Lightning validate after the current training batch exactly when ``due``.
+
+    Lightning decides in its epoch loop, after ``on_train_batch_end``: it validates when
+    ``(current_epoch + 1) % check_val_every_n_epoch == 0`` and the batch matches
+    ``val_check_batch``. With ``val_check_batch=1`` the epoch test alone decides, so
+    ``1`` means "this batch" and ``current_epoch + 2`` means "not in this epoch".
+    """
+    trainer.val_check_batch = 1
+    trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+
+
+def drop_loop_state(checkpoint: Dict[str, Any]) -> None:
+    """Keep Lightning from restoring its own loop positions from a checkpoint (see module doc)."""
+    checkpoint.pop('loops', None)
+
+
+def position_fit_loop(trainer: pl.Trainer, epoch: int, optimizer_steps: int, batches: int) -> None:
+    """Start Lightning's fit loop at ``epoch`` with its step counters where the run left them.
+
+    ``optimizer_steps`` is Lightning's ``global_step`` (what ``ModelCheckpoint`` and
+    ``max_steps`` count); ``batches`` the trained batches (the step loggers write at).
+    """
+    fit_loop = trainer.fit_loop
+    for progress in (fit_loop.epoch_progress.current, fit_loop.epoch_progress.total):
+        progress.ready = progress.started = progress.processed = progress.completed = epoch
+    steps = fit_loop.epoch_loop.manual_optimization.optim_step_progress.total
+    steps.ready = steps.completed = optimizer_steps
+    fit_loop.epoch_loop.on_load_checkpoint({'_batches_that_stepped': batches})
+
+
+def validate_now(trainer: pl.Trainer) -> None:
+    """Run the fit's validation loop at once (a validation that was due when the run stopped)."""
+    trainer.validating = True
+    trainer.fit_loop.epoch_loop.val_loop.run()
+    trainer.training = True
