@@ -8,7 +8,8 @@ setup                         (work_dir and log opened), before_run, init weight
 on_fit_start                  load_from / resume
 on_train_start                before_train; on resume: before_train_epoch when the
                               run stopped inside an epoch (or is iteration-based),
-                              the saved random state, the end of an epoch whose
+                              the saved random state and accumulated gradients, the
+                              end of an epoch whose
                               batches were all trained, a validation that was due
 on_train_epoch_start          before_train_epoch, then ``train()`` (once, iteration-based)
 on_train_batch_start          before_train_iter
@@ -70,7 +71,7 @@ class HookBridge(Callback):
         loop, stream = module.train_loop, trainer.datamodule.train_stream
         if not loop.by_epoch or stream.mid_pass:
             self._open_epoch(module)
-        module.restore_random_state()
+        module.restore_continuation_state()
         if stream.pass_complete:
             self._close_epoch(trainer, module)
         if loop.validation_pending:

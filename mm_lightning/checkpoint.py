@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import mmengine
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
@@ -60,13 +60,41 @@ def run_meta(module: Any, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> D
     return meta
 
 
-def training_state(module: Any, loop_state: Dict[str, Any]) -> Dict[str, Any]:
-    """What a resumed run needs besides weights and optimizers, in the safe form."""
+def training_state(module: Any, loop_state: Dict[str, Any],
+                   gradients: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, Any]:
+    """What a resumed run needs besides weights and optimizers, in the safe form.
+
+    ``gradients`` are :func:`accumulated_gradients`, when already taken on every rank.
+    """
     state: Dict[str, Any] = dict(loop=loop_state, rng=rng.capture(),
                                  message_hub=_to_cpu(module.context.message_hub.state_dict()))
     if module.param_schedulers is not None:
         state['param_schedulers'] = scheduler_states(module.param_schedulers)
+    gradients = accumulated_gradients(module) if gradients is None else gradients
+    if gradients:
+        state['gradients'] = gradients
     return to_safe(state)
+
+
+def accumulated_gradients(module: Any) -> Dict[str, torch.Tensor]:
+    """Gradients of an accumulation window that has not stepped yet (wrappers zero them after a step).
+
+    Under DDP each rank accumulates its own without synchronising; their mean, restored on
+    every rank, gives the same mean at the window's synchronised step. That mean is a
+    collective: every rank calls this.
+    """
+    gradients = {name: param.grad.detach() for name, param in module.model.named_parameters()
+                 if param.grad is not None}
+    strategy = _strategy(module)
+    if gradients and isinstance(strategy, ParallelStrategy) and strategy.world_size > 1:
+        gradients = {name: strategy.reduce(grad.clone(), reduce_op='mean') for name, grad in gradients.items()}
+    return {name: grad.cpu() for name, grad in gradients.items()}
+
+
+def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
+    parameters = dict(module.model.named_parameters())
+    for name, grad in gradients.items():
+        parameters[name].grad = grad.to(device=parameters[name].device, dtype=parameters[name].dtype)
 
 
 def optimizer_names(optim_wrapper: Any) -> Optional[list]:
@@ -167,11 +195,11 @@ def load_optimizer_state(module: Any, state: dict) -> None:
 
 # -- writing -------------------------------------------------------------------------------------------
 def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool,
-                     loop_state: Dict[str, Any]) -> dict:
+                     loop_state: Dict[str, Any], gradients: Dict[str, torch.Tensor]) -> dict:
     """The dict mmengine's ``Runner.save_checkpoint`` writes, plus mm_lightning's state."""
     _check_supported(module, 'save')
     runner = module.runner
-    state = training_state(module, loop_state)
+    state = training_state(module, loop_state, gradients)
     checkpoint: Dict[str, Any] = {
         'meta': run_meta(module, meta, loop_state),
         'state_dict': weights_to_cpu(model_state_dict(module)),
@@ -213,6 +241,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     counters advance: the file describes the point after that epoch or iteration.
     """
     parts = writes_parts(module)
+    gradients = accumulated_gradients(module)  # every rank takes part
     if module.context.rank != 0 and not (parts or gathers_state(module)):
         return None
     if meta is None:
@@ -222,7 +251,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     if loop_state is None:
         loop_state = module.train_loop.snapshot(after_epoch=by_epoch, after_iteration=not by_epoch)
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
-    checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state)
+    checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, gradients)
     if parts:  # mmengine's layout: <filename>/rank<r>.pth
         os.makedirs(filepath, exist_ok=True)
         filepath = os.path.join(filepath, f'rank{module.context.rank}.pth')

@@ -38,6 +38,7 @@ from . import rng
 from .config import ConfigError, ConfigLike, load_config
 from .loops import train_iterations
 from .registry import config_key
+from .serialization import from_safe, to_safe
 
 SPLITS = ('train', 'val', 'test')
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
@@ -203,12 +204,12 @@ class TrainStream:
                 batch = self._draw()
             yield batch
 
-    # -- position ---------------------------------------------------------------------------------
-    def state_dict(self) -> Dict[str, Any]:
+    # -- position (the datamodule's state; not named state_dict, so Lightning does not save it twice) -----
+    def position(self) -> Dict[str, Any]:
         return dict(passes=self._passes, in_pass=self._in_pass, drawn=self._drawn, drained=self._drained,
                     pass_rng=self._pass_rng)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def set_position(self, state: Mapping[str, Any]) -> None:
         self._passes = int(state['passes'])
         self._in_pass = int(state['in_pass'])
         self._drawn = int(state['drawn'])
@@ -330,7 +331,7 @@ class ConfigDataModule(pl.LightningDataModule):
         if self._train_stream is None:
             self._train_stream = TrainStream(self.loader('train'), self.train_iterations)
             if self._stream_state is not None:
-                self._train_stream.load_state_dict(self._stream_state)
+                self._train_stream.set_position(self._stream_state)
                 self._stream_state = None
         return self._train_stream
 
@@ -362,16 +363,17 @@ class ConfigDataModule(pl.LightningDataModule):
 
     @override
     def state_dict(self) -> Dict[str, Any]:
+        """The position in the training data (in a form ``torch.load(weights_only=True)`` reads)."""
         if self._train_stream is not None:
-            return {'train': self._train_stream.state_dict()}
-        return {'train': self._stream_state} if self._stream_state is not None else {}
+            return to_safe({'train': self._train_stream.position()})
+        return to_safe({'train': self._stream_state}) if self._stream_state is not None else {}
 
     @override
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        train = state_dict.get('train')
+        train = from_safe(state_dict).get('train')
         if train is None:
             return
         if self._train_stream is not None:
-            self._train_stream.load_state_dict(train)
+            self._train_stream.set_position(train)
         else:
             self._stream_state = train

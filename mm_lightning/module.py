@@ -40,6 +40,7 @@ from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
 from .metrics import build_evaluator
 from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
 from .schedulers import build_param_schedulers, load_scheduler_states
+from .serialization import from_safe, to_safe
 from .view import RunnerView
 
 
@@ -83,7 +84,9 @@ class ConfigModule(pl.LightningModule):
         self.metrics: Dict[str, dict] = {}
         self.resumed = False  # a checkpoint's training state was restored for this fit
         self._loaded = False  # load_from / resume done
-        self._random_state: Optional[rng.RngState] = None  # a checkpoint's, restored where the run continues
+        # A checkpoint's random state and accumulated gradients, restored where the run continues
+        self._random_state: Optional[rng.RngState] = None
+        self._gradients: Optional[Dict[str, torch.Tensor]] = None
         self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
         self._weights_ready = False
         self._bridge = HookBridge()
@@ -229,8 +232,12 @@ class ConfigModule(pl.LightningModule):
         self.context.logger.info('Model has been "compiled". The first few iterations will be slow, '
                                  'please be patient.')
 
-    def restore_random_state(self) -> None:
-        """The global random state the checkpoint was taken with (once, where the run continues)."""
+    def restore_continuation_state(self) -> None:
+        """The global random state and the gradients of an unfinished accumulation window the
+        checkpoint was taken with (once, where the run continues)."""
+        if self._gradients is not None:
+            ckpt.restore_gradients(self, self._gradients)
+            self._gradients = None
         if self._random_state is not None:
             rng.restore(self._random_state)
             self._random_state = None
@@ -247,6 +254,7 @@ class ConfigModule(pl.LightningModule):
             self.trainer.datamodule.load_state_dict({'train': stream.state_from_meta(meta['epoch'], meta['iter'])})
         self.train_loop.load_state_dict(loop)
         self._random_state = state.get('rng')
+        self._gradients = state.get('gradients')
         self.resumed = True
 
     # -- Lightning checkpoints -----------------------------------------------------------------------
@@ -255,7 +263,7 @@ class ConfigModule(pl.LightningModule):
         if self.train_loop is not None and self.trainer.state.fn == TrainerFn.FITTING:
             loop_state = self.train_loop.state_dict()
             state = ckpt.training_state(self, loop_state)
-            state['meta'] = ckpt.to_safe(ckpt.run_meta(self, {}, loop_state))
+            state['meta'] = to_safe(ckpt.run_meta(self, {}, loop_state))
             state['optimizer_names'] = ckpt.optimizer_names(self.optim_wrapper)
             checkpoint[ckpt.STATE_KEY] = state
 
@@ -268,7 +276,7 @@ class ConfigModule(pl.LightningModule):
             raise ConfigError('ckpt_path: this Lightning checkpoint has no mm_lightning state (it was not '
                               'written from a ConfigModule); convert an mmengine checkpoint with '
                               '`mm-lightning convert-checkpoint SRC.pth DST.ckpt`')
-        state = ckpt.from_safe(checkpoint[ckpt.STATE_KEY])
+        state = from_safe(checkpoint[ckpt.STATE_KEY])
         self.context.message_hub.load_state_dict(state['message_hub'])
         self._scheduler_states = state.get('param_schedulers')
         self.set_resume_state(state, state.get('meta', {}))

@@ -71,3 +71,60 @@ def test_datamodule_builds_loaders_with_mmengine():
     assert type(loader.sampler).__name__ == 'DefaultSampler' and loader.sampler.seed == 4
     assert dm.train_dataloader().loader is loader  # Lightning iterates the same loader, behind a stream
     assert dm.test_dataloader() == []
+
+
+RESUME_CFG = dict(
+    CFG, model=dict(type='ToyClassifier', batch_norm=True, dropout=0.3),
+    train_dataloader=dict(data(size=40, batch_size=4), dataset=dict(type='AugmentedBlobDataset', size=40)),
+    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9), accumulative_counts=2),
+    train_cfg=dict(by_epoch=True, max_epochs=4, val_interval=1),
+    default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=100)))
+
+
+def _fit_with_own_trainer(tmp_path, name, ckpt_path=None, callbacks=()):
+    cfg = load_config(RESUME_CFG, dict(work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    recorder = ParityRecorder()
+    module.runner.register_hook(recorder)
+    kwargs = trainer_kwargs(cfg)
+    kwargs['callbacks'] += list(callbacks)
+    kwargs.update(enable_checkpointing=bool(callbacks))
+    L.Trainer(**kwargs).fit(module, datamodule=ConfigDataModule.from_config(cfg), ckpt_path=ckpt_path)
+    return module, recorder
+
+
+def test_model_checkpoint_resume_with_own_trainer_is_exact(tmp_path):
+    """ModelCheckpoint every 7 steps and every epoch; fit(ckpt_path=...) from each continues exactly."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    ckpt_dir = str(tmp_path / 'ckpts')
+    every_steps = ModelCheckpoint(dirpath=ckpt_dir, filename='step{step}', every_n_train_steps=9,
+                                  save_top_k=-1, auto_insert_metric_name=False)
+    every_epoch = ModelCheckpoint(dirpath=ckpt_dir, filename='epoch{epoch}', every_n_epochs=1, save_top_k=-1,
+                                  auto_insert_metric_name=False)
+    full, full_rec = _fit_with_own_trainer(tmp_path, 'full', callbacks=(every_steps, every_epoch))
+    assert full.runner.epoch == 4 and full.runner.iter == 40
+
+    # step 9 = iteration 18: inside the second epoch and inside an accumulation window (steps count
+    # optimizer steps, one every two iterations); epoch0.ckpt: after the first epoch and its validation
+    for name, first_iter, validations_done in (('step9.ckpt', 18, 1), ('epoch0.ckpt', 10, 1)):
+        resumed, rec = _fit_with_own_trainer(tmp_path, f'from_{name}', ckpt_path=f'{ckpt_dir}/{name}')
+        assert rec.iterations[0]['iter'] == first_iter, name
+        assert rec.iterations == full_rec.iterations[first_iter:], name
+        assert rec.val_metrics == full_rec.val_metrics[validations_done:], name
+        assert (resumed.runner.epoch, resumed.runner.iter) == (4, 40)
+        assert resumed.trainer.global_step == full.trainer.global_step
+        for key, value in full.model.state_dict().items():
+            assert torch.equal(resumed.model.state_dict()[key], value), (name, key)
+
+
+def test_from_config_writes_nothing_until_the_trainer_starts(tmp_path):
+    cfg = load_config(CFG, dict(work_dir=str(tmp_path / 'work'), experiment_name=f'lazy_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    assert not (tmp_path / 'work').exists()
+    with pytest.raises(RuntimeError, match='not attached to a Trainer'):
+        module.runner.trainer
+    trainer = L.Trainer(**trainer_kwargs(cfg))
+    trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
+    assert module.runner.trainer is trainer
+    assert module.runner.train_dataloader is trainer.datamodule.loader('train')
+    assert (tmp_path / 'work' / f'{module.runner.timestamp}.py').exists()

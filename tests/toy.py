@@ -13,7 +13,16 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapperDict
-from mmengine.registry import DATASETS, FUNCTIONS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, VISUALIZERS
+from mmengine.registry import (
+    DATA_SAMPLERS,
+    DATASETS,
+    FUNCTIONS,
+    HOOKS,
+    METRICS,
+    MODELS,
+    OPTIM_WRAPPER_CONSTRUCTORS,
+    VISUALIZERS,
+)
 from mmengine.structures import BaseDataElement
 from mmengine.visualization import Visualizer
 from torch import nn
@@ -241,3 +250,92 @@ class RecordingVisualizer(Visualizer):
 
     def add_datasample(self, name: str, image: Any, data_sample: Any = None, *args: Any, **kwargs: Any) -> None:
         self.drawn.append((name, tuple(image.shape)))
+
+
+@DATASETS.register_module(force=True)
+class AugmentedBlobDataset(BlobDataset):
+    """Blobs with random augmentation in ``__getitem__`` (global torch, numpy and Python random state).
+
+    ``loads`` counts the samples loaded in this process (the main one when ``num_workers=0``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loads = 0
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        import random
+
+        import numpy as np
+        self.loads += 1
+        sample = super().__getitem__(index)
+        noise = 0.1 * torch.randn(sample['inputs'].shape) + float(np.random.uniform(-0.1, 0.1))
+        scale = random.choice((0.9, 1.0, 1.1))
+        return dict(sample, inputs=(sample['inputs'] + noise) * scale)
+
+
+@MODELS.register_module(force=True)
+class BallastClassifier(ToyClassifier):
+    """A ToyClassifier whose checkpoints are large (a frozen buffer of ``ballast`` floats): slow to write."""
+
+    def __init__(self, ballast: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer('ballast', torch.zeros(ballast))
+
+
+@DATA_SAMPLERS.register_module(force=True)
+class BucketBatchSampler:
+    """A batch sampler that buckets indices and flushes leftovers after its last full batch, then
+    empties its buckets *after* the last ``yield``: the shape of mmdet's AspectRatioBatchSampler."""
+
+    def __init__(self, sampler: Any, batch_size: int, drop_last: bool = False) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self._buckets: List[List[int]] = [[], []]
+
+    def __iter__(self):
+        for index in self.sampler:
+            bucket = self._buckets[index % 2]
+            bucket.append(index)
+            if len(bucket) == self.batch_size:
+                yield bucket[:]
+                del bucket[:]
+        left = self._buckets[0] + self._buckets[1]
+        while left:
+            batch, left = left[:self.batch_size], left[self.batch_size:]
+            if len(batch) == self.batch_size or not self.drop_last:
+                yield batch
+        self._buckets = [[], []]
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.sampler) // self.batch_size
+        return (len(self.sampler) + self.batch_size - 1) // self.batch_size
+
+
+@HOOKS.register_module(force=True)
+class ModeRecordingHook(Hook):
+    """Records ``model.training`` at each validation stage (mmengine: train mode until after before_val_epoch)."""
+
+    def __init__(self) -> None:
+        self.modes: List[tuple] = []
+
+    def _mode(self, stage: str, runner: Any) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        self.modes.append((stage, model.training))
+
+    def before_val(self, runner: Any) -> None:
+        self._mode('before_val', runner)
+
+    def before_val_epoch(self, runner: Any) -> None:
+        self._mode('before_val_epoch', runner)
+
+    def before_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        self._mode('before_val_iter', runner)
+
+    def after_val(self, runner: Any) -> None:
+        self._mode('after_val', runner)
+
+    def before_train_epoch(self, runner: Any) -> None:
+        self._mode('before_train_epoch', runner)

@@ -1,0 +1,93 @@
+"""mmengine's loop settings and progress: parsing, the validation rule, state for checkpoints."""
+import pytest
+from conftest import data
+
+from mm_lightning import ConfigError
+from mm_lightning.data import build_dataloader
+from mm_lightning.loops import TrainLoop, parse_eval_cfg, parse_train_cfg, train_iterations
+
+
+class Visualizer:
+    dataset_meta = None
+
+
+def _loop(dataloader_batches=5, **train_cfg):
+    loop = TrainLoop(**parse_train_cfg(train_cfg))
+    loader = build_dataloader(data(size=dataloader_batches * 4, batch_size=4), 'train_dataloader', seed=0)
+    loop.bind(loader, has_validation=True, visualizer=Visualizer())
+    return loop
+
+
+def test_parse_train_cfg_forms_and_errors():
+    assert parse_train_cfg(dict(type='EpochBasedTrainLoop', max_epochs=3))['by_epoch'] is True
+    assert parse_train_cfg(dict(type='mmengine.runner.IterBasedTrainLoop', max_iters=3))['by_epoch'] is False
+    assert train_iterations(dict(by_epoch=False, max_iters=7)) == 7 and train_iterations(None) is None
+    for cfg, message in [(dict(max_epochs=3), 'set `by_epoch`'), (dict(by_epoch=True), '`max_epochs` is required'),
+                         (dict(by_epoch=True, max_epochs=2.5), 'train_cfg.max_epochs'),
+                         (dict(by_epoch=True, max_epochs=2, max_iters=3), 'unsupported keys'),
+                         (dict(type='EpochBasedTrainLoop', by_epoch=True, max_epochs=1), 'only one of')]:
+        with pytest.raises(ConfigError, match=message):
+            parse_train_cfg(cfg)
+    assert parse_eval_cfg(dict(type='ValLoop', fp16=True), 'val_cfg') == dict(fp16=True)
+    with pytest.raises(ConfigError, match='val_cfg: unsupported keys'):
+        parse_eval_cfg(dict(evaluate_every=2), 'val_cfg')
+
+
+@pytest.mark.parametrize('train_cfg, due', [
+    (dict(by_epoch=True, max_epochs=6, val_interval=2), [2, 4, 6]),
+    (dict(by_epoch=True, max_epochs=5, val_interval=2, val_begin=3), [4, 5]),  # and always the last epoch
+    # mmengine picks the interval for epoch + 1: the new interval already applies after epoch 2
+    (dict(by_epoch=True, max_epochs=6, val_interval=3, dynamic_intervals=[(3, 1)]), [2, 3, 4, 5, 6]),
+    (dict(by_epoch=False, max_iters=10, val_interval=4), [4, 8, 10]),
+])
+def test_validation_rule_is_mmengines(train_cfg, due):
+    loop = _loop(**train_cfg)
+    points = []
+    for _ in range(loop.max_epochs if loop.by_epoch else loop.max_iters):
+        if loop.by_epoch:
+            loop.epoch_done()
+        else:
+            loop.iteration_done()
+        if loop.validation_due():
+            points.append(loop.epoch if loop.by_epoch else loop.iter)
+    assert points == due
+
+
+def test_lengths_and_finishing():
+    loop = _loop(dataloader_batches=5, by_epoch=True, max_epochs=3)
+    assert (loop.max_epochs, loop.max_iters) == (3, 15)
+    for _ in range(3):
+        loop.epoch_done()
+    assert loop.finished
+    stopped = _loop(by_epoch=False, max_iters=10)
+    stopped.stop_training = True
+    assert stopped.finished
+
+
+def test_snapshot_describes_the_point_after_the_running_iteration_or_epoch():
+    loop = _loop(by_epoch=False, max_iters=10, val_interval=4)
+    for _ in range(3):
+        loop.iteration_done()
+    after = loop.snapshot(after_iteration=True)  # inside after_train_iter of the 4th iteration
+    assert (after['iter'], after['validation_pending']) == (4, True)
+    assert loop.iter == 3  # the loop itself has not moved
+    epochs = _loop(by_epoch=True, max_epochs=4, val_interval=2)
+    epochs.epoch_done()
+    assert epochs.snapshot(after_epoch=True)['epoch'] == 2 and epochs.snapshot(after_epoch=True)['validation_pending']
+
+
+def test_state_round_trip_keeps_the_configured_lengths():
+    loop = _loop(by_epoch=True, max_epochs=4)
+    loop.epoch_done()
+    loop.iteration_done()
+    loop.validation_pending = True
+    state = loop.state_dict()
+    longer = _loop(by_epoch=True, max_epochs=8)  # a resumed run may be given more epochs
+    longer.load_state_dict(state)
+    assert (longer.epoch, longer.iter, longer.validation_pending, longer.max_epochs) == (1, 1, True, 8)
+
+
+def test_state_from_meta_of_mmengine_written_checkpoints():
+    loop = _loop(dataloader_batches=5, by_epoch=True, max_epochs=4, val_interval=1)
+    assert loop.state_from_meta(2, 10)['validation_pending'] is True  # saved at an epoch end, before validation
+    assert loop.state_from_meta(2, 12)['validation_pending'] is False  # saved inside epoch 3

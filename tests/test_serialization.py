@@ -1,0 +1,50 @@
+"""Checkpoint files: safe to load with weights_only=True, never half-written."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+from mm_lightning.serialization import from_safe, is_whole, to_safe, write, write_atomically
+
+
+def test_safe_form_round_trip():
+    buffer = HistoryBuffer([1.0, 2.5], [1, 2])
+    state = {'log_scalars': {'train/loss': buffer}, 'runtime_info': {'palette': np.eye(2)}, 'n': np.int64(3)}
+    restored = from_safe(to_safe(state))
+    assert isinstance(restored['log_scalars']['train/loss'], HistoryBuffer)
+    assert restored['log_scalars']['train/loss'].mean() == buffer.mean()
+    assert (restored['runtime_info']['palette'] == state['runtime_info']['palette']).all()
+    assert restored['n'] == 3
+
+
+def test_written_files_load_with_weights_only(tmp_path):
+    path = str(tmp_path / 'a.pth')
+    write({'message_hub': {'log_scalars': {'loss': HistoryBuffer([1.0], [1])}}, 'rng': np.random.get_state()}, path)
+    loaded = from_safe(torch.load(path, weights_only=True))
+    assert loaded['message_hub']['log_scalars']['loss'].current() == 1.0
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+    path = str(tmp_path / 'latest.pth')
+    write_atomically({'step': 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError('interrupted mid-write')
+    with pytest.raises(RuntimeError, match='interrupted mid-write'):
+        write_atomically({'step': 2, 'bad': Unpicklable()}, path)
+    assert torch.load(path, weights_only=True) == {'step': 1}
+    assert os.listdir(tmp_path) == ['latest.pth']  # no temporary file left behind
+
+
+def test_is_whole_recognises_a_truncated_checkpoint(tmp_path):
+    path = str(tmp_path / 'x.pth')
+    torch.save({'w': torch.zeros(1000)}, path)
+    assert is_whole(path)
+    with open(path, 'rb') as f:
+        head = f.read(os.path.getsize(path) // 2)
+    with open(path, 'wb') as f:
+        f.write(head)
+    assert not is_whole(path) and not is_whole(str(tmp_path / 'missing.pth'))
