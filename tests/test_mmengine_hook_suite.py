@@ -54,7 +54,8 @@ def outcomes(tmp_path) -> dict:
     missing = [package for module, package in SUITE_IMPORTS.items() if importlib.util.find_spec(module) is None]
     assert not missing, f"mmengine's hook tests need {missing}: pip install -e '.[test]'"
     report = tmp_path / 'outcomes.json'
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]),
+    python_path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))
+    env = dict(os.environ, PYTHONPATH=python_path,
                OMP_NUM_THREADS='1', MMENGINE_SUITE_RUNNER='mm_lightning.FlexibleRunner')
     result = subprocess.run(
         [sys.executable, RUN_SUITE, SUITE, '-q', '-c', os.devnull, '--rootdir', SUITE,
