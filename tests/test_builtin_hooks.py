@@ -3,15 +3,22 @@ import copy
 import json
 import os
 import re
+import subprocess
+import sys
+from unittest import mock
 
 import pytest
 import torch
 from conftest import data
+from mmengine.hooks import EmptyCacheHook
 from mmengine.runner import Runner
 
 from mm_lightning import FlexibleRunner
 from mm_lightning.serialization import from_safe
 from mm_lightning.serialization import make_safe as convert_checkpoint
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
 
 EVAL = dict(val_dataloader=data(size=12, seed=1, shuffle=False, batch_size=4),
             val_evaluator=dict(type='ToyAccuracy'), val_cfg=dict())
@@ -211,13 +218,12 @@ def test_stop_training_from_any_hook(tmp_path):
             mm.message_hub.get_scalar('val/toy/accuracy').data[0].tolist()
 
 
-def test_profiler_sync_buffers_and_empty_cache_hooks(tmp_path):
+def test_profiler_hook(tmp_path):
     runners = []
     for name, cls in (('mm', Runner), ('ours', FlexibleRunner)):
         cfg = dict(BASE, train_cfg=dict(by_epoch=True, max_epochs=2), custom_hooks=[
             dict(type='ProfilerHook', by_epoch=False, profile_times=3,
-                 json_trace_path=str(tmp_path / f'{name}_trace.json')),
-            dict(type='SyncBuffersHook'), dict(type='EmptyCacheHook', after_iter=True)],
+                 json_trace_path=str(tmp_path / f'{name}_trace.json'))],
             work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}')
         runner = cls.from_cfg(cfg)
         runner.train()
@@ -225,6 +231,52 @@ def test_profiler_sync_buffers_and_empty_cache_hooks(tmp_path):
         with open(tmp_path / f'{name}_trace.json') as f:  # the profiler stopped after 3 iterations
             assert json.load(f)['traceEvents']
     _same_weights(dict(runners[1].model.state_dict()), dict(runners[0].model.state_dict()))
+
+
+def test_empty_cache_hook_runs_at_mmengine_points(tmp_path):
+    cfg = dict(BASE, train_cfg=dict(by_epoch=True, max_epochs=2), test_dataloader=EVAL['val_dataloader'],
+               test_evaluator=EVAL['val_evaluator'], test_cfg=dict(),
+               custom_hooks=[dict(type='EmptyCacheHook', before_epoch=True, after_iter=True)])
+    calls = {}
+    for name, cls in (('mm', Runner), ('ours', FlexibleRunner)):
+        runner = cls.from_cfg(dict(cfg, work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
+        calls[name] = []
+
+        def recorder(point, seen=calls[name], runner=runner):
+            def record(hook, runner_arg, batch_idx=None, data_batch=None, outputs=None, mode='train'):
+                assert runner_arg is runner
+                seen.append((point, mode, batch_idx))
+            return record
+
+        # The hook empties the CUDA cache at these points (on a GPU only): record them.
+        with mock.patch.object(EmptyCacheHook, '_before_epoch', recorder('before_epoch')), \
+                mock.patch.object(EmptyCacheHook, '_after_iter', recorder('after_iter')), \
+                mock.patch.object(EmptyCacheHook, '_after_epoch', recorder('after_epoch')):
+            for method in ('train', 'val', 'test'):
+                getattr(runner, method)()
+
+    def epoch(mode, iterations):
+        return [('before_epoch', mode, None), *[('after_iter', mode, i) for i in range(iterations)],
+                ('after_epoch', mode, None)]
+
+    assert calls['mm'] == 2 * (epoch('train', 6) + epoch('val', 3)) + epoch('val', 3) + epoch('test', 3)
+    assert calls['ours'] == calls['mm']
+
+
+def test_sync_buffers_hook_averages_rank_buffers(tmp_path):
+    out = tmp_path / 'buffers.json'
+    result = subprocess.run([TORCHRUN, '--nproc_per_node=2', '--master_port=29533',
+                             os.path.join(HERE, 'scripts', 'sync_buffers.py'), str(out)],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=HERE, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen['world_size'] == 2 and len(seen['before']) == len(seen['after']) == 2  # two epochs
+    for before, after in zip(seen['before'], seen['after']):
+        before, after = torch.tensor(before), torch.tensor(after)
+        assert (before[0] - before[1]).abs().max() > 1e-3  # each rank's own statistics
+        torch.testing.assert_close(after[0], after[1], atol=0, rtol=0)
+        torch.testing.assert_close(after[0], before.mean(0))
 
 
 def test_lightning_callback_in_custom_hooks_runs_next_to_mmengine_hooks(tmp_path):

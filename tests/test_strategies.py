@@ -1,4 +1,4 @@
-"""Strategy, precision and launcher translation: the Lightning objects carry the configured settings.
+"""Strategy and launcher translation: the Lightning objects carry the configured settings.
 
 FSDP and DeepSpeed refuse the CPU accelerator in Lightning, so their strategy objects are
 built and inspected here; a 2-process DDP run trains for real (tests/scripts/ddp_train.py).
@@ -12,11 +12,9 @@ from datetime import timedelta
 import pytest
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 
 from mm_lightning import ConfigError, trainer_kwargs
-from mm_lightning.precision import StaticGradScaler, _grad_scaler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCHRUN_ENV = dict(WORLD_SIZE='4', LOCAL_WORLD_SIZE='2', RANK='0', LOCAL_RANK='0', GROUP_RANK='0',
@@ -95,46 +93,6 @@ def test_fsdp_options(torchrun):
     policy = strategy._activation_checkpointing_kwargs['auto_wrap_policy']
     assert policy(torch.nn.Linear(2, 2), recurse=False) and not policy(torch.nn.ReLU(), recurse=False)
     assert _kwargs(strategy=dict(type='FSDPStrategy'))['strategy']._state_dict_type == 'sharded'  # mmengine 'local'
-
-
-def test_fsdp_amp_uses_fsdp_precision_with_static_scale(torchrun, monkeypatch):
-    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
-    monkeypatch.setattr('mm_lightning.strategies.accelerator_name', lambda: 'gpu')
-    kwargs = trainer_kwargs(dict(strategy=dict(type='FSDPStrategy'),
-                                 optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=512.0,
-                                                    optimizer=dict(type='AdamW', lr=1e-3))))
-    (plugin,) = kwargs['plugins']
-    assert isinstance(plugin, FSDPPrecision) and plugin.precision == '16-mixed'
-    assert plugin.scaler.static_scale == 512.0  # (a scaler is disabled, so unscaled, without CUDA)
-    assert type(plugin.scaler).__name__ == 'StaticShardedGradScaler'
-
-
-def test_amp_optim_wrapper_precision(monkeypatch):
-    kwargs = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16',
-                                                    optimizer=dict(type='SGD', lr=0.1))))
-    (plugin,) = kwargs['plugins']
-    assert isinstance(plugin, MixedPrecision) and plugin.precision == 'bf16-mixed' and plugin.scaler is None
-    with pytest.raises(ConfigError, match='float16 needs a GPU'):
-        trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
-    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
-    plugin = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=256.0,
-                                                    optimizer=dict(type='SGD', lr=0.1))))['plugins'][0]
-    assert plugin.precision == '16-mixed' and isinstance(plugin.scaler, StaticGradScaler)
-    # loss_scale forms -> GradScaler settings (built for the CPU here, where a CUDA scaler is disabled)
-    assert type(_grad_scaler('k', 'dynamic', 'cpu')) is torch.amp.GradScaler
-    assert _grad_scaler('k', 256.0, 'cpu').get_scale() == 256.0
-    scaler = _grad_scaler('k', dict(init_scale=1024.0, growth_interval=10), 'cpu')
-    assert scaler.get_scale() == 1024.0 and scaler.get_growth_interval() == 10
-    with pytest.raises(ConfigError, match="k.loss_scale: expected 'dynamic', a number or a dict"):
-        _grad_scaler('k', 'static', 'cpu')
-
-
-def test_static_scale_stays_fixed_after_overflow():
-    scaler = StaticGradScaler(128.0, device='cpu')
-    scaler._scale = torch.tensor(128.0)
-    scaler._growth_tracker = torch.tensor(0, dtype=torch.int32)
-    scaler.update()
-    assert scaler.get_scale() == 128.0
 
 
 def test_deepspeed_config_and_precision(torchrun, tmp_path):
