@@ -97,28 +97,26 @@ def test_fsdp_options(torchrun):
     assert _kwargs(strategy=dict(type='FSDPStrategy'))['strategy']._state_dict_type == 'sharded'  # mmengine 'local'
 
 
-def test_fsdp_amp_uses_fsdp_precision_with_static_scale(torchrun, monkeypatch):
-    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
-    monkeypatch.setattr('mm_lightning.strategies.accelerator_name', lambda: 'gpu')
+def test_fsdp_amp_uses_fsdp_precision_with_static_scale(torchrun):
     kwargs = trainer_kwargs(dict(strategy=dict(type='FSDPStrategy'),
                                  optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=512.0,
-                                                    optimizer=dict(type='AdamW', lr=1e-3))))
+                                                    optimizer=dict(type='AdamW', lr=1e-3))), accelerator='gpu')
     (plugin,) = kwargs['plugins']
     assert isinstance(plugin, FSDPPrecision) and plugin.precision == '16-mixed'
     assert plugin.scaler.static_scale == 512.0  # (a scaler is disabled, so unscaled, without CUDA)
     assert type(plugin.scaler).__name__ == 'StaticShardedGradScaler'
 
 
-def test_amp_optim_wrapper_precision(monkeypatch):
+def test_amp_optim_wrapper_precision():
     kwargs = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16',
                                                     optimizer=dict(type='SGD', lr=0.1))))
     (plugin,) = kwargs['plugins']
     assert isinstance(plugin, MixedPrecision) and plugin.precision == 'bf16-mixed' and plugin.scaler is None
     with pytest.raises(ConfigError, match='float16 needs a GPU'):
         trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
-    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
     plugin = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=256.0,
-                                                    optimizer=dict(type='SGD', lr=0.1))))['plugins'][0]
+                                                    optimizer=dict(type='SGD', lr=0.1))),
+                            accelerator='gpu')['plugins'][0]
     assert plugin.precision == '16-mixed' and isinstance(plugin.scaler, StaticGradScaler)
     # loss_scale forms -> GradScaler settings (built for the CPU here, where a CUDA scaler is disabled)
     assert type(_grad_scaler('k', 'dynamic', 'cpu')) is torch.amp.GradScaler
