@@ -4,15 +4,20 @@
 ``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
 ``mm-lightning convert-checkpoint SRC DST`` (an mmengine file, made loadable with ``weights_only=True``)
+``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
+``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
@@ -47,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                                   help='rewrite a trusted mmengine checkpoint so it loads with weights_only=True')
     convert.add_argument('src', help='checkpoint written by mmengine (unpickled in full: trust it)')
     convert.add_argument('dst', help='where to write the converted checkpoint')
+    _add_explain(commands)
     return parser
 
 
@@ -94,8 +100,61 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+# -- tools: explain ------------------------------------------------------------------------------
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)')
+    explain.add_argument('config', help='config file (.py, .json, .yaml)')
+    explain.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    explain.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                         help='how processes will be started (default: the config, else this environment)')
+    explain.add_argument('--accelerator', choices=['cpu', 'gpu', 'cuda', 'auto'],
+                         help='target accelerator (default: this machine)')
+    explain.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
+    explain.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
+    explain.add_argument('--json', action='store_true', help='print one JSON object instead of text')
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when a run on the layout would start, 1 when the report lists a refusal."""
+    from .explain import REFUSAL, explain, format_explanation
+    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        report = explain(args.config, cfg_options=args.cfg_options, launcher=args.launcher,
+                         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes)
+    print(json.dumps(report, indent=2) if args.json else format_explanation(report), end='\n' if args.json else '')
+    return 1 if any(entry['kind'] == REFUSAL for entry in report['warnings']) else 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what libraries print (DeepSpeed's start-up line, log records) to stderr, keeping stdout for JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+#: Commands that report on a config rather than run it: name -> handler returning the exit status.
+TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain}
+
+
+def _run_tool(args: argparse.Namespace) -> int:
+    try:
+        return TOOLS[args.command](args)
+    except ConfigError as err:
+        print(f'mm-lightning: error: {err}', file=sys.stderr)
+        return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in TOOLS:
+        return _run_tool(args)
     if args.command == 'convert-checkpoint':
         from .checkpoint import convert_checkpoint
         convert_checkpoint(args.src, args.dst)
