@@ -6,6 +6,8 @@
 ``mm-lightning convert-checkpoint SRC DST`` (an mmengine file, made loadable with ``weights_only=True``)
 ``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
+``mm-lightning compare CONFIG [--iters N] [--cfg-options k=v ...] [--json OUT] [--atol A] [--work-dir D]``
+``    `` (trains under mmengine's Runner and under mm_lightning; exit 1 where they differ)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument('src', help='checkpoint written by mmengine (unpickled in full: trust it)')
     convert.add_argument('dst', help='where to write the converted checkpoint')
     _add_explain(commands)
+    _add_compare(commands)
     return parser
 
 
@@ -124,6 +127,36 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if any(entry['kind'] == REFUSAL for entry in report['warnings']) else 0
 
 
+# -- tools: compare ------------------------------------------------------------------------------
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser('compare', help="train under mmengine's Runner and mm_lightning, compare")
+    compare.add_argument('config', help='config file (.py, .json, .yaml)')
+    compare.add_argument('--iters', type=int, default=10, help='training iterations to compare (default: 10)')
+    compare.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    compare.add_argument('--json', metavar='OUT', help='also write the full report as JSON to OUT')
+    compare.add_argument('--atol', type=float, default=0.0,
+                         help='largest difference still counted as equal (default: 0, exactly equal)')
+    compare.add_argument('--work-dir', help='parent of both runs\' work_dirs (default: work_dirs/compare_<config>)')
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 when both engines agree within --atol, 1 otherwise."""
+    from .compare import compare, format_comparison
+    report = compare(args.config, iters=args.iters, atol=args.atol, work_dir=args.work_dir,
+                     cfg_options=args.cfg_options)
+    _write_json(args.json, report)
+    print(format_comparison(report), end='')
+    return 0 if report['identical'] else 1
+
+
+def _write_json(path: Optional[str], report: dict) -> None:
+    if path:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(report, f, indent=2)
+            f.write('\n')
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     """Send what libraries print (DeepSpeed's start-up line, log records) to stderr, keeping stdout for JSON."""
@@ -140,7 +173,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 #: Commands that report on a config rather than run it: name -> handler returning the exit status.
-TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain}
+TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'compare': _compare}
 
 
 def _run_tool(args: argparse.Namespace) -> int:
