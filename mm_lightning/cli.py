@@ -8,6 +8,8 @@
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
 ``mm-lightning compare CONFIG [--iters N] [--cfg-options k=v ...] [--json OUT] [--atol A] [--work-dir D]``
 ``    `` (trains under mmengine's Runner and under mm_lightning; exit 1 where they differ)
+``mm-lightning benchmark CONFIG [--iters N] [--warmup K] [--engine mm_lightning|mmengine|both] [--json OUT]``
+``    [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]`` (exit 1 on a regression)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument('dst', help='where to write the converted checkpoint')
     _add_explain(commands)
     _add_compare(commands)
+    _add_benchmark(commands)
     return parser
 
 
@@ -149,6 +152,55 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if report['identical'] else 1
 
 
+# -- tools: benchmark ----------------------------------------------------------------------------
+#: --engine choice -> engines measured.
+BENCHMARK_ENGINES = {'mm_lightning': ('mm_lightning',), 'mmengine': ('mmengine',), 'both': ('mm_lightning', 'mmengine')}
+
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser('benchmark', help='time per iteration, throughput, memory and start-up of a config')
+    bench.add_argument('config', help='config file (.py, .json, .yaml)')
+    bench.add_argument('--iters', type=int, default=50, help='training iterations per engine (default: 50)')
+    bench.add_argument('--warmup', type=int, default=10, help='iterations left out of the timing (default: 10)')
+    bench.add_argument('--engine', choices=sorted(BENCHMARK_ENGINES), default='mm_lightning',
+                       help="mm_lightning, mmengine's Runner, or both (default: mm_lightning)")
+    bench.add_argument('--json', metavar='OUT', help='also write the report as JSON to OUT')
+    bench.add_argument('--baseline', metavar='FILE', help='a report written by --json to compare against')
+    bench.add_argument('--tolerance', type=float, default=0.2,
+                       help='how much worse than the baseline a figure may be: a fraction, e.g. 0.2 for 20%%, '
+                            '(data_loading_share: in share points) (default: 0.2)')
+    bench.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    bench.add_argument('--work-dir', help='parent of the runs\' work_dirs (default: work_dirs/benchmark_<config>)')
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Exit 1 when a figure is worse than the baseline's by more than the tolerance, 2 when a run fails."""
+    from .benchmark import BenchmarkError, benchmark, format_benchmark, regressions
+    baseline = None
+    if args.baseline:
+        if not osp.isfile(args.baseline):
+            raise ConfigError(f'--baseline: file not found: {args.baseline!r}')
+        with open(args.baseline) as f:
+            baseline = json.load(f)
+    work_dir = args.work_dir or osp.join('work_dirs', f'benchmark_{osp.splitext(osp.basename(args.config))[0]}')
+    try:
+        report = benchmark(args.config, engines=BENCHMARK_ENGINES[args.engine], iters=args.iters,
+                           warmup=args.warmup, work_dir=work_dir, cfg_options=args.cfg_options)
+    except BenchmarkError as err:
+        print(f'mm-lightning: error: {err}', file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    print(format_benchmark(report), end='')
+    if baseline is None:
+        return 0
+    worse = regressions(report, baseline, args.tolerance)
+    for line in worse:
+        print(f'regression: {line}')
+    if not worse:
+        print(f'No figure is worse than {args.baseline} by more than the tolerance ({args.tolerance:g}).')
+    return 1 if worse else 0
+
+
 def _write_json(path: Optional[str], report: dict) -> None:
     if path:
         os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
@@ -173,7 +225,8 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 #: Commands that report on a config rather than run it: name -> handler returning the exit status.
-TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'compare': _compare}
+TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'compare': _compare,
+                                                         'benchmark': _benchmark}
 
 
 def _run_tool(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class Iteration:
     lr: Dict[str, List[float]]
     started: float                # perf_counter at before_train_iter (the batch has been loaded)
     ended: float                  # perf_counter at after_train_iter
+    samples: int = 0              # samples in the batch
 
 
 @dataclass
@@ -66,7 +67,6 @@ class IterationRecorder(Hook):
         self.max_iters = max_iters
         self.iterations: List[Iteration] = []
         self.validations: List[Validation] = []
-        self.samples = 0
         self._started = 0.0
         self._lr: Dict[str, List[float]] = {}
 
@@ -78,9 +78,8 @@ class IterationRecorder(Hook):
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         losses = {key: _scalar(value) for key, value in (outputs or {}).items() if _scalar(value) is not None}
-        self.samples += batch_size(data_batch)
         self.iterations.append(Iteration(len(self.iterations) + 1, runner.epoch, losses, self._lr,
-                                         self._started, time.perf_counter()))
+                                         self._started, time.perf_counter(), batch_size(data_batch)))
 
     def after_val_epoch(self, runner: Any, metrics: Optional[Dict[str, Any]] = None) -> None:
         self.validations.append(Validation(len(self.iterations), dict(metrics or {})))
@@ -93,7 +92,6 @@ class EngineRun:
     engine: str
     iterations: List[Iteration]
     validations: List[Validation]
-    samples: int
     started: float                # perf_counter before the runner was built
     seed: Optional[int] = None
     work_dir: str = ''
@@ -155,5 +153,5 @@ def run_engine(engine: str, cfg: Config, max_iters: int, work_dir: str) -> Engin
         runner.train()
     except IterationLimit:
         pass
-    return EngineRun(engine, recorder.iterations, recorder.validations, recorder.samples, started,
-                     seed=runner.seed, work_dir=work_dir)
+    return EngineRun(engine, recorder.iterations, recorder.validations, started, seed=runner.seed,
+                     work_dir=work_dir)
