@@ -9,8 +9,9 @@ engine (JSON keys of ``engines.<name>``):
 ``time_per_iter_ms``      median time between the ends of consecutive iterations, after
                           ``warmup`` iterations (the first iteration never counts)
 ``samples_per_s``         samples of those iterations over their total time
-``data_loading_share``    share of that time spent between iterations, waiting for the next
-                          batch (from one ``after_train_iter`` to the next ``before_train_iter``)
+``data_loading_share``    share of that time spent between iterations: from one ``after_train_iter``
+                          to the next ``before_train_iter`` (loading the batch, moving it to the
+                          device, and the engine's own work between iterations)
 ``peak_memory_mb``        ``torch.cuda.max_memory_allocated`` on GPU, else the process's peak RSS
                           (``memory_kind``: ``cuda_max_allocated`` or ``rss``)
 ``time_to_first_iter_s``  from building the runner to the end of the first iteration
@@ -206,8 +207,8 @@ def format_benchmark(report: Mapping[str, Any]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"{report['config']}: {report['iters']} iterations ({report['warmup']} warm-up) on {env['device']}, "
              f"torch {env['torch']}, lightning {env['lightning']}, mmengine {env['mmengine']}",
-             '  '.join(f'{cell:<{width}}' for cell, width in zip(header, widths))]
-    lines += ['  '.join(f'{cell:<{width}}' for cell, width in zip(row, widths)) for row in rows]
+             '  '.join(f'{cell:<{width}}' for cell, width in zip(header, widths)).rstrip()]
+    lines += ['  '.join(f'{cell:<{width}}' for cell, width in zip(row, widths)).rstrip() for row in rows]
     return '\n'.join(lines) + '\n'
 
 

@@ -124,8 +124,11 @@ def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when a run on the layout would start, 1 when the report lists a refusal."""
     from .explain import REFUSAL, explain, format_explanation
     with _stdout_to_stderr() if args.json else contextlib.nullcontext():
-        report = explain(args.config, cfg_options=args.cfg_options, launcher=args.launcher,
-                         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes)
+        cfg = load_config(args.config, args.cfg_options)
+        if cfg.get('work_dir') is None:  # where `train` would put it
+            cfg.work_dir = _default_work_dir(cfg, args.config)
+        report = explain(cfg, launcher=args.launcher, accelerator=args.accelerator, devices=args.devices,
+                         num_nodes=args.num_nodes)
     print(json.dumps(report, indent=2) if args.json else format_explanation(report), end='\n' if args.json else '')
     return 1 if any(entry['kind'] == REFUSAL for entry in report['warnings']) else 0
 
