@@ -92,10 +92,6 @@ class Layout:
     devices: Any
     num_nodes: int
 
-    @property
-    def processes(self) -> Optional[int]:
-        return self.devices * self.num_nodes if isinstance(self.devices, int) else None
-
 
 def resolve_launcher(launcher: Optional[str]) -> str:
     """The launcher, inferred from the environment as mmengine does when not given."""
@@ -230,11 +226,13 @@ def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
 def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout) -> List[str]:
     """What a run of the translated strategy would refuse on ``layout`` (each names its config key)."""
     refusals = []
-    name = strategy.cls.__name__ if isinstance(strategy, StrategySpec) else type(strategy).__name__
+    spec = strategy if isinstance(strategy, StrategySpec) else None
+    name = spec.cls.__name__ if spec is not None else type(strategy).__name__
     if name in GPU_ONLY_STRATEGIES and layout.accelerator != 'gpu':
         refusals.append(f"strategy.type: Lightning's {name} needs GPUs; it refuses the "
                         f'{layout.accelerator.upper()} accelerator')
-    if layout.launcher != 'none' or 'process_group_backend' in getattr(strategy, 'kwargs', {}):
+    opens_process_group = layout.launcher != 'none' or (spec is not None and 'process_group_backend' in spec.kwargs)
+    if opens_process_group:
         refusal = backend_refusal(env_cfg, layout.accelerator)
         if refusal is not None:
             refusals.append(refusal)
