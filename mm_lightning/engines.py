@@ -54,6 +54,8 @@ class Iteration:
 
 @dataclass
 class Validation:
+    """The metrics of a validation and how many training iterations preceded it."""
+
     after_iteration: int
     metrics: Dict[str, Any]
 
@@ -117,7 +119,7 @@ def prepared_config(cfg: Config, work_dir: str, name: str) -> Config:
     """A copy of ``cfg`` for one engine's run: its own work_dir and experiment name, one process."""
     launcher = cfg.get('launcher')
     if launcher not in (None, 'none'):
-        raise ConfigError(f'launcher: both engines run in this one process; got {launcher!r} '
+        raise ConfigError(f'launcher: these runs are single-process; got {launcher!r} '
                           '(--cfg-options launcher=none)')
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = work_dir
