@@ -2,9 +2,10 @@
 
 An overhead-bound workload (a small MLP on CPU, one thread) makes the engines' own
 per-iteration work visible. The three engines run the same model, data and optimizer,
-alternating, ``--repeats`` times; the table reports medians of the steady-state time per
-iteration (after ``--warmup`` iterations) and of the time from building the runner
-(or Trainer) to the first iteration.
+alternating, ``--repeats`` times; the table reports medians over the repeats of the
+steady-state time per iteration (each run's median after ``--warmup`` iterations, timed
+as ``mm-lightning benchmark`` times them: :mod:`mm_lightning.benchmark`) and of the time
+from building the runner (or Trainer) to the end of the first iteration.
 
     python benchmarks/overhead.py [--iters 400] [--repeats 5] [--hooks none|default]
 
@@ -29,14 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lightning as L  # noqa: E402
 from mmengine.dataset import default_collate  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.registry import DATASETS, MODELS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from mm_lightning import FlexibleRunner  # noqa: E402
+from mm_lightning import load_config  # noqa: E402
+from mm_lightning.benchmark import steady_state  # noqa: E402
+from mm_lightning.engines import Iteration, run_engine  # noqa: E402
 
 FEATURES, CLASSES, BATCH = 32, 10, 16
 
@@ -70,42 +71,23 @@ class BenchMLP(BaseModel):
         return dict(loss=nn.functional.cross_entropy(logits, label)) if mode == 'loss' else logits
 
 
-class Clock:
-    """Timestamps of the first and the ``warmup``-th and last iterations."""
+class IterationCallback(L.Callback):
+    """Records plain Lightning's iterations as the engines' recording hook does."""
 
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup, self.total, self.count = warmup, total, 0
-        self.first = self.steady_start = self.end = 0.0
+    def __init__(self) -> None:
+        self.iterations: List[Iteration] = []
+        self._started = 0.0
 
-    def tick(self) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.first = time.perf_counter()
-        if self.count == self.warmup:
-            self.steady_start = time.perf_counter()
-        if self.count == self.total:
-            self.end = time.perf_counter()
-
-    def per_iter_ms(self) -> float:
-        return 1000 * (self.end - self.steady_start) / (self.total - self.warmup)
-
-
-class ClockHook(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self.clock.tick()
-
-
-class ClockCallback(L.Callback):
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.clock.tick()
+        self.iterations.append(Iteration(len(self.iterations) + 1, 0, {}, {}, self._started, time.perf_counter(),
+                                         len(batch['label'])))
+
+
+def timings(iterations: List[Iteration], started: float, warmup: int) -> Dict[str, float]:
+    return dict(startup=iterations[0].ended - started, per_iter=steady_state(iterations, warmup)['time_per_iter_ms'])
 
 
 def config(iters: int, hooks: str, work_dir: str, name: str) -> dict:
@@ -122,14 +104,10 @@ def config(iters: int, hooks: str, work_dir: str, name: str) -> dict:
         randomness=dict(seed=0), log_level='WARNING')
 
 
-def run_runner(runner_cls: type, iters: int, warmup: int, hooks: str, name: str) -> Dict[str, float]:
-    clock = Clock(warmup, iters)
+def run_runner(engine: str, iters: int, warmup: int, hooks: str, name: str) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as work_dir:
-        start = time.perf_counter()
-        runner = runner_cls.from_cfg(config(iters, hooks, work_dir, name))
-        runner.register_hook(ClockHook(clock))
-        runner.train()
-    return dict(startup=clock.first - start, per_iter=clock.per_iter_ms())
+        run = run_engine(engine, load_config(config(iters, hooks, work_dir, name)), iters, work_dir)
+    return timings(run.iterations, run.started, warmup)
 
 
 class PlainModule(L.LightningModule):
@@ -145,20 +123,20 @@ class PlainModule(L.LightningModule):
 
 
 def run_plain(iters: int, warmup: int, hooks: str, name: str) -> Dict[str, float]:
-    clock = Clock(warmup, iters)
+    recorder = IterationCallback()
     start = time.perf_counter()
     torch.manual_seed(0)
     loader = DataLoader(RandomVectors(iters * BATCH), batch_size=BATCH, shuffle=True, collate_fn=default_collate)
     trainer = L.Trainer(max_epochs=1, accelerator='cpu', devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[ClockCallback(clock)])
+                        callbacks=[recorder])
     trainer.fit(PlainModule(), loader)
-    return dict(startup=clock.first - start, per_iter=clock.per_iter_ms())
+    return timings(recorder.iterations, start, warmup)
 
 
 ENGINES: Dict[str, Callable[..., Dict[str, float]]] = {
-    'mmengine Runner': lambda *a: run_runner(Runner, *a),
-    'mm_lightning': lambda *a: run_runner(FlexibleRunner, *a),
+    'mmengine Runner': lambda *a: run_runner('mmengine', *a),
+    'mm_lightning': lambda *a: run_runner('mm_lightning', *a),
     'plain Lightning': run_plain,
 }
 

@@ -4,15 +4,24 @@
 ``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
 ``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
+``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
+``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
+``mm-lightning compare CONFIG [--iters N] [--cfg-options k=v ...] [--json OUT] [--atol A] [--work-dir D]``
+``    `` (trains under mmengine's Runner and under mm_lightning; exit 1 where they differ)
+``mm-lightning benchmark CONFIG [--iters N] [--warmup K] [--engine mm_lightning|mmengine|both] [--json OUT]``
+``    [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]`` (exit 1 on a regression)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
@@ -48,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                                    'mmengine .pth so it loads with weights_only=True')
     convert.add_argument('src', help='an mmengine .pth or a Lightning .ckpt (unpickled in full: trust it)')
     convert.add_argument('dst', help='*.ckpt for a Lightning checkpoint, *.pth for an mmengine one')
+    _add_explain(commands)
+    _add_compare(commands)
+    _add_benchmark(commands)
     return parser
 
 
@@ -95,8 +107,144 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+# -- tools: explain ------------------------------------------------------------------------------
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)')
+    explain.add_argument('config', help='config file (.py, .json, .yaml)')
+    explain.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    explain.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                         help='how processes will be started (default: the config, else this environment)')
+    explain.add_argument('--accelerator', choices=['cpu', 'gpu', 'cuda', 'auto'],
+                         help='target accelerator (default: this machine)')
+    explain.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
+    explain.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
+    explain.add_argument('--json', action='store_true', help='print one JSON object instead of text')
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when a run on the layout would start, 1 when the report lists a refusal."""
+    from .explain import REFUSAL, explain, format_explanation
+    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        cfg = load_config(args.config, args.cfg_options)
+        if cfg.get('work_dir') is None:  # where `train` would put it
+            cfg.work_dir = _default_work_dir(cfg, args.config)
+        report = explain(cfg, launcher=args.launcher, accelerator=args.accelerator, devices=args.devices,
+                         num_nodes=args.num_nodes)
+    print(json.dumps(report, indent=2) if args.json else format_explanation(report), end='\n' if args.json else '')
+    return 1 if any(entry['kind'] == REFUSAL for entry in report['warnings']) else 0
+
+
+# -- tools: compare ------------------------------------------------------------------------------
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser('compare', help="train under mmengine's Runner and mm_lightning, compare")
+    compare.add_argument('config', help='config file (.py, .json, .yaml)')
+    compare.add_argument('--iters', type=int, default=10, help='training iterations to compare (default: 10)')
+    compare.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    compare.add_argument('--json', metavar='OUT', help='also write the full report as JSON to OUT')
+    compare.add_argument('--atol', type=float, default=0.0,
+                         help='largest difference still counted as equal (default: 0, exactly equal)')
+    compare.add_argument('--work-dir', help='parent of both runs\' work_dirs (default: work_dirs/compare_<config>)')
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 when both engines agree within --atol, 1 otherwise."""
+    from .compare import compare, format_comparison
+    report = compare(args.config, iters=args.iters, atol=args.atol, work_dir=args.work_dir,
+                     cfg_options=args.cfg_options)
+    _write_json(args.json, report)
+    print(format_comparison(report), end='')
+    return 0 if report['identical'] else 1
+
+
+# -- tools: benchmark ----------------------------------------------------------------------------
+#: --engine choice -> engines measured.
+BENCHMARK_ENGINES = {'mm_lightning': ('mm_lightning',), 'mmengine': ('mmengine',), 'both': ('mm_lightning', 'mmengine')}
+
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser('benchmark', help='time per iteration, throughput, memory and start-up of a config')
+    bench.add_argument('config', help='config file (.py, .json, .yaml)')
+    bench.add_argument('--iters', type=int, default=50, help='training iterations per engine (default: 50)')
+    bench.add_argument('--warmup', type=int, default=10, help='iterations left out of the timing (default: 10)')
+    bench.add_argument('--engine', choices=sorted(BENCHMARK_ENGINES), default='mm_lightning',
+                       help="mm_lightning, mmengine's Runner, or both (default: mm_lightning)")
+    bench.add_argument('--json', metavar='OUT', help='also write the report as JSON to OUT')
+    bench.add_argument('--baseline', metavar='FILE', help='a report written by --json to compare against')
+    bench.add_argument('--tolerance', type=float, default=0.2,
+                       help='how much worse than the baseline a figure may be: a fraction, e.g. 0.2 for 20%%, '
+                            '(data_loading_share: in share points) (default: 0.2)')
+    bench.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
+    bench.add_argument('--work-dir', help='parent of the runs\' work_dirs (default: work_dirs/benchmark_<config>)')
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Exit 1 when a figure is worse than the baseline's by more than the tolerance, 2 when a run fails."""
+    from .benchmark import BenchmarkError, benchmark, format_benchmark, regressions
+    baseline = None
+    if args.baseline:
+        if not osp.isfile(args.baseline):
+            raise ConfigError(f'--baseline: file not found: {args.baseline!r}')
+        with open(args.baseline) as f:
+            baseline = json.load(f)
+    work_dir = args.work_dir or osp.join('work_dirs', f'benchmark_{osp.splitext(osp.basename(args.config))[0]}')
+    try:
+        report = benchmark(args.config, engines=BENCHMARK_ENGINES[args.engine], iters=args.iters,
+                           warmup=args.warmup, work_dir=work_dir, cfg_options=args.cfg_options)
+    except BenchmarkError as err:
+        print(f'mm-lightning: error: {err}', file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    print(format_benchmark(report), end='')
+    if baseline is None:
+        return 0
+    worse = regressions(report, baseline, args.tolerance)
+    for line in worse:
+        print(f'regression: {line}')
+    if not worse:
+        print(f'No figure is worse than {args.baseline} by more than the tolerance ({args.tolerance:g}).')
+    return 1 if worse else 0
+
+
+def _write_json(path: Optional[str], report: dict) -> None:
+    if path:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(report, f, indent=2)
+            f.write('\n')
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what libraries print (DeepSpeed's start-up line, log records) to stderr, keeping stdout for JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+#: Commands that report on a config rather than run it: name -> handler returning the exit status.
+TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'compare': _compare,
+                                                         'benchmark': _benchmark}
+
+
+def _run_tool(args: argparse.Namespace) -> int:
+    try:
+        return TOOLS[args.command](args)
+    except ConfigError as err:
+        print(f'mm-lightning: error: {err}', file=sys.stderr)
+        return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in TOOLS:
+        return _run_tool(args)
     if args.command == 'convert-checkpoint':
         from .convert import convert
         try:

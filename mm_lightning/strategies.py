@@ -9,8 +9,16 @@ One place turns what a config says about devices and distribution into the
   'MMFullyShardedDataParallel', ...)`` and ``find_unused_parameters`` (:data:`MODEL_WRAPPERS`);
 * Lightning's own names and classes (``strategy='ddp'``, ``dict(type='lightning.pytorch.strategies.FSDPStrategy')``).
 
-Nothing here starts training; :func:`init_process_group` only opens the process group
-early, as mmengine's Runner does before it seeds and builds the model.
+Translation does not depend on the machine it runs on: :func:`config_layout` takes the
+launcher, accelerator, devices and nodes as arguments, reads the launcher's environment
+only for what is not given, and the process-group backend stays as configured. What a
+run would refuse on a layout (nccl without GPUs, FSDP on CPU) is checked at run time, or
+listed beforehand by :func:`run_time_refusals`.
+
+Each strategy rule yields a :class:`StrategySpec` (a Lightning class and its arguments),
+so the translation can be shown before the object is built. Nothing here starts
+training; :func:`init_process_group` only opens the process group early, as mmengine's
+Runner does before it seeds and builds the model.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from lightning.fabric.plugins.environments import (
@@ -40,24 +48,49 @@ from mmengine.registry import FUNCTIONS
 from .config import ConfigError
 from .registry import resolve_type, type_name
 
-#: mmengine ``launcher`` -> Lightning cluster environment.
-LAUNCHERS: Dict[str, Optional[Callable[[], ClusterEnvironment]]] = {
-    'none': None,
-    'pytorch': TorchElasticEnvironment,
-    'slurm': SLURMEnvironment,
-    'mpi': MPIEnvironment,
+
+# -- launchers and layout -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class LauncherRule:
+    """How a launcher's processes find each other: its Lightning environment and variables."""
+
+    environment: Optional[Callable[[], ClusterEnvironment]]  # None: Lightning's own environment
+    started_by: str = ''
+    world_size: str = ''               # variable: number of processes
+    per_node: Optional[str] = None     # variable: processes per node (default: world size / nodes)
+    nodes: Optional[str] = None        # variable: number of nodes (default: world size / per node)
+    process: Tuple[str, ...] = ()      # further variables every process needs at run time
+
+
+#: mmengine ``launcher`` -> Lightning cluster environment and the variables it reads.
+LAUNCHERS: Dict[str, LauncherRule] = {
+    'none': LauncherRule(None),
+    'pytorch': LauncherRule(TorchElasticEnvironment, 'torchrun', 'WORLD_SIZE', per_node='LOCAL_WORLD_SIZE',
+                            process=('RANK', 'LOCAL_RANK')),
+    'slurm': LauncherRule(SLURMEnvironment, 'srun', 'SLURM_NTASKS', nodes='SLURM_NNODES',
+                          process=('SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_NODEID')),
+    'mpi': LauncherRule(MPIEnvironment, 'mpirun', 'OMPI_COMM_WORLD_SIZE', per_node='OMPI_COMM_WORLD_LOCAL_SIZE',
+                        process=('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK')),
 }
 
+#: Accelerator names a layout may give -> the accelerator translated for ('auto': this machine's).
+ACCELERATORS: Dict[str, Optional[str]] = {'cpu': 'cpu', 'gpu': 'gpu', 'cuda': 'gpu', 'auto': None}
 
-@dataclass
-class StrategyContext:
-    """What a strategy translation may read besides its own options."""
+#: Process-group backend -> the accelerator it needs at run time.
+BACKEND_ACCELERATORS: Dict[str, str] = {'nccl': 'gpu'}
+
+#: Lightning strategies that refuse the CPU accelerator at run time.
+GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a config runs: how processes start, on which accelerator, devices per node, nodes."""
 
     launcher: str
-    env_cfg: Mapping[str, Any]
     accelerator: str
-    train_batch_size: Optional[int] = None
-    runner_cfg: Mapping[str, Any] = field(default_factory=dict)
+    devices: Any
+    num_nodes: int
 
 
 def resolve_launcher(launcher: Optional[str]) -> str:
@@ -69,35 +102,120 @@ def resolve_launcher(launcher: Optional[str]) -> str:
 
 
 def accelerator_name() -> str:
+    """This machine's accelerator."""
     return 'gpu' if torch.cuda.is_available() else 'cpu'
 
 
+def resolve_accelerator(accelerator: Optional[str]) -> str:
+    """``'cpu'`` or ``'gpu'``: the given accelerator, or this machine's when None or ``'auto'``."""
+    name = 'auto' if accelerator is None else str(accelerator).lower()
+    if name not in ACCELERATORS:
+        raise ConfigError(f'accelerator: expected one of {sorted(ACCELERATORS)}, got {accelerator!r}')
+    return ACCELERATORS[name] or accelerator_name()
+
+
+def launcher_variables(launcher: str, names: Tuple[str, ...], hint: str) -> Dict[str, str]:
+    """The launcher's environment variables ``names``; a ConfigError names the first one missing."""
+    rule = LAUNCHERS[launcher]
+    for name in names:
+        if name not in os.environ:
+            raise ConfigError(f'launcher: {launcher!r} needs the {rule.started_by} variable {name}, which is not '
+                              f'set. {hint}')
+    return {name: os.environ[name] for name in names}
+
+
+def world_layout(launcher: str) -> Dict[str, int]:
+    """``devices`` (per node) and ``num_nodes`` from the launcher's environment variables."""
+    rule = LAUNCHERS[launcher]
+    if rule.environment is None:
+        return {'devices': 1, 'num_nodes': 1}
+    hint = (f'Start the job with {rule.started_by}, or give devices and num_nodes (--devices/--num-nodes) '
+            'to translate it for another machine.')
+    world = int(launcher_variables(launcher, (rule.world_size,), hint)[rule.world_size])
+    if rule.nodes is not None:
+        nodes = int(os.environ.get(rule.nodes, 1))
+        return {'devices': max(world // nodes, 1), 'num_nodes': nodes}
+    per_node = int(os.environ.get(rule.per_node, world)) if rule.per_node else world
+    return {'devices': per_node, 'num_nodes': max(world // max(per_node, 1), 1)}
+
+
+def resolve_layout(launcher: Optional[str] = None, accelerator: Optional[str] = None, devices: Any = None,
+                   num_nodes: Optional[int] = None) -> Layout:
+    """The layout from what is given; the launcher's environment and this machine fill in the rest."""
+    launcher = resolve_launcher(launcher)
+    accelerator = resolve_accelerator(accelerator)
+    if devices is None or num_nodes is None:
+        found = world_layout(launcher)
+        devices = found['devices'] if devices is None else devices
+        num_nodes = found['num_nodes'] if num_nodes is None else num_nodes
+    return Layout(launcher, accelerator, devices, int(num_nodes))
+
+
+def config_layout(cfg: Mapping[str, Any], launcher: Optional[str] = None, accelerator: Optional[str] = None,
+                  devices: Any = None, num_nodes: Optional[int] = None) -> Layout:
+    """The layout for ``cfg``: arguments first, then the config (``launcher``, ``lightning_trainer``),
+    then the launcher's environment and this machine."""
+    configured = cfg.get('lightning_trainer') or {}
+    return resolve_layout(launcher if launcher is not None else cfg.get('launcher'),
+                          accelerator if accelerator is not None else configured.get('accelerator'),
+                          devices if devices is not None else configured.get('devices'),
+                          num_nodes if num_nodes is not None else configured.get('num_nodes'))
+
+
 def cluster_environment(launcher: str) -> ClusterEnvironment:
-    factory = LAUNCHERS[launcher]
-    return LightningEnvironment() if factory is None else factory()
+    factory = LAUNCHERS[launcher].environment
+    if factory is None:
+        return LightningEnvironment()
+    try:
+        return factory()
+    except ModuleNotFoundError as err:  # MPIEnvironment needs mpi4py
+        raise ConfigError(f'launcher: {launcher!r} needs {err.name or "a missing package"}: {err}') from err
 
 
+# -- process group ------------------------------------------------------------------------------
 def process_group_settings(env_cfg: Mapping[str, Any], accelerator: str) -> Dict[str, Any]:
-    """``env_cfg.dist_cfg`` as Lightning's ``process_group_backend`` and ``timeout``."""
+    """``env_cfg.dist_cfg`` as Lightning's ``process_group_backend`` and ``timeout``.
+
+    The backend is kept as configured, whatever the accelerator: :func:`check_backend`
+    refuses a mismatch when a run starts.
+    """
     dist_cfg = dict(env_cfg.get('dist_cfg') or {})
     backend = dist_cfg.pop('backend', None)
     timeout = dist_cfg.pop('timeout', None)
     if dist_cfg:
         raise ConfigError(f'env_cfg.dist_cfg: unsupported keys {sorted(dist_cfg)}; supported are backend, timeout')
-    if backend == 'nccl' and accelerator == 'cpu':
-        raise ConfigError("env_cfg.dist_cfg.backend: 'nccl' needs CUDA devices; on CPU use 'gloo' "
-                          '(--cfg-options env_cfg.dist_cfg.backend=gloo)')
     settings: Dict[str, Any] = {'process_group_backend': backend or ('nccl' if accelerator == 'gpu' else 'gloo')}
     if timeout is not None:
         settings['timeout'] = timedelta(seconds=timeout)
     return settings
 
 
+def backend_refusal(env_cfg: Mapping[str, Any], accelerator: str) -> Optional[str]:
+    """Why the configured backend cannot run on ``accelerator`` (None when it can)."""
+    backend = (env_cfg.get('dist_cfg') or {}).get('backend')
+    needed = BACKEND_ACCELERATORS.get(backend)
+    if needed is None or needed == accelerator:
+        return None
+    return (f'env_cfg.dist_cfg.backend: {backend!r} needs {needed.upper()} devices; on {accelerator.upper()} use '
+            "'gloo' (--cfg-options env_cfg.dist_cfg.backend=gloo)")
+
+
+def check_backend(env_cfg: Mapping[str, Any], accelerator: str) -> None:
+    """Refuse, before a run opens its process group, a backend its accelerator cannot use."""
+    refusal = backend_refusal(env_cfg, accelerator)
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
 def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
     """Open the process group from the launcher's environment (Lightning reuses it)."""
     if launcher == 'none' or torch.distributed.is_initialized():
         return
-    settings = process_group_settings(env_cfg, accelerator_name())
+    rule = LAUNCHERS[launcher]
+    launcher_variables(launcher, (rule.world_size, *rule.process), f'Start the job with {rule.started_by}.')
+    accelerator = accelerator_name()
+    check_backend(env_cfg, accelerator)
+    settings = process_group_settings(env_cfg, accelerator)
     kwargs = {'timeout': settings['timeout']} if 'timeout' in settings else {}
     _init_dist_connection(cluster_environment(launcher), settings['process_group_backend'], **kwargs)
     # Close it at exit for every backend (Lightning does so for NCCL only): a gloo group left to the
@@ -105,25 +223,73 @@ def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
     atexit.register(_destroy_dist_connection)
 
 
-def world_layout(launcher: str) -> Dict[str, int]:
-    """``devices`` (per node) and ``num_nodes`` for the Trainer, from the launcher's environment."""
-    if launcher == 'none':
-        return {'devices': 1, 'num_nodes': 1}
-    world_size = cluster_environment(launcher).world_size()
-    if launcher == 'slurm':
-        nodes = int(os.environ.get('SLURM_NNODES', 1))
-        return {'devices': max(world_size // nodes, 1), 'num_nodes': nodes}
-    local = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('OMPI_COMM_WORLD_LOCAL_SIZE', world_size)))
-    return {'devices': local, 'num_nodes': max(world_size // max(local, 1), 1)}
+def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout) -> List[str]:
+    """What a run of the translated strategy would refuse on ``layout`` (each names its config key)."""
+    refusals = []
+    spec = strategy if isinstance(strategy, StrategySpec) else None
+    name = spec.cls.__name__ if spec is not None else type(strategy).__name__
+    if name in GPU_ONLY_STRATEGIES and layout.accelerator != 'gpu':
+        refusals.append(f"strategy.type: Lightning's {name} needs GPUs; it refuses the "
+                        f'{layout.accelerator.upper()} accelerator')
+    opens_process_group = layout.launcher != 'none' or (spec is not None and 'process_group_backend' in spec.kwargs)
+    if opens_process_group:
+        refusal = backend_refusal(env_cfg, layout.accelerator)
+        if refusal is not None:
+            refusals.append(refusal)
+    return refusals
+
+
+# -- strategies ---------------------------------------------------------------------------------
+@dataclass
+class StrategyContext:
+    """What a strategy translation may read besides its own options."""
+
+    launcher: str
+    env_cfg: Mapping[str, Any]
+    accelerator: str
+    train_batch_size: Optional[int] = None
+    runner_cfg: Mapping[str, Any] = field(default_factory=dict)
+
+
+def strategy_context(cfg: Mapping[str, Any], layout: Layout) -> StrategyContext:
+    """The context a config's strategy is translated in, for ``layout``."""
+    return StrategyContext(launcher=layout.launcher, env_cfg=cfg.get('env_cfg') or {},
+                           accelerator=layout.accelerator,
+                           train_batch_size=_batch_size(cfg.get('train_dataloader')), runner_cfg=cfg)
+
+
+def _batch_size(dataloader: Any) -> Any:
+    if isinstance(dataloader, Mapping):
+        return dataloader.get('batch_size')
+    return getattr(dataloader, 'batch_size', None)
+
+
+@dataclass
+class StrategySpec:
+    """A Lightning strategy class and the arguments a config translates to."""
+
+    cls: type
+    kwargs: Dict[str, Any]
+
+    def build(self) -> Strategy:
+        try:
+            return self.cls(**self.kwargs)
+        except TypeError as err:
+            raise ConfigError(f'strategy: {self.cls.__name__}: {err}') from err
 
 
 # -- DDP ----------------------------------------------------------------------------------------
-def _ddp_strategy(ddp_kwargs: Dict[str, Any], ctx: StrategyContext) -> DDPStrategy:
-    return DDPStrategy(cluster_environment=cluster_environment(ctx.launcher),
-                       **process_group_settings(ctx.env_cfg, ctx.accelerator), **ddp_kwargs)
+def _process_group(ctx: StrategyContext) -> Dict[str, Any]:
+    """What every distributed strategy takes from the launcher and ``env_cfg.dist_cfg``."""
+    return dict(cluster_environment=cluster_environment(ctx.launcher),
+                **process_group_settings(ctx.env_cfg, ctx.accelerator))
 
 
-def _ddp(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
+def _ddp_strategy(ddp_kwargs: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
+    return StrategySpec(DDPStrategy, dict(**_process_group(ctx), **ddp_kwargs))
+
+
+def _ddp(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     wrapper = _wrapper_kwargs(options.pop('model_wrapper', None), 'strategy.model_wrapper',
                               ('MMDistributedDataParallel',))
     _no_options_left(options, 'strategy')
@@ -190,7 +356,7 @@ def _fsdp_kwargs(wrapper: Dict[str, Any], key: str) -> Dict[str, Any]:
 
 
 def _fsdp_strategy(wrapper_kwargs: Dict[str, Any], ctx: StrategyContext, state_dict_type: str = 'full',
-                   activation_checkpointing: Optional[Mapping[str, Any]] = None) -> FSDPStrategy:
+                   activation_checkpointing: Optional[Mapping[str, Any]] = None) -> StrategySpec:
     extra: Dict[str, Any] = {}
     if activation_checkpointing is not None:
         spec = dict(activation_checkpointing)
@@ -198,12 +364,11 @@ def _fsdp_strategy(wrapper_kwargs: Dict[str, Any], ctx: StrategyContext, state_d
         if spec:
             raise ConfigError(f'strategy.activation_checkpointing: unsupported keys {sorted(spec)}')
         extra['activation_checkpointing_policy'] = _check_fn_policy(check_fn)
-    return FSDPStrategy(cluster_environment=cluster_environment(ctx.launcher),
-                        **process_group_settings(ctx.env_cfg, ctx.accelerator),
-                        state_dict_type=state_dict_type, **extra, **wrapper_kwargs)
+    return StrategySpec(FSDPStrategy, dict(**_process_group(ctx), state_dict_type=state_dict_type, **extra,
+                                           **wrapper_kwargs))
 
 
-def _fsdp(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
+def _fsdp(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     wrapper = _wrapper_kwargs(options.pop('model_wrapper', None), 'strategy.model_wrapper',
                               ('MMFullyShardedDataParallel',))
     state_dict_cfg = options.pop('state_dict_cfg', 'local')
@@ -255,7 +420,7 @@ def deepspeed_precision(config: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
+def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     try:
         import deepspeed  # noqa: F401
         from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -267,26 +432,25 @@ def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
     exclude_frozen = options.pop('exclude_frozen_parameters', None)
     extra = {} if exclude_frozen is None else {'exclude_frozen_parameters': exclude_frozen}
     _no_options_left(options, 'strategy')
-    return DeepSpeedStrategy(config=config, cluster_environment=cluster_environment(ctx.launcher),
-                             **process_group_settings(ctx.env_cfg, ctx.accelerator), **extra)
+    return StrategySpec(DeepSpeedStrategy, dict(config=config, **_process_group(ctx), **extra))
 
 
-def _single_device(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
+def _single_device(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     if ctx.launcher != 'none':
         raise ConfigError(f'strategy.type: SingleDeviceStrategy cannot run under launcher={ctx.launcher!r}')
     _no_options_left(options, 'strategy')
     device = torch.device('cuda', 0) if ctx.accelerator == 'gpu' else torch.device('cpu')
-    return SingleDeviceStrategy(device=device)
+    return StrategySpec(SingleDeviceStrategy, dict(device=device))
 
 
-def _colossalai(options: Dict[str, Any], ctx: StrategyContext) -> Strategy:
+def _colossalai(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     raise ConfigError('strategy.type: ColossalAIStrategy is not supported (Lightning has no ColossalAI '
                       "strategy). Use type='FSDPStrategy' to shard parameters, gradients and optimizer state, "
                       "or type='DeepSpeedStrategy' for ZeRO.")
 
 
-#: mmengine strategy type -> builder of the Lightning strategy.
-STRATEGIES: Dict[str, Callable[[Dict[str, Any], StrategyContext], Strategy]] = {
+#: mmengine strategy type -> translation into a Lightning strategy.
+STRATEGIES: Dict[str, Callable[[Dict[str, Any], StrategyContext], StrategySpec]] = {
     'SingleDeviceStrategy': _single_device,
     'DDPStrategy': _ddp,
     'FSDPStrategy': _fsdp,
@@ -294,8 +458,8 @@ STRATEGIES: Dict[str, Callable[[Dict[str, Any], StrategyContext], Strategy]] = {
     'ColossalAIStrategy': _colossalai,
 }
 
-#: Runner ``model_wrapper_cfg`` type -> builder of the Lightning strategy from the wrapper's kwargs.
-MODEL_WRAPPERS: Dict[str, Callable[[Dict[str, Any], StrategyContext], Strategy]] = {
+#: Runner ``model_wrapper_cfg`` type -> translation of the wrapper's kwargs into a Lightning strategy.
+MODEL_WRAPPERS: Dict[str, Callable[[Dict[str, Any], StrategyContext], StrategySpec]] = {
     'MMDistributedDataParallel': _ddp_strategy,
     'MMFullyShardedDataParallel': lambda kwargs, ctx: _fsdp_strategy(
         _fsdp_kwargs(kwargs, 'model_wrapper_cfg'), ctx),
@@ -305,8 +469,18 @@ MODEL_WRAPPERS: Dict[str, Callable[[Dict[str, Any], StrategyContext], Strategy]]
 RUNNER_OWNED_KEYS = ('work_dir', 'experiment_name', 'env_kwargs', 'log_kwargs', 'auto_scale_lr')
 
 
-def build_strategy(strategy: Any, ctx: StrategyContext) -> Any:
+#: What a config's ``strategy`` translates to: a spec, or a Lightning name or object taken as is.
+Translated = Union[StrategySpec, str, Strategy]
+
+
+def build_strategy(strategy: Any, ctx: StrategyContext) -> Union[str, Strategy]:
     """A Lightning strategy (object or name) for the config's ``strategy`` (see module doc)."""
+    translated = translate_strategy(strategy, ctx)
+    return translated.build() if isinstance(translated, StrategySpec) else translated
+
+
+def translate_strategy(strategy: Any, ctx: StrategyContext) -> Translated:
+    """The config's ``strategy`` as a :class:`StrategySpec` (or a Lightning name or object), unbuilt."""
     if strategy is None:
         return _runner_style_strategy(ctx)
     if isinstance(strategy, (str, Strategy)):
@@ -321,9 +495,10 @@ def build_strategy(strategy: Any, ctx: StrategyContext) -> Any:
         if 'cluster_environment' in inspect.signature(lightning_cls).parameters:
             options.setdefault('cluster_environment', cluster_environment(ctx.launcher))
         try:
-            return lightning_cls(**options)
+            inspect.signature(lightning_cls).bind(**options)
         except TypeError as err:
             raise ConfigError(f'strategy: {lightning_cls.__name__}: {err}') from err
+        return StrategySpec(lightning_cls, options)
     name = type_name(strategy_type)
     if name not in STRATEGIES:
         raise ConfigError(f'strategy.type: {name!r} is not supported; use one of {sorted(STRATEGIES)} '
@@ -331,7 +506,7 @@ def build_strategy(strategy: Any, ctx: StrategyContext) -> Any:
     return STRATEGIES[name](options, ctx)
 
 
-def _runner_style_strategy(ctx: StrategyContext) -> Any:
+def _runner_style_strategy(ctx: StrategyContext) -> Union[StrategySpec, str]:
     """What mmengine's Runner does without a ``strategy``: DDP under a launcher, via model_wrapper_cfg."""
     wrapper_cfg = ctx.runner_cfg.get('model_wrapper_cfg')
     if ctx.launcher == 'none':

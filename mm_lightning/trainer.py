@@ -8,7 +8,7 @@ config may add or override Trainer arguments under ``lightning_trainer=dict(...)
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from mmengine.config import Config
 
@@ -17,14 +17,19 @@ from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
 from .loops import parse_train_cfg
 from .precision import precision_settings
-from .strategies import StrategyContext, accelerator_name, build_strategy, resolve_launcher, world_layout
+from .strategies import build_strategy, config_layout, strategy_context
 
 
-def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
+def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[str] = None,
+                   accelerator: Optional[str] = None, devices: Any = None, num_nodes: Optional[int] = None,
+                   **overrides: Any) -> Dict[str, Any]:
     """Keyword arguments for ``lightning.Trainer`` that run ``cfg`` as mmengine would.
 
     Works on a config file, dict or ``Config`` without building or starting anything
-    but the callbacks the config names. ``overrides`` win over everything.
+    but the callbacks the config names. The layout (``launcher``, ``accelerator``,
+    ``devices`` per node, ``num_nodes``) comes from these arguments, then from the config,
+    then from the launcher's environment and this machine: give all four to translate
+    for another machine. ``overrides`` win over everything.
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
@@ -36,23 +41,14 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
     if train_cfg is not None:
         parsed = parse_train_cfg(train_cfg)
         kwargs['max_epochs'] = parsed['max_epochs'] if parsed['by_epoch'] else 1
-    launcher = resolve_launcher(cfg.get('launcher'))
-    env_cfg = cfg.get('env_cfg') or {}
-    accelerator = accelerator_name()
-    context = StrategyContext(launcher=launcher, env_cfg=env_cfg, accelerator=accelerator,
-                              train_batch_size=_batch_size(cfg.get('train_dataloader')), runner_cfg=cfg)
-    strategy = build_strategy(cfg.get('strategy'), context)
-    kwargs.update(accelerator=accelerator, **world_layout(launcher), strategy=strategy)
-    if env_cfg.get('cudnn_benchmark'):
+    layout = config_layout(cfg, launcher, accelerator, devices, num_nodes)
+    strategy = build_strategy(cfg.get('strategy'), strategy_context(cfg, layout))
+    kwargs['strategy'] = strategy
+    if (cfg.get('env_cfg') or {}).get('cudnn_benchmark'):
         kwargs['benchmark'] = True
-    kwargs.update(precision_settings(cfg.get('optim_wrapper'), strategy, accelerator))
+    kwargs.update(precision_settings(cfg.get('optim_wrapper'), strategy, layout.accelerator))
     kwargs['callbacks'] = build_lightning_callbacks(cfg.get('custom_hooks'))
     kwargs.update(cfg.get('lightning_trainer') or {})
+    kwargs.update(accelerator=layout.accelerator, devices=layout.devices, num_nodes=layout.num_nodes)
     kwargs.update(overrides)
     return kwargs
-
-
-def _batch_size(dataloader: Any) -> Any:
-    if isinstance(dataloader, Mapping):
-        return dataloader.get('batch_size')
-    return getattr(dataloader, 'batch_size', None)

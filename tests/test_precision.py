@@ -15,15 +15,14 @@ from mm_lightning.precision import StaticGradScaler, _grad_scaler, _sharded_scal
 SGD = dict(type='SGD', lr=0.1)
 
 
-def test_amp_optim_wrapper_precision(monkeypatch):
+def test_amp_optim_wrapper_precision():
     kwargs = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16', optimizer=SGD)))
     (plugin,) = kwargs['plugins']
     assert isinstance(plugin, MixedPrecision) and plugin.precision == 'bf16-mixed' and plugin.scaler is None
     with pytest.raises(ConfigError, match='float16 needs a GPU'):
         trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=SGD)))
-    monkeypatch.setattr('mm_lightning.trainer.accelerator_name', lambda: 'gpu')
-    plugin = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=256.0,
-                                                    optimizer=SGD)))['plugins'][0]
+    plugin = trainer_kwargs(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=256.0, optimizer=SGD)),
+                            accelerator='gpu')['plugins'][0]
     assert plugin.precision == '16-mixed' and isinstance(plugin.scaler, StaticGradScaler)
     # loss_scale forms -> GradScaler settings
     assert type(_grad_scaler('k', 'dynamic', 'cpu')) is torch.amp.GradScaler

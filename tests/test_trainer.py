@@ -1,9 +1,11 @@
 """trainer_kwargs: a config's Lightning Trainer arguments, built without running anything."""
 import pytest
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.strategies import DDPStrategy
 
 from mm_lightning import ConfigError, trainer_kwargs
+from mm_lightning.strategies import LAUNCHERS, init_process_group
 
 
 def test_epoch_based_settings():
@@ -43,10 +45,62 @@ def test_ddp_under_torchrun_environment(monkeypatch):
     assert strategy._timeout.total_seconds() == 60
 
 
-def test_nccl_on_cpu_is_refused_with_a_fix(monkeypatch):
+def test_nccl_is_kept_in_translation_and_refused_when_a_cpu_run_opens_the_group(monkeypatch):
+    for key, value in dict(WORLD_SIZE='2', RANK='0', LOCAL_RANK='0').items():
+        monkeypatch.setenv(key, value)
+    env_cfg = dict(dist_cfg=dict(backend='nccl'))
+    kwargs = trainer_kwargs(dict(env_cfg=env_cfg), accelerator='cpu')
+    assert kwargs['strategy'].process_group_backend == 'nccl'
+    with pytest.raises(ConfigError, match="env_cfg.dist_cfg.backend: 'nccl' needs GPU devices.*gloo"):
+        init_process_group('pytorch', env_cfg)
+
+
+@pytest.fixture
+def no_launcher_environment(monkeypatch):
+    for rule in LAUNCHERS.values():
+        for name in (rule.world_size, rule.per_node, rule.nodes, *rule.process):
+            if name:
+                monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize('strategy, cls', [
+    (dict(type='DDPStrategy'), 'DDPStrategy'),
+    (dict(type='FSDPStrategy', model_wrapper=dict(sharding_strategy='FULL_SHARD')), 'FSDPStrategy'),
+    (dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=3), bf16=dict(enabled=True)), 'DeepSpeedStrategy'),
+])
+def test_a_gpu_cluster_config_translates_on_a_cpu_machine_outside_torchrun(no_launcher_environment, strategy, cls):
+    cfg = dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl')), strategy=strategy,
+               train_cfg=dict(by_epoch=False, max_iters=10), train_dataloader=dict(batch_size=4))
+    kwargs = trainer_kwargs(cfg, accelerator='gpu', devices=8, num_nodes=2)
+    assert (kwargs['accelerator'], kwargs['devices'], kwargs['num_nodes']) == ('gpu', 8, 2)
+    assert type(kwargs['strategy']).__name__ == cls
+    assert kwargs['strategy'].process_group_backend == 'nccl'
+    assert isinstance(kwargs['strategy'].cluster_environment, TorchElasticEnvironment)
+
+
+def test_layout_arguments_win_over_the_config(no_launcher_environment):
+    cfg = dict(launcher='pytorch', lightning_trainer=dict(devices=4, num_nodes=1))
+    kwargs = trainer_kwargs(cfg)  # devices and nodes from lightning_trainer: no torchrun variable needed
+    assert (kwargs['devices'], kwargs['num_nodes']) == (4, 1)
+    kwargs = trainer_kwargs(cfg, launcher='none', devices=1, num_nodes=1, accelerator='cpu')
+    assert (kwargs['devices'], kwargs['num_nodes'], kwargs['strategy']) == (1, 1, 'auto')
+    with pytest.raises(ConfigError, match=r"accelerator: expected one of .*got 'tpu'"):
+        trainer_kwargs(cfg, accelerator='tpu')
+
+
+@pytest.mark.parametrize('launcher, variable', [('pytorch', 'WORLD_SIZE'), ('slurm', 'SLURM_NTASKS'),
+                                                ('mpi', 'OMPI_COMM_WORLD_SIZE')])
+def test_missing_launcher_variables_name_the_launcher_and_the_variable(no_launcher_environment, launcher, variable):
+    with pytest.raises(ConfigError, match=rf"^launcher: '{launcher}' needs the \w+ variable {variable}, which is not "
+                                          r'set\. .*--devices/--num-nodes'):
+        trainer_kwargs(dict(launcher=launcher, env_cfg=dict(dist_cfg=dict(backend='gloo'))), accelerator='cpu')
+
+
+def test_a_run_outside_torchrun_is_refused_with_the_missing_variable(no_launcher_environment, monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '2')
-    with pytest.raises(ConfigError, match="env_cfg.dist_cfg.backend: 'nccl' needs CUDA"):
-        trainer_kwargs(dict(env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    with pytest.raises(ConfigError, match="launcher: 'pytorch' needs the torchrun variable RANK.*Start the job "
+                                          'with torchrun'):
+        init_process_group('pytorch', dict(dist_cfg=dict(backend='gloo')))
 
 
 def test_lightning_callback_priority_is_refused():
