@@ -27,7 +27,7 @@ and the datamodule's ``train_stream``, both saved in checkpoints.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -36,6 +36,34 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from .fidelity import position_fit_loop, schedule_validation, validate_now
+
+#: mmengine hook stage -> the Lightning callback event at which the hook bridge calls it.
+STAGE_EVENTS: Dict[str, str] = {
+    'before_run': 'setup',
+    'after_load_checkpoint': 'on_fit_start',
+    'before_train': 'on_train_start',
+    'before_train_epoch': 'on_train_epoch_start',
+    'before_train_iter': 'on_train_batch_start',
+    'after_train_iter': 'on_train_batch_end',
+    'after_train_epoch': 'on_train_batch_end',  # at an epoch's last batch, before validation
+    'before_val': 'on_validation_start',
+    'before_val_epoch': 'on_validation_epoch_start',
+    'before_val_iter': 'on_validation_batch_start',
+    'after_val_iter': 'on_validation_batch_end',
+    'after_val_epoch': 'on_validation_end',
+    'after_val': 'on_validation_end',
+    'before_save_checkpoint': 'save_checkpoint',  # not a Lightning event: the runner's save_checkpoint
+    'after_train': 'on_train_end',
+    'before_test': 'on_test_start',
+    'before_test_epoch': 'on_test_epoch_start',
+    'before_test_iter': 'on_test_batch_start',
+    'after_test_iter': 'on_test_batch_end',
+    'after_test_epoch': 'on_test_end',
+    'after_test': 'on_test_end',
+    'after_run': 'on_fit_end',
+}
+#: Where iteration-based runs (one Lightning epoch) call a stage elsewhere.
+ITERATION_BASED_EVENTS: Dict[str, str] = {'after_train_epoch': 'on_train_epoch_end'}
 
 
 class HookBridge(Callback):

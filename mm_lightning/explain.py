@@ -14,7 +14,6 @@ decide the schedule); a part that cannot be translated becomes a refusal in
 """
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import enum
 import functools
@@ -30,12 +29,12 @@ from mmengine.config import Config
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import DefaultScope
 from mmengine.runner.priority import Priority, get_priority
-from mmengine.runner.utils import calc_dynamic_intervals
 
+from .bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, load_config, require_together
-from .hooks import HookBridge, HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
+from .hooks import HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
 from .loggers import route_vis_backends
-from .loops import parse_eval_cfg, parse_train_cfg
+from .loops import TrainLoop, parse_eval_cfg, parse_train_cfg
 from .precision import amp_flag
 from .registry import type_name
 from .strategies import (
@@ -50,36 +49,6 @@ from .trainer import trainer_kwargs
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
 
-#: mmengine hook stage -> the Lightning callback event at which ``HookBridge`` calls it.
-STAGE_EVENTS: Dict[str, str] = {
-    'before_run': 'setup',
-    'after_load_checkpoint': 'on_fit_start',
-    'before_train': 'on_train_start',
-    'before_train_epoch': 'on_train_epoch_start',
-    'before_train_iter': 'on_train_batch_start',
-    'after_train_iter': 'on_train_batch_end',
-    'after_train_epoch': 'on_train_batch_end',  # at an epoch's last batch, before validation
-    'before_val': 'on_validation_start',
-    'before_val_epoch': 'on_validation_epoch_start',
-    'before_val_iter': 'on_validation_batch_start',
-    'after_val_iter': 'on_validation_batch_end',
-    'after_val_epoch': 'on_validation_end',
-    'after_val': 'on_validation_end',
-    'before_save_checkpoint': 'save_checkpoint',  # not a Lightning event: the runner's save_checkpoint
-    'after_train': 'on_train_end',
-    'before_test': 'on_test_start',
-    'before_test_epoch': 'on_test_epoch_start',
-    'before_test_iter': 'on_test_batch_start',
-    'after_test_iter': 'on_test_batch_end',
-    'after_test_epoch': 'on_test_end',
-    'after_test': 'on_test_end',
-    'after_run': 'on_fit_end',
-}
-#: Where iteration-based runs (one Lightning epoch) call a stage elsewhere.
-ITERATION_BASED_EVENTS: Dict[str, str] = {'after_train_epoch': 'on_train_epoch_end'}
-
-#: mmengine's loop defaults for ``val_interval`` (by_epoch -> interval), as its loops set them.
-DEFAULT_VAL_INTERVAL = {True: 1, False: 1000}
 #: At most this many validation/checkpoint points are listed (``count`` gives them all).
 MAX_POINTS = 50
 
@@ -197,34 +166,21 @@ def _schedule(cfg: Config, kwargs: Optional[Mapping[str, Any]], hooks: Optional[
         max_iters=None if by_epoch else length,
         iterations_per_epoch=None if by_epoch else length,  # epoch-based: len(train_dataloader), not built
         lightning=None if kwargs is None else {key: kwargs.get(key) for key in ('max_epochs', 'max_steps')},
-        validation=_validation(cfg, loop, length),
+        validation=_validation(cfg, loop),
         checkpoints=[] if hooks is None else [_checkpoints(hook, by_epoch, length) for hook in hooks.hooks
                                               if isinstance(hook, CheckpointHook)],
         param_schedulers=_param_schedulers(cfg.get('param_scheduler'), by_epoch, length),
     )
 
 
-def validation_points(length: int, val_begin: int, val_interval: int,
-                      dynamic_intervals: Optional[Sequence[Sequence[int]]] = None) -> List[int]:
-    """Epochs (or iterations) after which mmengine's train loops validate, counted from 1."""
-    milestones, intervals = calc_dynamic_intervals(
-        val_interval, [tuple(item) for item in dynamic_intervals] if dynamic_intervals else None)
-    points = []
-    for progress in range(1, length + 1):
-        interval = intervals[bisect.bisect(milestones, progress + 1) - 1]
-        if progress >= val_begin and (progress % interval == 0 or progress == length):
-            points.append(progress)
-    return points
-
-
-def _validation(cfg: Config, loop: Mapping[str, Any], length: int) -> Optional[dict]:
+def _validation(cfg: Config, loop_cfg: Mapping[str, Any]) -> Optional[dict]:
     if cfg.get('val_cfg') is None or cfg.get('val_dataloader') is None:
         return None
-    interval = loop.get('val_interval', DEFAULT_VAL_INTERVAL[loop['by_epoch']])
-    points = validation_points(length, loop.get('val_begin', 1), interval, loop.get('dynamic_intervals'))
-    return dict(unit='epoch' if loop['by_epoch'] else 'iteration', begin=loop.get('val_begin', 1),
-                interval=interval, dynamic_intervals=render(loop.get('dynamic_intervals') or []),
-                at=points[:MAX_POINTS], count=len(points))
+    loop = TrainLoop(**loop_cfg)
+    points = loop.validation_points()
+    return dict(unit='epoch' if loop.by_epoch else 'iteration', begin=loop.val_begin, interval=loop.val_interval,
+                dynamic_intervals=render(loop_cfg.get('dynamic_intervals') or []), at=points[:MAX_POINTS],
+                count=len(points))
 
 
 def _checkpoints(hook: CheckpointHook, loop_by_epoch: bool, length: int) -> dict:
@@ -381,31 +337,6 @@ def _checkpoint_io(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _accumulation_across_validation(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
-    counts = _accumulative_counts(cfg.get('optim_wrapper'))
-    if counts <= 1 or cfg.get('val_cfg') is None or cfg.get('train_cfg') is None:
-        return None
-    loop = parse_train_cfg(cfg.train_cfg)
-    if not loop['by_epoch']:
-        length = loop['max_iters']
-        points = validation_points(length, loop.get('val_begin', 1), loop.get('val_interval', 1000),
-                                   loop.get('dynamic_intervals'))
-        if all(point % counts == 0 or point == length for point in points):
-            return None
-    return APPROXIMATION, (f'optim_wrapper.accumulative_counts: Lightning zeroes gradients when validation starts; '
-                           f'an accumulation window of {counts} iterations that spans a validation loses its '
-                           'gradients (mmengine keeps them)'
-                           + (' unless the epoch length is a multiple of it' if loop['by_epoch'] else ''))
-
-
-def _accumulative_counts(optim_wrapper: Any) -> int:
-    if not isinstance(optim_wrapper, Mapping):
-        return 1
-    if 'optimizer' in optim_wrapper or 'type' in optim_wrapper:
-        return int(optim_wrapper.get('accumulative_counts', 1))
-    return max([_accumulative_counts(entry) for entry in optim_wrapper.values()] or [1])
-
-
 def _deepspeed_inputs_to_half(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
     strategy = cfg.get('strategy')
     if isinstance(strategy, Mapping) and strategy.get('inputs_to_half') and \
@@ -415,21 +346,9 @@ def _deepspeed_inputs_to_half(cfg: Config, spec: Any) -> Optional[Tuple[str, str
     return None
 
 
-def _batch_sampler_not_exhausted(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
-    loader = cfg.get('train_dataloader')
-    if not isinstance(loader, Mapping) or loader.get('batch_sampler') is None or cfg.get('train_cfg') is None:
-        return None
-    if not parse_train_cfg(cfg.train_cfg)['by_epoch']:
-        return None
-    return APPROXIMATION, ('train_dataloader.batch_sampler: Lightning stops an epoch after len(loader) batches '
-                           'without exhausting the iterator; a batch sampler that yields after its last full batch '
-                           "(mmdet's AspectRatioBatchSampler) carries that leftover into the next epoch")
-
-
 #: What the runner checks once it starts (raising ConfigError) and the approximations it makes.
 RUN_TIME_CHECKS: List[Callable[[Config, Any], Optional[Tuple[str, str]]]] = [
-    _needs_model, _groups_complete, _eval_loops, _checkpoint_io, _accumulation_across_validation,
-    _deepspeed_inputs_to_half, _batch_sampler_not_exhausted,
+    _needs_model, _groups_complete, _eval_loops, _checkpoint_io, _deepspeed_inputs_to_half,
 ]
 
 

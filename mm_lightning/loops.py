@@ -180,11 +180,16 @@ class TrainLoop:
         self.val_interval = self._interval_at(progress)
         return self._validation_due(progress)
 
+    def validation_points(self) -> List[int]:
+        """Every epoch (or iteration) after which an uninterrupted run validates, counted from 1."""
+        last = self._max_epochs if self.by_epoch else self.max_iters
+        return [progress for progress in range(1, last + 1) if self._validation_due(progress, always=True)]
+
     def _interval_at(self, progress: int) -> int:
         return self.dynamic_intervals[bisect.bisect(self.dynamic_milestones, progress + 1) - 1]
 
-    def _validation_due(self, progress: int) -> bool:
-        if not self.has_validation:
+    def _validation_due(self, progress: int, always: bool = False) -> bool:
+        if not (self.has_validation or always):
             return False
         last = self._max_epochs if self.by_epoch else self.max_iters
         return progress >= self.val_begin and (progress % self._interval_at(progress) == 0 or progress == last)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
@@ -28,6 +29,7 @@ from .data import ConfigDataModule
 from .hooks import split_custom_hooks
 from .loops import EvalLoop, TrainLoop, train_iterations
 from .module import ConfigModule
+from .strategies import check_backend
 from .trainer import trainer_kwargs
 from .view import RunnerView
 
@@ -118,6 +120,8 @@ class FlexibleRunner(RunnerView):
         if self._trainer is None:
             settings = trainer_kwargs(Config(self._trainer_settings),
                                       logger=self.module.context.lightning_loggers or False)
+            if isinstance(settings['strategy'], ParallelStrategy):  # it opens a process group
+                check_backend(self._trainer_settings.get('env_cfg') or {}, settings['accelerator'])
             self._trainer = pl.Trainer(**settings)
         return self._trainer
 

@@ -7,9 +7,9 @@ from conftest import data
 from mmengine.hooks import Hook
 
 from mm_lightning import FlexibleRunner
+from mm_lightning.bridge import HookBridge
 from mm_lightning.cli import main
 from mm_lightning.explain import STAGE_EVENTS, explain
-from mm_lightning.hooks import HookBridge
 from mm_lightning.strategies import LAUNCHERS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,8 +104,8 @@ def test_hooks_by_stage_and_lightning_callbacks(tmp_path, capsys):
     assert report['loggers']['vis_backends'] == [
         dict(vis_backend='LocalVisBackend', lightning_logger=None),
         dict(vis_backend='TensorboardVisBackend', lightning_logger='TensorBoardLogger')]
-    kinds = {(w['kind'], w['key']) for w in report['warnings']}
-    assert ('approximation', 'optim_wrapper.accumulative_counts') in kinds
+    # accumulation windows spanning a validation keep their gradients, as under mmengine: nothing to warn about
+    assert 'optim_wrapper.accumulative_counts' not in {w['key'] for w in report['warnings']}
 
 
 def test_every_bridged_event_is_one_the_hook_bridge_handles():
