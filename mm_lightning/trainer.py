@@ -3,20 +3,24 @@
 The fixed settings below keep Lightning from doing what mmengine never does (sanity
 validation, swapping samplers, its own checkpoints and logs); hooks bridged by
 :class:`~mm_lightning.hooks.HookBridge` do mmengine's checkpointing and logging. A
-config may add or override Trainer arguments under ``lightning_trainer=dict(...)``.
+config may ask for Lightning's progress bar (``progress_bar='tqdm'`` or ``'rich'``;
+mmengine's log lines still go to the log file) and add or override Trainer
+arguments under ``lightning_trainer=dict(...)``.
 """
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Type
 
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from mmengine.config import Config
 
-from .config import ConfigLike, load_config
+from .config import ConfigError, ConfigLike, load_config
 from .hooks import build_lightning_callbacks
 from .loops import parse_train_cfg
 from .precision import precision_settings
 from .strategies import StrategyContext, accelerator_name, build_strategy, resolve_launcher, world_layout
+from .validation import validate_config
 
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 FIXED_SETTINGS: Dict[str, Any] = dict(
@@ -24,12 +28,19 @@ FIXED_SETTINGS: Dict[str, Any] = dict(
     use_distributed_sampler=False,  # mmengine's samplers already shard and pad
     enable_checkpointing=False,     # CheckpointHook writes mmengine-format checkpoints
     logger=False,                   # LoggerHook writes mmengine logs; vis_backends add loggers
-    enable_progress_bar=False,      # mmengine-style log lines instead
+    enable_progress_bar=False,      # mmengine-style log lines, unless the config sets progress_bar
     enable_model_summary=False,
     inference_mode=False,           # evaluation under torch.no_grad(), as mmengine
     accumulate_grad_batches=1,      # optim_wrapper.accumulative_counts accumulates
     check_val_every_n_epoch=1,      # the hook bridge schedules validation (mmengine's rules)
     max_steps=-1,
+)
+
+#: ``progress_bar`` config values (``--progress-bar`` on the command line) -> Lightning's bar.
+PROGRESS_BARS: Dict[str, Optional[Type[ProgressBar]]] = dict(
+    none=None,
+    tqdm=TQDMProgressBar,
+    rich=RichProgressBar,  # needs the ``rich`` package
 )
 
 
@@ -41,6 +52,7 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
+    validate_config(cfg)
     kwargs: Dict[str, Any] = dict(FIXED_SETTINGS)
     kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
     if cfg.get('val_dataloader') is None:
@@ -60,9 +72,24 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], **overrides: Any) -> Dic
         kwargs['benchmark'] = True
     kwargs.update(precision_settings(cfg.get('optim_wrapper'), strategy, accelerator))
     kwargs['callbacks'] = build_lightning_callbacks(cfg.get('custom_hooks'))
+    progress_bar = build_progress_bar(cfg.get('progress_bar'))
+    if progress_bar is not None:
+        kwargs.update(enable_progress_bar=True)
+        kwargs['callbacks'].append(progress_bar)
     kwargs.update(cfg.get('lightning_trainer') or {})
     kwargs.update(overrides)
     return kwargs
+
+
+def build_progress_bar(name: Optional[str]) -> Optional[ProgressBar]:
+    """The Lightning progress bar callback ``progress_bar`` names (``None``/``'none'``: no bar)."""
+    bar = PROGRESS_BARS[name or 'none']
+    if bar is None:
+        return None
+    try:
+        return bar()
+    except ModuleNotFoundError as err:
+        raise ConfigError(f'progress_bar: {name!r} needs a package that is not installed ({err})') from err
 
 
 def _batch_size(dataloader: Any) -> Any:
