@@ -52,7 +52,7 @@ CONFIG_KEYWORDS: Dict[str, Any] = dict(
     data_preprocessor=None, load_from=None, resume=False, launcher=None, env_cfg=None, log_processor=None,
     log_level='INFO', visualizer=None, default_scope='mmengine', randomness=dict(seed=None), compile=False)
 #: Config keys (not constructor keywords) that shape the Trainer: Runner-style wrapping and extras.
-RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer')
+RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer', 'progress_bar')
 
 
 class FlexibleRunner:
