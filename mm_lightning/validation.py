@@ -81,6 +81,8 @@ def list_of(item: Expect) -> Expect:
 INT = Expect('an integer', _is_int)
 POSITIVE_INT = Expect('a positive integer', lambda v: _is_int(v) and v > 0)
 NON_NEGATIVE_INT = Expect('a non-negative integer', lambda v: _is_int(v) and v >= 0)
+#: mmengine's loops take a loop length such as ``12.0`` (``int(max_epochs) == max_epochs``).
+LOOP_LENGTH = Expect('a non-negative integer', lambda v: _is_number(v) and v >= 0 and int(v) == v)
 NON_NEGATIVE_NUMBER = Expect('a non-negative number', lambda v: _is_number(v) and v >= 0)
 POSITIVE_NUMBER = Expect('a positive number', lambda v: _is_number(v) and v > 0)
 NUMBER = Expect('a number', _is_number)
@@ -134,8 +136,8 @@ RULES: List[Tuple[str, Expect]] = [
     ('randomness.deterministic', BOOL),
     ('train_cfg', DICT),
     ('train_cfg.by_epoch', BOOL),
-    ('train_cfg.max_epochs', NON_NEGATIVE_INT),
-    ('train_cfg.max_iters', NON_NEGATIVE_INT),
+    ('train_cfg.max_epochs', LOOP_LENGTH),
+    ('train_cfg.max_iters', LOOP_LENGTH),
     ('train_cfg.val_begin', NON_NEGATIVE_INT),
     ('train_cfg.val_interval', POSITIVE_INT),
     ('train_cfg.dynamic_intervals', LIST),
@@ -300,7 +302,7 @@ def _check_value(path: str, value: Any, expect: Expect, cfg: Mapping[str, Any], 
 def _check_registered(path: str, value: str, registry: Registry, cfg: Mapping[str, Any],
                       scope: Optional[str]) -> None:
     if path == 'optim_wrapper.optimizer.type' and not _default_constructor(cfg.get('optim_wrapper')):
-        return  # a custom constructor decides what the optimizer's type means
+        return  # a custom constructor decides what its optimizer config means
     parent = _parent(cfg, path)
     check_type_known(registry, value, path, scope=parent.get('_scope_') or scope)
 

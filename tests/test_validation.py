@@ -142,6 +142,10 @@ def test_none_means_the_default():
     validate_config(with_value(cfg, 'randomness.seed', None))
 
 
+def test_whole_float_loop_length_passes():  # mmengine's loops take int(max_epochs) == max_epochs
+    validate_config(with_value(VALID, 'train_cfg.max_epochs', 2.0))
+
+
 def test_built_objects_pass():
     import torch
     from mmengine.hooks import EMAHook
