@@ -120,6 +120,27 @@ WORK_DIR = Expect('a directory that exists or can be created',
                   detail=lambda v: _creatable_dir_problem(v) or '' if isinstance(v, (str, os.PathLike)) else '')
 
 
+#: ``clip_grad`` type -> (the required argument, the others) of torch's clip_grad_norm_ / clip_grad_value_.
+CLIP_GRAD_ARGUMENTS = dict(norm=('max_norm', ('norm_type', 'error_if_nonfinite', 'foreach')),
+                           value=('clip_value', ('foreach',)))
+
+
+def _clip_grad_problem(clip_grad: Any) -> Optional[str]:
+    if not isinstance(clip_grad, Mapping):
+        return None if clip_grad is None else ''
+    if clip_grad.get('type', 'norm') not in CLIP_GRAD_ARGUMENTS:
+        return None  # the clip_grad.type rule says what it must be
+    required, optional = CLIP_GRAD_ARGUMENTS[clip_grad.get('type', 'norm')]
+    unknown = sorted(set(clip_grad) - {'type', required, *optional})
+    if unknown:
+        return f'unknown argument {unknown[0]!r}'
+    return None if required in clip_grad else f'{required!r} is missing'
+
+
+CLIP_GRAD = Expect("dict(max_norm=..., norm_type=2) or dict(type='value', clip_value=...)",
+                   lambda v: _clip_grad_problem(v) is None, detail=lambda v: _clip_grad_problem(v) or '')
+
+
 def registered(registry: Registry) -> Expect:
     """A ``type`` naming something in ``registry``, or a class (mmengine builds it without a lookup)."""
     return Expect(f'a name in the {registry.name} registry or a class', callable, registry=registry)
@@ -163,8 +184,7 @@ RULES: List[Tuple[str, Expect]] = [
     ('optim_wrapper.optimizer.weight_decay', NON_NEGATIVE_NUMBER),
     ('optim_wrapper.optimizer.momentum', NON_NEGATIVE_NUMBER),
     ('optim_wrapper.accumulative_counts', POSITIVE_INT),
-    ('optim_wrapper.clip_grad', Expect('a dict of clip_grad_norm_ or clip_grad_value_ arguments',
-                                       lambda v: isinstance(v, Mapping) and bool(set(v) - {'type'}))),
+    ('optim_wrapper.clip_grad', CLIP_GRAD),
     ('optim_wrapper.clip_grad.type', one_of('norm', 'value')),
     ('optim_wrapper.clip_grad.max_norm', POSITIVE_NUMBER),
     ('optim_wrapper.clip_grad.norm_type', POSITIVE_NUMBER | one_of('inf')),
