@@ -11,7 +11,6 @@ import copy
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.model import convert_sync_batchnorm, is_model_wrapper, revert_sync_batchnorm
 from mmengine.registry import MODELS
 from torch import nn
@@ -21,6 +20,7 @@ from .context import create_context, setup_environment
 from .hooks import HookList, is_lightning_callback, merged_default_hooks
 from .registry import build, config_key
 from .strategies import init_process_group, resolve_launcher
+from .validation import validate_config
 
 #: Constructor keywords ``from_cfg`` reads from a config, with their defaults (mmengine's).
 CONFIG_KEYWORDS: Dict[str, Any] = dict(
@@ -89,64 +89,42 @@ def build_hooks(default_hooks: Optional[Mapping[str, Any]], custom_hooks: Option
     return hooks
 
 
-def module_parts(
-    cfg: Optional[Config] = None,
-    *,
-    model: Union[nn.Module, Dict, None] = None,
-    work_dir: str = 'work_dirs',
-    experiment_name: Optional[str] = None,
-    train_dataloader: Any = None,
-    optim_wrapper: Any = None,
-    param_scheduler: Any = None,
-    train_cfg: Optional[Dict] = None,
-    val_dataloader: Any = None,
-    val_evaluator: Any = None,
-    val_cfg: Optional[Dict] = None,
-    test_dataloader: Any = None,
-    test_evaluator: Any = None,
-    test_cfg: Optional[Dict] = None,
-    strategy: Any = None,
-    auto_scale_lr: Optional[Dict] = None,
-    default_hooks: Optional[Dict[str, Union[Hook, Dict]]] = None,
-    custom_hooks: Optional[List[Union[Hook, Dict]]] = None,
-    data_preprocessor: Any = None,
-    load_from: Optional[str] = None,
-    resume: Union[str, bool] = False,
-    launcher: Optional[str] = None,
-    env_cfg: Optional[Dict] = None,
-    log_processor: Optional[Dict] = None,
-    log_level: str = 'INFO',
-    visualizer: Any = None,
-    default_scope: Optional[str] = 'mmengine',
-    randomness: Optional[Dict] = None,
-    compile: Union[bool, Dict] = False,
-) -> Dict[str, Any]:
+def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> Dict[str, Any]:
     """The keyword arguments of a :class:`~mm_lightning.ConfigModule` for a run.
 
-    Given a config alone, its keys are the keywords; given keywords (``FlexibleRunner``'s),
-    ``cfg`` is the config they came from (dumped and saved in checkpoints).
+    ``keywords`` are ``FlexibleRunner``'s (mmengine's defaults for the missing ones) and
+    ``cfg`` the config they came from (dumped and saved in checkpoints); given a config
+    alone, its keys are the keywords.
     """
-    if model is None:
+    if not keywords:
         if cfg is None:
             raise ConfigError('model: a run needs a model or a config')
-        return module_parts(cfg, **config_keywords(cfg))
+        keywords = config_keywords(cfg)
+    unknown = set(keywords) - set(CONFIG_KEYWORDS) - {'model'}
+    if unknown:
+        raise TypeError(f'unexpected runner keywords {sorted(unknown)}')
+    run = dict(CONFIG_KEYWORDS, **keywords)
     cfg = private_copy(cfg)
-    check_keywords(train_dataloader=train_dataloader, train_cfg=train_cfg, optim_wrapper=optim_wrapper,
-                   param_scheduler=param_scheduler, val_dataloader=val_dataloader, val_cfg=val_cfg,
-                   val_evaluator=val_evaluator, test_dataloader=test_dataloader, test_cfg=test_cfg,
-                   test_evaluator=test_evaluator, compile=compile, resume=resume, load_from=load_from)
-    launcher = resolve_launcher(launcher)
-    env_cfg = dict(env_cfg or {})
+    validate_config({**dict(cfg.items()), **run})
+    check_keywords(**{key: run[key] for key in (
+        'train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler', 'val_dataloader', 'val_cfg',
+        'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator', 'compile', 'resume', 'load_from')})
+    launcher = resolve_launcher(run['launcher'])
+    env_cfg = dict(run['env_cfg'] or {})
     setup_environment(env_cfg, distributed=launcher != 'none')
     init_process_group(launcher, env_cfg)
     context = create_context(
-        work_dir=work_dir, cfg=cfg, launcher=launcher, env_cfg=env_cfg,
-        randomness=dict(randomness if randomness is not None else dict(seed=None)),
-        experiment_name=experiment_name, default_scope=default_scope, log_level=log_level,
-        log_processor=log_processor, visualizer=visualizer)
-    built = build_model(model, data_preprocessor, distributed=context.distributed, sync_bn=cfg.get('sync_bn'))
-    return dict(model=built, context=context, hooks=build_hooks(default_hooks, custom_hooks), cfg=cfg,
-                train_cfg=train_cfg, optim_wrapper=optim_wrapper, param_scheduler=param_scheduler,
-                auto_scale_lr=auto_scale_lr, val_cfg=val_cfg if val_dataloader is not None else None,
-                val_evaluator=val_evaluator, test_cfg=test_cfg if test_dataloader is not None else None,
-                test_evaluator=test_evaluator, load_from=load_from, resume=resume, compile=compile)
+        work_dir=run['work_dir'], cfg=cfg, launcher=launcher, env_cfg=env_cfg,
+        randomness=dict(run['randomness'] if run['randomness'] is not None else dict(seed=None)),
+        experiment_name=run['experiment_name'], default_scope=run['default_scope'], log_level=run['log_level'],
+        log_processor=run['log_processor'], visualizer=run['visualizer'])
+    model = build_model(run['model'], run['data_preprocessor'], distributed=context.distributed,
+                        sync_bn=cfg.get('sync_bn'))
+    return dict(model=model, context=context, hooks=build_hooks(run['default_hooks'], run['custom_hooks']), cfg=cfg,
+                train_cfg=run['train_cfg'], optim_wrapper=run['optim_wrapper'],
+                param_scheduler=run['param_scheduler'], auto_scale_lr=run['auto_scale_lr'],
+                val_cfg=run['val_cfg'] if run['val_dataloader'] is not None else None,
+                val_evaluator=run['val_evaluator'],
+                test_cfg=run['test_cfg'] if run['test_dataloader'] is not None else None,
+                test_evaluator=run['test_evaluator'], load_from=run['load_from'], resume=run['resume'],
+                compile=run['compile'])

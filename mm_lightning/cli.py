@@ -1,8 +1,8 @@
 """The ``mm-lightning`` command line (also ``python -m mm_lightning``).
 
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
-``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N]``
-``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]``
+``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N] [--progress-bar none|tqdm|rich]``
+``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...] [--progress-bar ...]``
 ``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
 ``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
@@ -12,6 +12,9 @@
 ``    [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]`` (exit 1 on a regression)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
+A bad config is reported as one ``mm-lightning: error: <key path>: ...`` message and
+exit status 2; ``--debug`` adds the traceback. As with ``python -m mm_lightning``, the
+working directory is importable, so ``custom_imports`` may name modules found there.
 """
 from __future__ import annotations
 
@@ -21,20 +24,23 @@ import json
 import os
 import os.path as osp
 import sys
+import traceback
 from typing import Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
 from .config import ConfigError, load_config
 from .precision import AMP_WRAPPER
+from .trainer import PROGRESS_BARS
+from .validation import validate_config
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='mm-lightning',
+    parser = argparse.ArgumentParser(prog='mm-lightning', parents=[_common_options()],
                                      description='Run an mmengine config on PyTorch Lightning.')
     commands = parser.add_subparsers(dest='command', required=True)
 
-    train = commands.add_parser('train', help='train a model from a config')
+    train = commands.add_parser('train', help='train a model from a config', parents=[_common_options()])
     train.add_argument('config', help='config file (.py, .json, .yaml)')
     train.add_argument('--work-dir', help='where logs and checkpoints go')
     train.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
@@ -43,14 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                        help='override config entries, e.g. train_cfg.max_epochs=2')
     _add_distribution_options(train)
+    _add_progress_bar_option(train)
 
-    test = commands.add_parser('test', help='evaluate a checkpoint on the test set')
+    test = commands.add_parser('test', help='evaluate a checkpoint on the test set', parents=[_common_options()])
     test.add_argument('config', help='config file (.py, .json, .yaml)')
     test.add_argument('checkpoint', help='mmengine-format checkpoint to load')
     test.add_argument('--work-dir', help='where logs go')
     test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                       help='override config entries')
     _add_distribution_options(test)
+    _add_progress_bar_option(test)
 
     convert = commands.add_parser(
         'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
@@ -61,6 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_compare(commands)
     _add_benchmark(commands)
     return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options taken before or after the command's name (``--debug``); absent unless given."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
+                        help='show the traceback of a config error')
+    return common
+
+
+def _add_progress_bar_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--progress-bar', choices=list(PROGRESS_BARS),
+                        help="Lightning's progress bar on the console (default: the config's progress_bar, "
+                             'else none); the log file gets mmengine\'s log lines either way')
 
 
 def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +105,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = _default_work_dir(cfg, args.config)
     if args.launcher is not None:
         cfg.launcher = args.launcher
+    if getattr(args, 'progress_bar', None) is not None:
+        cfg.progress_bar = args.progress_bar
     for option, key in ((args.devices, 'devices'), (args.num_nodes, 'num_nodes')):
         if option is not None:
             cfg.lightning_trainer = dict(cfg.get('lightning_trainer') or {}, **{key: option})
@@ -233,39 +257,47 @@ TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'c
                                                          'benchmark': _benchmark}
 
 
-def _run_tool(args: argparse.Namespace) -> int:
-    try:
-        return TOOLS[args.command](args)
-    except ConfigError as err:
-        print(f'mm-lightning: error: {err}', file=sys.stderr)
-        return 2
+def _import_from_working_directory() -> None:
+    """Put the working directory first on ``sys.path``, as ``python -m`` does.
+
+    A console script starts with its own directory there instead, and ``custom_imports``
+    naming a module of the project being run (``examples.spiral.components``) would fail.
+    """
+    cwd = os.getcwd()
+    if not any(osp.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command; a bad config or argument prints one ``mm-lightning: error:`` message, exit 2."""
+    _import_from_working_directory()
     args = _parser().parse_args(argv)
-    if args.command in TOOLS:
-        return _run_tool(args)
-    if args.command == 'convert-checkpoint':
-        from .convert import convert
-        try:
-            done = convert(args.src, args.dst)
-        except ConfigError as err:
-            print(f'mm-lightning: error: {err}', file=sys.stderr)
-            return 2
-        print(f'wrote {args.dst} ({done})')
-        return 0
-    from .runner import FlexibleRunner
     try:
-        cfg = build_config(args)
-        if args.command == 'test' and not osp.isfile(args.checkpoint):
-            raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
-        runner = FlexibleRunner.from_cfg(cfg)
-        if args.command == 'train':
-            runner.train()
-        else:
-            metrics = runner.test()
-            runner.logger.info(f'test metrics: {metrics}')
+        if args.command in TOOLS:
+            return TOOLS[args.command](args)
+        if args.command == 'convert-checkpoint':
+            from .convert import convert
+            print(f'wrote {args.dst} ({convert(args.src, args.dst)})')
+            return 0
+        _run(args)
     except ConfigError as err:
+        if getattr(args, 'debug', False):
+            traceback.print_exc()
         print(f'mm-lightning: error: {err}', file=sys.stderr)
         return 2
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """``train`` or ``test``, as OpenMMLab's tools run them."""
+    from .runner import FlexibleRunner
+    cfg = build_config(args)
+    if args.command == 'test' and not osp.isfile(args.checkpoint):
+        raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
+    validate_config(cfg)
+    runner = FlexibleRunner.from_cfg(cfg)
+    if args.command == 'train':
+        runner.train()
+    else:
+        metrics = runner.test()
+        runner.logger.info(f'test metrics: {metrics}')

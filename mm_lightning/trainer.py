@@ -1,8 +1,9 @@
 """A config's ``lightning.Trainer`` arguments: loop lengths, cadence, devices, precision, callbacks.
 
 The fixed settings below keep Lightning from doing what mmengine never does (sanity
-validation, swapping samplers, its own checkpoints and logs); hooks bridged by
-:class:`~mm_lightning.hooks.HookBridge` do mmengine's checkpointing and logging. A
+validation, swapping samplers, its own checkpoints and logs; see :mod:`mm_lightning.fidelity`);
+hooks bridged by :class:`~mm_lightning.bridge.HookBridge` do mmengine's checkpointing and
+logging. A progress bar is optional (``progress_bar``). A
 config may add or override Trainer arguments under ``lightning_trainer=dict(...)``.
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
 from .loops import parse_train_cfg
 from .precision import precision_settings
+from .progress import build_progress_bar
 from .strategies import build_strategy, config_layout, strategy_context
+from .validation import validate_config
 
 
 def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[str] = None,
@@ -33,6 +36,7 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
+    validate_config(cfg)
     kwargs: Dict[str, Any] = dict(TRAINER_SETTINGS)
     kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
     if cfg.get('val_dataloader') is None:
@@ -48,6 +52,10 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
         kwargs['benchmark'] = True
     kwargs.update(precision_settings(cfg.get('optim_wrapper'), strategy, layout.accelerator))
     kwargs['callbacks'] = build_lightning_callbacks(cfg.get('custom_hooks'))
+    progress_bar = build_progress_bar(cfg.get('progress_bar'))
+    if progress_bar is not None:
+        kwargs.update(enable_progress_bar=True)
+        kwargs['callbacks'].append(progress_bar)
     kwargs.update(cfg.get('lightning_trainer') or {})
     kwargs.update(accelerator=layout.accelerator, devices=layout.devices, num_nodes=layout.num_nodes)
     kwargs.update(overrides)

@@ -1,8 +1,10 @@
 """The command line: train, test and resume as OpenMMLab's tools do."""
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 from mmengine.runner.checkpoint import load_checkpoint
 from toy import ToyClassifier
 
@@ -47,3 +49,101 @@ def test_distribution_options_reach_the_config():
     cfg = build_config(args)
     assert cfg.launcher == 'none'
     assert cfg.lightning_trainer == dict(enable_progress_bar=True, devices=1, num_nodes=1)
+
+
+# A malformed config is one line on stderr naming the key, exit status 2, no traceback unless --debug.
+MALFORMED = [
+    ('train_cfg.val_interval=0', 'train_cfg.val_interval: expected a positive integer, got 0'),
+    ('randomness.seed=abc', "randomness.seed: expected an integer in [0, 2**32) or None, got 'abc'"),
+    ('optim_wrapper.optimizer.type=SDG', "optim_wrapper.optimizer.type: 'SDG' is not in the"),
+    ('optim_wrapper.clip_grad.max_norm=x', "optim_wrapper.clip_grad.max_norm: expected a positive number, got 'x'"),
+    ('optim_wrapper.accumulative_counts=0', 'optim_wrapper.accumulative_counts: expected a positive integer, got 0'),
+    ('default_hooks.logger.interval=0', 'default_hooks.logger.interval: expected a positive integer, got 0'),
+    ('log_processor.window_size=x', "log_processor.window_size: expected a positive integer, got 'x'"),
+]
+
+
+@pytest.mark.parametrize('option, first_line', MALFORMED, ids=[option for option, _ in MALFORMED])
+def test_malformed_config_is_one_error_line(option, first_line, tmp_path, capsys):
+    assert main(['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'mm-lightning: error: {first_line}'), err
+    assert 'Traceback' not in err
+    assert os.listdir(tmp_path) == []  # refused before the run created anything
+
+
+def test_uncreatable_work_dir(tmp_path, capsys):
+    (tmp_path / 'file').write_text('')
+    assert main(['train', CONFIG, '--work-dir', str(tmp_path / 'file' / 'wd')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('mm-lightning: error: work_dir: expected a directory that exists or can be created, '
+                          f"got '{tmp_path / 'file' / 'wd'}' ('{tmp_path / 'file'}' is not a directory)"), err
+
+
+@pytest.mark.parametrize('where', ['before', 'after'])
+def test_debug_shows_the_traceback(where, tmp_path, capsys):
+    command = ['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.val_interval=0']
+    assert main(['--debug', *command] if where == 'before' else [*command, '--debug']) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback (most recent call last)' in err and 'validate_config' in err
+    assert err.rstrip().splitlines()[-1] == 'mm-lightning: error: train_cfg.val_interval: expected a positive ' \
+                                             'integer, got 0'
+
+
+CONSOLE_SCRIPT = '''
+import os, sys
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != os.getcwd()]
+{before}
+from mm_lightning.cli import main
+sys.exit(main())
+'''
+
+
+def _console_script(cwd, *args, before=''):
+    """Run ``main`` the way the ``mm-lightning`` console script does: the working directory not on sys.path."""
+    return subprocess.run([sys.executable, '-c', CONSOLE_SCRIPT.format(before=before), *args], cwd=cwd,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_console_script_imports_from_the_working_directory(tmp_path):
+    package = tmp_path / 'myproject'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    (package / 'components.py').write_text('from mmengine.registry import MODELS\nIMPORTED = True\n')
+    (tmp_path / 'cfg.py').write_text("custom_imports = dict(imports=['myproject.components'], "
+                                     "allow_failed_imports=False)\nmodel = dict(type='ToyClassifier')\n")
+    # Without the entry point's fix the config cannot be read: the simulation is faithful.
+    control = _console_script(tmp_path, before="from mmengine.config import Config; Config.fromfile('cfg.py')")
+    assert "No module named 'myproject'" in control.stderr
+    result = _console_script(tmp_path, 'test', 'cfg.py', 'missing.pth')
+    assert "No module named 'myproject'" not in result.stderr
+    assert result.returncode == 2 and "checkpoint file not found: 'missing.pth'" in result.stderr, result.stderr
+
+
+def _train_with_bar(tmp_path, capfd, *options, cfg_options=()):
+    work_dir = str(tmp_path / 'wd')
+    assert main(['train', CONFIG, '--work-dir', work_dir, *options, '--cfg-options', 'train_cfg.max_epochs=1',
+                 f'experiment_name=bar_{tmp_path.name}', *cfg_options]) == 0
+    out = capfd.readouterr().out
+    (log_dir,) = [entry.path for entry in os.scandir(work_dir) if entry.is_dir()]
+    with open(os.path.join(log_dir, f'{os.path.basename(log_dir)}.log')) as f:
+        log = f.read()
+    assert 'Epoch(train) [1][4/4]' in log  # the log file gets mmengine's lines, bar or not
+    return out
+
+
+def test_tqdm_progress_bar(tmp_path, capfd):
+    out = _train_with_bar(tmp_path, capfd, '--progress-bar', 'tqdm')
+    assert re.search(r'Epoch 0: 100%\|█+\| 4/4 \[.*lr=0\.100, loss=\d\.\d+', out), out
+    assert 'Epoch(train)' not in out  # mmengine's INFO lines stay off the console while the bar draws
+
+
+def test_rich_progress_bar_from_the_config(tmp_path, capfd):
+    out = _train_with_bar(tmp_path, capfd, cfg_options=['progress_bar=rich'])
+    assert re.search(r'Epoch 0/0 +━+ 4/4', out), out
+    assert 'Epoch(train)' not in out
+
+
+def test_no_progress_bar_by_default(tmp_path, capfd):
+    out = _train_with_bar(tmp_path, capfd)
+    assert 'Epoch(train) [1][4/4]' in out and 'it/s' not in out
