@@ -216,7 +216,7 @@ def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_s
                               'so skip saving parameter schedulers')
     elif save_param_scheduler:
         checkpoint['param_schedulers'] = schedulers
-    state['data'] = module.attached_trainer.datamodule.state_dict()
+    state['data'] = module.runner.datamodule.state_dict()
     checkpoint[STATE_KEY] = state
     return checkpoint
 
@@ -381,5 +381,5 @@ def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool
         load_scheduler_states(module.param_schedulers, checkpoint['param_schedulers'])
     state = dict(checkpoint.get(STATE_KEY) or {})
     if state.get('data') is not None:
-        module.attached_trainer.datamodule.load_state_dict(state['data'])
+        module.runner.datamodule.load_state_dict(state['data'])
     module.set_resume_state(state, meta)

@@ -31,7 +31,7 @@ from mmengine.config import Config
 
 from .config import ConfigError, load_config
 from .precision import AMP_WRAPPER
-from .trainer import PROGRESS_BARS
+from .progress import PROGRESS_BARS
 from .validation import validate_config
 
 

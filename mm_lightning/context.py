@@ -100,9 +100,14 @@ class RunContext:
 
     def reseed(self, seed: int) -> None:
         """Seed again (a resumed checkpoint's seed), as mmengine's ``set_randomness``."""
-        self.randomness.update(seed=seed)
-        self.seed = set_random_seed(seed=seed, deterministic=self.randomness.get('deterministic', False),
-                                    diff_rank_seed=self.randomness.get('diff_rank_seed', False))
+        self.set_randomness(seed, diff_rank_seed=self.randomness.get('diff_rank_seed', False),
+                            deterministic=self.randomness.get('deterministic', False))
+
+    def set_randomness(self, seed: Optional[int], diff_rank_seed: bool = False, deterministic: bool = False) -> None:
+        """mmengine's ``set_randomness``: seed every generator; ``seed`` becomes the run's."""
+        self.randomness.update(seed=seed, diff_rank_seed=diff_rank_seed, deterministic=deterministic)
+        self.deterministic = deterministic
+        self.seed = set_random_seed(seed=seed, deterministic=deterministic, diff_rank_seed=diff_rank_seed)
 
 
 def setup_environment(env_cfg: Mapping, distributed: bool) -> None:
@@ -161,16 +166,16 @@ def create_context(
     if default_scope is not None:
         scope = DefaultScope.get_instance(experiment_name, scope_name=default_scope)
 
-    vis, loggers = _build_visualizer(visualizer, experiment_name, log_dir)
+    vis, loggers = build_visualizer(visualizer, experiment_name, log_dir)
     return RunContext(
         work_dir=work_dir, timestamp=timestamp, experiment_name=experiment_name, log_dir=log_dir,
         launcher=launcher, rank=rank, world_size=world_size, seed=seed,
         deterministic=randomness.get('deterministic', False), env_cfg=dict(env_cfg), randomness=randomness,
         log_level=log_level, message_hub=MessageHub.get_instance(experiment_name), visualizer=vis,
-        log_processor=_build_log_processor(log_processor), default_scope=scope, lightning_loggers=loggers)
+        log_processor=build_log_processor(log_processor), default_scope=scope, lightning_loggers=loggers)
 
 
-def _build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogProcessor:
+def build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogProcessor:
     if isinstance(log_processor, LogProcessor):
         return log_processor
     log_processor = copy.deepcopy(dict(log_processor or {}))
@@ -182,7 +187,7 @@ def _build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogP
         raise ConfigError(f'log_processor: {err}') from err
 
 
-def _build_visualizer(visualizer: Union[dict, Visualizer, None], name: str,
+def build_visualizer(visualizer: Union[dict, Visualizer, None], name: str,
                       log_dir: str) -> Tuple[Visualizer, List[Logger]]:
     """The run's visualizer and the Lightning loggers its backends write through."""
     if visualizer is None:

@@ -89,6 +89,7 @@ class ConfigModule(pl.LightningModule):
         self._gradients: Optional[Dict[str, torch.Tensor]] = None
         self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
         self._weights_ready = False
+        self._lr_scaled = False
         self._bridge = HookBridge()
         self._runner: Optional[RunnerView] = None
         self._wrapper_of_optimizer: Dict[int, OptimWrapper] = {}
@@ -119,14 +120,18 @@ class ConfigModule(pl.LightningModule):
     def eval_loop(self, mode: str) -> Optional[EvalLoop]:
         """mmengine's ValLoop/TestLoop settings and evaluator (built on first use), or None."""
         if mode not in self._eval_loops:
-            loop_cfg, evaluator = self._eval_cfgs[mode]
+            loop_cfg = self._eval_cfgs[mode][0]
             if loop_cfg is None:
                 return None
-            parsed = parse_eval_cfg(loop_cfg, f'{mode}_cfg')
-            built = build_evaluator(copy.deepcopy(evaluator), f'{mode}_evaluator')
-            self.add_module(f'{mode}_evaluator', built)  # moved to the device with the module
-            self._eval_loops[mode] = EvalLoop(built, **parsed)
+            self._eval_loops[mode] = self.build_eval_loop(mode, loop_cfg)
         return self._eval_loops[mode]
+
+    def build_eval_loop(self, mode: str, loop_cfg: Dict[str, Any]) -> EvalLoop:
+        """A ValLoop/TestLoop from its config with the run's evaluator for ``mode``."""
+        parsed = parse_eval_cfg(loop_cfg, f'{mode}_cfg')
+        evaluator = build_evaluator(copy.deepcopy(self._eval_cfgs[mode][1]), f'{mode}_evaluator')
+        self.add_module(f'{mode}_evaluator', evaluator)  # moved to the device with the module
+        return EvalLoop(evaluator, **parsed)
 
     # -- setting up (the hook bridge calls these in mmengine's order) ------------------------------------
     def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
@@ -189,13 +194,13 @@ class ConfigModule(pl.LightningModule):
         """Build the optim wrapper and schedulers (after the strategy has wrapped the model)."""
         if self.optim_wrapper is None:
             return None
-        if not isinstance(self.optim_wrapper, OptimWrapper):
-            self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
+        self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)  # a built one as it is
+        if not self._lr_scaled:  # once, before the schedulers record the initial LRs
+            self._lr_scaled = True
             scale_lr(self.optim_wrapper, self.auto_scale_lr, _get_batch_size(self.train_loop.dataloader),
                      self.context.world_size, self.context.logger)
-            if self.param_schedulers is not None:
-                self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper,
-                                                               self.train_loop)
+        if self.param_schedulers is not None:  # built ones are kept
+            self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper, self.train_loop)
         route_through_lightning(self.optim_wrapper, self)
         if self._scheduler_states is not None:
             load_scheduler_states(self.param_schedulers, self._scheduler_states)
@@ -250,8 +255,8 @@ class ConfigModule(pl.LightningModule):
         loop = state.get('loop')
         if loop is None or loop.get('from_meta'):
             loop = self.train_loop.state_from_meta(meta['epoch'], meta['iter'])
-            stream = self.trainer.datamodule.train_stream
-            self.trainer.datamodule.load_state_dict({'train': stream.state_from_meta(meta['epoch'], meta['iter'])})
+            datamodule = self.runner.datamodule
+            datamodule.load_state_dict({'train': datamodule.train_stream.state_from_meta(meta['epoch'], meta['iter'])})
         self.train_loop.load_state_dict(loop)
         self._random_state = state.get('rng')
         self._gradients = state.get('gradients')

@@ -34,6 +34,8 @@ def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
 
     AMP settings are taken by the precision plugin (see :mod:`mm_lightning.precision`).
     """
+    if isinstance(cfg, Optimizer):  # mmengine wraps a bare optimizer
+        return OptimWrapper(optimizer=cfg)
     if isinstance(cfg, OptimWrapper):
         if type(cfg).__name__ == AMP_WRAPPER:
             raise ConfigError('optim_wrapper: pass AmpOptimWrapper as a config dict; its loss scaling '

@@ -150,7 +150,7 @@ RULES: List[Tuple[str, Expect]] = [
     ('work_dir', WORK_DIR),
     ('log_level', LOG_LEVEL),
     ('launcher', one_of(*LAUNCHERS)),
-    ('progress_bar', one_of('none', 'tqdm', 'rich')),  # trainer.PROGRESS_BARS
+    ('progress_bar', one_of('none', 'tqdm', 'rich')),  # progress.PROGRESS_BARS
     ('randomness', DICT),
     ('randomness.seed', SEED),
     ('randomness.diff_rank_seed', BOOL),

@@ -7,6 +7,7 @@ describes what the Trainer actually runs, whoever built that Trainer.
 """
 from __future__ import annotations
 
+import os.path as osp
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
@@ -14,17 +15,27 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import OptimWrapper, _ParamScheduler
+from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
 from mmengine.runner.priority import Priority
+from mmengine.runner.utils import _get_batch_size
 from mmengine.visualization import Visualizer
 from torch import nn
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
+from .context import build_log_processor, build_visualizer, setup_environment
 from .data import build_dataloader
 from .hooks import merged_default_hooks
-from .loops import EvalLoop, TrainLoop
+from .loops import EvalLoop, TrainLoop, parse_train_cfg
 from .metrics import ConfigEvaluator, build_evaluator
+from .optim import build_optim_wrapper, scale_lr
+from .registry import build
+from .schedulers import build_param_schedulers
+from .strategies import build_strategy, config_layout, init_process_group, strategy_context
 
 if TYPE_CHECKING:
     from .module import ConfigModule
@@ -146,7 +157,14 @@ class RunnerView:
     # Private names mmengine's own hooks and log processor read from the runner.
     _train_loop = property(lambda self: self.train_loop, doc="mmengine's LogProcessor/LoggerHook read it.")
     _log_dir = property(lambda self: self.log_dir, doc="mmengine's LoggerHook reads it.")
-    _resume = property(lambda self: self.module.resume, doc="mmengine's EMAHook reads it.")
+    @property
+    def _resume(self) -> Union[bool, str]:
+        """mmengine's EMAHook reads it (and its tests set it)."""
+        return self.module.resume
+
+    @_resume.setter
+    def _resume(self, resume: Union[bool, str]) -> None:
+        self.module.resume = resume
     _randomness_cfg = property(lambda self: self.module.context.randomness)
 
     # -- hooks ------------------------------------------------------------------------------------------
@@ -179,7 +197,7 @@ class RunnerView:
     def get_hooks_info(self) -> str:
         return self.module.hooks.info()
 
-    # -- building ------------------------------------------------------------------------------------------
+    # -- building (mmengine's build_* methods: each delegates to the module owning the concept) ------------
     @staticmethod
     def build_dataloader(dataloader: Union[DataLoader, Dict], seed: Optional[int] = None,
                          diff_rank_seed: bool = False) -> DataLoader:
@@ -192,6 +210,104 @@ class RunnerView:
         mmengine metrics and native torchmetrics metrics both run as ``torchmetrics.Metric``.
         """
         return build_evaluator(evaluator, 'evaluator')
+
+    def build_model(self, model: Union[nn.Module, Dict]) -> nn.Module:
+        """A model from its config (a built model is returned as is)."""
+        return model if isinstance(model, nn.Module) else build(MODELS, model, 'model')
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
+        """The bare model, SyncBatchNorm reverted outside distributed runs, as mmengine's does.
+
+        Under Lightning the strategy wraps the model (DDP, FSDP, DeepSpeed) when the Trainer
+        starts; ``model_wrapper_cfg`` configures that strategy (see :mod:`mm_lightning.strategies`).
+        """
+        if model_wrapper_cfg is not None:
+            self.logger.info('wrap_model: the Lightning strategy wraps the model when the Trainer starts; '
+                             f'model_wrapper_cfg={model_wrapper_cfg} is read from the config for it')
+        return model if self.distributed else revert_sync_batchnorm(model)
+
+    def build_optim_wrapper(self, optim_wrapper: Union[Optimizer, OptimWrapper, Dict]) -> OptimWrapper:
+        """An optim wrapper (or ``OptimWrapperDict``) for the run's model, as mmengine builds it."""
+        return build_optim_wrapper(self.model, optim_wrapper)
+
+    def build_param_scheduler(self, scheduler: Union[Any, Dict, List]) -> Any:
+        """Parameter schedulers for the built optim wrapper (``build_optim_wrapper`` first)."""
+        if not isinstance(self.optim_wrapper, OptimWrapper):
+            raise RuntimeError('`build_optim_wrapper` should be called before `build_param_scheduler` because '
+                               'the latter depends on the former')
+        return build_param_schedulers(scheduler, self.optim_wrapper, self.train_loop)
+
+    def scale_lr(self, optim_wrapper: OptimWrapper, auto_scale_lr: Optional[Dict] = None) -> None:
+        """mmengine's linear scaling rule for ``auto_scale_lr``, with the real world size."""
+        if isinstance(self.param_schedulers, list) and any(isinstance(s, _ParamScheduler)
+                                                           for s in self.param_schedulers):
+            raise RuntimeError('`scale_lr` should be called before building ParamScheduler because '
+                               'ParamScheduler will store initial lr from optimizer wrappers')
+        scale_lr(optim_wrapper, auto_scale_lr, _get_batch_size(self.train_dataloader), self.world_size,
+                 self.logger)
+
+    def build_message_hub(self, message_hub: Optional[Dict] = None) -> MessageHub:
+        if message_hub is None:
+            message_hub = dict(name=self.experiment_name)
+        elif isinstance(message_hub, dict):
+            message_hub.setdefault('name', self.experiment_name)
+        else:
+            raise TypeError(f'message_hub should be dict or None, but got {message_hub}')
+        return MessageHub.get_instance(**message_hub)
+
+    def build_visualizer(self, visualizer: Optional[Union[Visualizer, Dict]] = None) -> Visualizer:
+        """A visualizer; vis backends with a Lightning logger write through it (see :mod:`mm_lightning.loggers`)."""
+        return build_visualizer(visualizer, self.experiment_name, self.log_dir)[0]
+
+    def build_log_processor(self, log_processor: Union[LogProcessor, Dict]) -> LogProcessor:
+        return build_log_processor(log_processor)
+
+    def build_logger(self, log_level: Union[int, str] = 'INFO', log_file: Optional[str] = None,
+                     **kwargs: Any) -> MMLogger:
+        if log_file is None:
+            log_file = osp.join(self.log_dir, f'{self.timestamp}.log')
+        log_cfg = dict(log_level=log_level, log_file=log_file, **kwargs)
+        log_cfg.setdefault('name', self.experiment_name)
+        log_cfg.setdefault('file_mode', 'a')
+        return MMLogger.get_instance(**log_cfg)
+
+    def set_randomness(self, seed: Optional[int], diff_rank_seed: bool = False, deterministic: bool = False) -> None:
+        """Seed the global generators (as mmengine's); the run's seed and loaders' seeds follow."""
+        self.module.context.set_randomness(seed, diff_rank_seed=diff_rank_seed, deterministic=deterministic)
+
+    def setup_env(self, env_cfg: Dict) -> None:
+        """``env_cfg`` (cudnn, multiprocessing, file limits) and the launcher's process group."""
+        setup_environment(env_cfg, distributed=self.distributed)
+        init_process_group(self.launcher, env_cfg)
+
+    def build_strategy(self, strategy: Optional[Union[Any, Dict]] = None, launcher: str = 'none',
+                       randomness: Optional[dict] = None, env_cfg: dict = dict(dist_cfg=dict(backend='nccl')),
+                       experiment_name: Optional[str] = None, log_level: Optional[str] = None) -> Any:
+        """The Lightning strategy ``strategy`` becomes (mmengine's builds its own strategy object)."""
+        cfg = dict(self.cfg.items(), strategy=strategy, launcher=launcher, env_cfg=env_cfg)
+        return build_strategy(strategy, strategy_context(cfg, config_layout(cfg, launcher)))
+
+    def build_train_loop(self, loop: Union[TrainLoop, Dict]) -> TrainLoop:
+        """A train loop from ``train_cfg``, bound to the training loader (a built loop is returned as is)."""
+        if isinstance(loop, TrainLoop):
+            return loop
+        built = TrainLoop(**parse_train_cfg(loop))
+        built.bind(self.train_dataloader, self.val_loop is not None, self.visualizer)
+        return built
+
+    def build_val_loop(self, loop: Union[EvalLoop, Dict]) -> EvalLoop:
+        """A validation loop from ``val_cfg`` with the run's evaluator (a built loop is returned as is)."""
+        return loop if isinstance(loop, EvalLoop) else self.module.build_eval_loop('val', loop)
+
+    def build_test_loop(self, loop: Union[EvalLoop, Dict]) -> EvalLoop:
+        """A test loop from ``test_cfg`` with the run's evaluator (a built loop is returned as is)."""
+        return loop if isinstance(loop, EvalLoop) else self.module.build_eval_loop('test', loop)
+
+    @property
+    def strategy(self) -> Any:
+        """The Lightning strategy of the Trainer running the module (None before one does)."""
+        trainer = self.module.attached_trainer
+        return trainer.strategy if trainer is not None else None
 
     # -- checkpoints (see mm_lightning.checkpoint) ---------------------------------------------------------
     def load_or_resume(self) -> None:

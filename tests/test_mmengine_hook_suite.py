@@ -39,7 +39,7 @@ EXPECTED_FAILURES = {
         'its first ProfilerHook sets activity_with_cpu=False and activity_with_cuda=False, which this torch '
         "refuses; mmengine's Runner fails the same way"),
     'test_sync_buffers_hook.py::TestSyncBuffersHook::test_with_runner': (
-        "'nccl' needs CUDA devices",
+        "'nccl' needs GPU devices",
         'builds its runners in two spawned processes that open a gloo group and set RANK/WORLD_SIZE without '
         "a `launcher` key: mmengine's Runner defaults to launcher='none', FlexibleRunner infers 'pytorch' "
         "(mmengine's FlexibleRunner fails here too) and then refuses the config's nccl backend on CPU"),

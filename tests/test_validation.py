@@ -7,7 +7,7 @@ from conftest import data
 from mmengine.config import Config
 
 from mm_lightning import ConfigError, trainer_kwargs
-from mm_lightning.trainer import PROGRESS_BARS
+from mm_lightning.progress import PROGRESS_BARS
 from mm_lightning.validation import validate_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
