@@ -68,7 +68,7 @@ def assert_same_run(reference: RunRecord, ours: RunRecord, atol: float = 1e-6) -
     """Every iteration's losses and LRs, the validation metrics and the final weights agree."""
     assert len(ours.iterations) == len(reference.iterations) > 0
     for index, (expected, actual) in enumerate(zip(reference.iterations, ours.iterations)):
-        where = f'training iteration {index} (runner.epoch {expected["epoch"]})'
+        where = f'training iteration {index} (from 0; runner.epoch {expected["epoch"]})'
         assert expected.keys() == actual.keys(), where
         for key, value in expected.items():
             if key.startswith('lr/') or key in ('iter', 'epoch'):

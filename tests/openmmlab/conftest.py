@@ -48,3 +48,14 @@ def cifar10_unchecked(cifar10_root, monkeypatch):
 def imagenet_root(tmp_path_factory):
     from .synthetic import write_imagenet
     return write_imagenet(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """Train with one intra-op thread. These models run many small ops; on a 2-core machine shared
+    with other work a second thread mostly waits for the busy core (4x slower, measured)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
