@@ -21,8 +21,7 @@ def missing(*modules: str) -> List[str]:
     return failures
 
 
-def require(*modules: str) -> None:
-    """Skip the calling test module unless ``modules`` import."""
+def requires(*modules: str) -> pytest.MarkDecorator:
+    """Skip (with the import errors as the reason) unless ``modules`` import."""
     failures = missing(*modules)
-    if failures:
-        pytest.skip(f'needs {", ".join(failures)}; {INSTALL}', allow_module_level=True)
+    return pytest.mark.skipif(bool(failures), reason=f'needs {", ".join(failures)}; {INSTALL}')

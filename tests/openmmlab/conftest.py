@@ -1,15 +1,11 @@
 """OpenMMLab conformance suite: shipped configs of mmdet, mmseg and mmpretrain under both runners.
 
 These packages are not dependencies of mm_lightning (mmcv's compiled ops need a wheel built
-for the installed torch, mmpretrain needs torchvision). Without mmcv the whole directory is
-skipped; a test module whose codebase does not import is skipped (``available.require``),
-each with the reason.
+for the installed torch, mmpretrain needs torchvision). Each test module names what it needs
+(``available.requires``) and is skipped, with the reason, where that does not import; the
+fixtures below import nothing of OpenMMLab until a test asks for them.
 """
 import pytest
-
-from .available import require
-
-require('mmcv')
 
 
 @pytest.fixture(scope='session')

@@ -4,11 +4,11 @@ import os
 import pytest
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
-from .available import require
+from .available import requires
 from .shipped import override
 from .small_configs import r50_fpn_config, rtmdet_tiny_config
 
-require('mmdet.datasets', 'mmdet.models', 'mmcv.ops', 'pycocotools')
+pytestmark = requires('mmdet.datasets', 'mmdet.models', 'mmcv.ops', 'pycocotools')
 
 
 def assert_same_epoch_checkpoints(reference, ours, epochs) -> None:

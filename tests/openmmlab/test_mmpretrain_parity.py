@@ -3,11 +3,11 @@ import os
 
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
-from .available import require
+from .available import requires
 from .shipped import override
 from .small_configs import cifar10_config
 
-require('mmpretrain.datasets', 'mmpretrain.models')
+pytestmark = requires('mmpretrain.datasets', 'mmpretrain.models')
 
 
 def test_resnet18_cifar10(cifar10_unchecked, tmp_path):

@@ -3,11 +3,11 @@ import os
 
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
-from .available import require
+from .available import requires
 from .shipped import override
 from .small_configs import segformer_b0_config
 
-require('mmseg.datasets', 'mmseg.models')
+pytestmark = requires('mmseg.datasets', 'mmseg.models')
 
 
 def test_segformer_mit_b0_ade20k_iteration_based(ade20k_root, tmp_path):

@@ -6,20 +6,14 @@ import subprocess
 import sys
 from typing import List
 
-import pytest
 import torch
 
-from .available import missing
+from .available import requires
 from .shipped import override, tool_path
 from .small_configs import imagenet_resnet18_config, rtmdet_tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OURS = 'runner_type=mm_lightning.FlexibleRunner'
-
-
-def requires(*modules: str):
-    failures = missing(*modules)
-    return pytest.mark.skipif(bool(failures), reason=f'needs {", ".join(failures)}')
 
 
 def train_tool(package: str, config_file: str, work_dir: str, *extra: str) -> str:
