@@ -50,6 +50,9 @@ def test_rtmdet_tiny_pipeline_switch_ema_dynamic_intervals(coco_root, tmp_path):
     reference, ours = run_both(cfg, tmp_path)
     assert len(reference.iterations) == 4 * 2
     assert len(reference.val_metrics) == 3  # after epochs 2 (interval 2), 3 and 4 (interval 1 from epoch 3)
+    for record in (reference, ours):  # both switched to the stage-2 pipeline (no mosaic) at epoch 3
+        transforms = record.runner.train_dataloader.dataset.pipeline.transforms
+        assert [type(t).__name__ for t in transforms][:3] == ['LoadImageFromFile', 'LoadAnnotations', 'RandomResize']
     assert_same_run(reference, ours)
     assert_same_epoch_checkpoints(reference, ours, (4,))  # interval 10: only the last epoch is saved
 
