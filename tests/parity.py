@@ -67,14 +67,32 @@ def run_both(cfg: dict, tmp_path, test: bool = False):
 def assert_same_run(reference: RunRecord, ours: RunRecord, atol: float = 1e-6) -> None:
     """Every iteration's losses and LRs, the validation metrics and the final weights agree."""
     assert len(ours.iterations) == len(reference.iterations) > 0
-    for expected, actual in zip(reference.iterations, ours.iterations):
-        assert expected.keys() == actual.keys()
+    for index, (expected, actual) in enumerate(zip(reference.iterations, ours.iterations)):
+        where = f'training iteration {index} (from 0; runner.epoch {expected["epoch"]})'
+        assert expected.keys() == actual.keys(), where
         for key, value in expected.items():
             if key.startswith('lr/') or key in ('iter', 'epoch'):
-                assert actual[key] == value, (key, expected, actual)
+                assert actual[key] == value, f'{where}, {key}: mmengine {value}, ours {actual[key]}'
             else:
-                assert abs(actual[key] - value) <= atol, (key, expected, actual)
+                assert abs(actual[key] - value) <= atol, f'{where}, {key}: mmengine {value}, ours {actual[key]}'
     assert ours.val_metrics == reference.val_metrics
     assert ours.weights.keys() == reference.weights.keys()
     for key, value in reference.weights.items():
         torch.testing.assert_close(ours.weights[key], value, atol=atol, rtol=0, msg=key)
+
+
+def assert_same_checkpoint(reference_file: str, our_file: str, atol: float = 1e-6) -> None:
+    """Two mmengine-format checkpoint files hold the same weights (and EMA weights) at the same epoch/iter.
+
+    Ours must load with ``weights_only=True``; mmengine's pickles objects, so it is read in full.
+    """
+    reference = torch.load(reference_file, map_location='cpu', weights_only=False)
+    ours = torch.load(our_file, map_location='cpu', weights_only=True)
+    for key in ('epoch', 'iter'):
+        assert ours['meta'][key] == reference['meta'][key], (key, reference['meta'], ours['meta'])
+    for part in ('state_dict', 'ema_state_dict'):
+        assert (part in ours) == (part in reference), part
+        if part in reference:
+            assert ours[part].keys() == reference[part].keys(), part
+            for key, value in reference[part].items():
+                torch.testing.assert_close(ours[part][key], value, atol=atol, rtol=0, msg=f'{part}.{key}')

@@ -1,0 +1,57 @@
+"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg and mmpretrain under both runners.
+
+These packages are not dependencies of mm_lightning (mmcv's compiled ops need a wheel built
+for the installed torch, mmpretrain needs torchvision). Each test module names what it needs
+(``available.requires``) and is skipped, with the reason, where that does not import; the
+fixtures below import nothing of OpenMMLab until a test asks for them.
+"""
+import pytest
+
+
+@pytest.fixture(scope='session')
+def coco_root(tmp_path_factory):
+    from .synthetic import write_coco
+    return write_coco(str(tmp_path_factory.mktemp('coco')))
+
+
+@pytest.fixture(scope='session')
+def ade20k_root(tmp_path_factory):
+    from .synthetic import write_ade20k
+    return write_ade20k(str(tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'))
+
+
+@pytest.fixture(scope='session')
+def cifar10_root(tmp_path_factory):
+    from .synthetic import write_cifar10
+    return write_cifar10(str(tmp_path_factory.mktemp('cifar10')))
+
+
+@pytest.fixture
+def cifar10_unchecked(cifar10_root, monkeypatch):
+    """The synthetic CIFAR-10 root, with ``CIFAR10``'s checksums of the released files switched off.
+
+    The dataset compares every pickle's md5 with the released archive's and tries to download
+    it on a mismatch; it skips the comparison for entries whose md5 is ``None``.
+    """
+    from mmpretrain.datasets import CIFAR10
+    for name in ('train_list', 'test_list'):
+        monkeypatch.setattr(CIFAR10, name, [[filename, None] for filename, _ in getattr(CIFAR10, name)])
+    monkeypatch.setattr(CIFAR10, 'meta', dict(CIFAR10.meta, md5=None))
+    return cifar10_root
+
+
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory):
+    from .synthetic import write_imagenet
+    return write_imagenet(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """Train with one intra-op thread. These models run many small ops; on a 2-core machine shared
+    with other work a second thread mostly waits for the busy core (4x slower, measured)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
