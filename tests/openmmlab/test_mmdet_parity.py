@@ -17,17 +17,10 @@ def assert_same_epoch_checkpoints(reference, ours, epochs) -> None:
                                os.path.join(ours.runner.work_dir, f'epoch_{epoch}.pth'))
 
 
-# Lightning stops pulling training batches at len(loader) and leaves the iterator unexhausted;
-# AspectRatioBatchSampler empties its buckets only after its last yield, so under Lightning each
-# epoch after the first starts with a stale full bucket and batches other images than mmengine.
-STALE_BUCKETS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    'known: AspectRatioBatchSampler keeps a full bucket across epochs under Lightning '
-    '(first difference: training iteration 2 counted from 0, the first batch of epoch 2)'))
-
-
+# AspectRatioBatchSampler empties its buckets after its last yield: each epoch's pass must run to its end.
 @pytest.mark.parametrize('relative', [
-    pytest.param('faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', marks=STALE_BUCKETS),
-    pytest.param('retinanet/retinanet_r50_fpn_1x_coco.py', marks=STALE_BUCKETS)])
+    'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    'retinanet/retinanet_r50_fpn_1x_coco.py'])
 def test_r50_fpn_detectors_aspect_ratio_batches(relative, coco_root, tmp_path):
     """Two-stage and one-stage detectors, batches grouped by aspect ratio, warmup and step LR, 3 epochs."""
     cfg = r50_fpn_config(relative, coco_root)
@@ -57,10 +50,6 @@ def test_rtmdet_tiny_pipeline_switch_ema_dynamic_intervals(coco_root, tmp_path):
     assert_same_epoch_checkpoints(reference, ours, (4,))  # interval 10: only the last epoch is saved
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    'known: Lightning zeroes gradients when validation starts (LightningModule.on_validation_model_zero_grad), '
-    'so the update at the 3rd iteration misses the first two (first difference: training iteration 3 '
-    'counted from 0)'))
 def test_accumulation_window_spans_validation(coco_root, tmp_path):
     """``accumulative_counts=3`` with 2 iterations per epoch: the window of iterations 1-3 is open
     while epoch 1 validates; its gradients must survive the validation."""
