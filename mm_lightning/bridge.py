@@ -17,7 +17,9 @@ on_train_batch_end            after_train_iter; after an epoch's last batch the 
                               is run to its end, after_train_epoch, *then* validation
 on_train_epoch_end            after_train_epoch (iteration-based only)
 on_validation_start / _end    before_val, before_val_epoch (train mode) /
-                              after_val_epoch(metrics), after_val
+                              after_val_epoch(metrics), after_val; the loop's
+                              run_iter calls the iteration hooks (a loop with its
+                              own run calls all of them)
 on_train_end / on_fit_end     after_train / after_run
 on_exception (SIGTERM)        a resumable checkpoint, then the run ends
 ============================  =====================================================
@@ -178,15 +180,21 @@ class HookBridge(Callback):
         if isinstance(exception, SIGTERMException) and trainer.state.fn == TrainerFn.FITTING:
             pl_module.runner.save_resumable_checkpoint()
 
-    # -- validation and test ----------------------------------------------------------------------
+    # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
     def _eval_start(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             module.load_for_evaluation()
-        self._call(module, f'before_{mode}')
+        if not module.eval_runs_itself(mode):
+            self._call(module, f'before_{mode}')
+
+    def _eval_epoch_start(self, module: Any, mode: str) -> None:
+        if not module.eval_runs_itself(mode):
+            self._call(module, f'before_{mode}_epoch')
 
     def _eval_end(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
-        self._call(module, f'after_{mode}_epoch', metrics=module.metrics.get(mode))
-        self._call(module, f'after_{mode}')
+        if not module.eval_runs_itself(mode):
+            self._call(module, f'after_{mode}_epoch', metrics=module.metrics.get(mode))
+            self._call(module, f'after_{mode}')
         if trainer.state.fn != TrainerFn.FITTING:
             self._call(module, 'after_run')
             return
@@ -201,17 +209,7 @@ class HookBridge(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call(pl_module, 'before_val_epoch')
-
-    @override
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                                  batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call(pl_module, 'before_val_iter', batch_idx=batch_idx, data_batch=batch)
-
-    @override
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call(pl_module, 'after_val_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
+        self._eval_epoch_start(pl_module, 'val')
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -223,17 +221,7 @@ class HookBridge(Callback):
 
     @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call(pl_module, 'before_test_epoch')
-
-    @override
-    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                            batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call(pl_module, 'before_test_iter', batch_idx=batch_idx, data_batch=batch)
-
-    @override
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._call(pl_module, 'after_test_iter', batch_idx=batch_idx, data_batch=batch, outputs=outputs)
+        self._eval_epoch_start(pl_module, 'test')
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -267,19 +267,24 @@ class EvalBatches:
     """An evaluation loader as Lightning sees it: sized and iterable, not a ``DataLoader``.
 
     Lightning would replace a ``DataLoader``'s sampler under ``use_distributed_sampler``;
-    mmengine's samplers already shard and pad.
+    mmengine's samplers already shard and pad. ``one_step``: the loader itself is the only
+    "batch", for an evaluation loop whose own ``run`` iterates it.
     """
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: DataLoader, one_step: bool = False) -> None:
         self.loader = loader
+        self.one_step = one_step
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return 1 if self.one_step else len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: the loader's iterator (which draws a worker seed from the global random state)
         # is made at the first batch, as mmengine's loop makes it, not when Lightning probes iter().
-        yield from self.loader
+        if self.one_step:
+            yield self.loader
+        else:
+            yield from self.loader
 
 
 class ConfigDataModule(pl.LightningDataModule):
@@ -303,6 +308,7 @@ class ConfigDataModule(pl.LightningDataModule):
         self.train_iterations = train_iterations
         self._train_stream: Optional[TrainStream] = None
         self._stream_state: Optional[Mapping[str, Any]] = None
+        self._one_step: Dict[str, bool] = {}
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: Any = None) -> 'ConfigDataModule':
@@ -345,17 +351,21 @@ class ConfigDataModule(pl.LightningDataModule):
                 else:
                     self.loader(split)
 
+    def evaluate_in_one_step(self, split: str, one_step: bool) -> None:
+        """Serve ``split`` as one step whose batch is the loader (its evaluation loop runs itself)."""
+        self._one_step[split] = one_step
+
     @override
     def train_dataloader(self) -> Any:
         return self.train_stream
 
     @override
     def val_dataloader(self) -> Any:
-        return EvalBatches(self.loader('val')) if self.has('val') else []
+        return EvalBatches(self.loader('val'), self._one_step.get('val', False)) if self.has('val') else []
 
     @override
     def test_dataloader(self) -> Any:
-        return EvalBatches(self.loader('test')) if self.has('test') else []
+        return EvalBatches(self.loader('test'), self._one_step.get('test', False)) if self.has('test') else []
 
     @override
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:

@@ -1,32 +1,44 @@
-"""mmengine's loop settings and progress, for a run that Lightning's loops drive.
+"""mmengine's loops, for a run that Lightning's loops drive.
 
 ``train_cfg``/``val_cfg``/``test_cfg`` are parsed here. :class:`TrainLoop` is what mmengine
 hooks read from ``runner.train_loop`` (dataloader, lengths, counters, ``stop_training``); it
 decides, with mmengine's rules, when validation is due, and its progress is state that
-both checkpoint formats carry (``state_dict``/``load_state_dict``). Nothing here iterates:
-Lightning's fit and evaluation loops do.
+both checkpoint formats carry (``state_dict``/``load_state_dict``). Lightning's fit loop
+iterates; custom training loops that change how it iterates are refused by name.
+
+Validation and test loops are mmengine's own loop objects (``ValLoop``, ``TestLoop`` or a
+config's custom ``LOOPS`` type), built with the runner view, the loader Lightning iterates
+and the run's evaluator. Lightning's evaluation loop calls the loop's ``run_iter`` for each
+batch, so a custom ``run_iter`` (and the iteration hooks it calls) is the loop's own. A loop
+that overrides ``run`` (mmdet's ``TeacherStudentValLoop`` validates twice) runs its ``run``
+as one step of Lightning's evaluation, at the point where validation or test is due.
 """
 from __future__ import annotations
 
 import bisect
+import inspect
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from mmengine.logging import print_log
+from mmengine.registry import LOOPS
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
 
 from .config import ConfigError
-from .registry import type_name
 
-#: Loop types mmengine configs may name; anything else runs its own iteration.
-TRAIN_LOOP_TYPES = {'EpochBasedTrainLoop': True, 'IterBasedTrainLoop': False}
-VAL_LOOP_TYPES = ('ValLoop',)
-TEST_LOOP_TYPES = ('TestLoop',)
-
+#: mmengine's training loops: a ``train_cfg.type`` must be one of them or a subclass that iterates as they do.
+TRAIN_LOOP_BASES = {EpochBasedTrainLoop: True, IterBasedTrainLoop: False}
+#: Methods whose override changes how a training loop iterates (Lightning iterates instead).
+TRAIN_LOOP_DRIVERS = ('run', 'run_epoch', 'run_iter')
+#: mmengine's evaluation loop for ``val_cfg``/``test_cfg`` without ``type``.
+EVAL_LOOPS = {'val': ValLoop, 'test': TestLoop}
+#: The attribute where each evaluation loop accumulates the losses its ``val_step``/``test_step`` return.
+EVAL_LOSSES = {'val': 'val_loss', 'test': 'test_loss'}
 _EPOCH_KEYS = ('max_epochs', 'val_begin', 'val_interval', 'dynamic_intervals')
 _ITER_KEYS = ('max_iters', 'val_begin', 'val_interval', 'dynamic_intervals')
-_EVAL_KEYS = ('fp16',)
 
 
 def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
@@ -37,15 +49,7 @@ def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
     if 'type' in cfg and 'by_epoch' in cfg:
         raise ConfigError('train_cfg: only one of `type` or `by_epoch` can be set')
     if 'type' in cfg:
-        loop_type = cfg.pop('type')
-        name = type_name(loop_type)
-        if name not in TRAIN_LOOP_TYPES:
-            raise ConfigError(
-                f'train_cfg.type: {name!r} is a custom training loop; mm_lightning runs training with '
-                "Lightning's loop and supports the behaviour of EpochBasedTrainLoop (by_epoch=True) and "
-                'IterBasedTrainLoop (by_epoch=False). Move per-iteration logic into a hook or the '
-                "model's train_step.")
-        by_epoch = TRAIN_LOOP_TYPES[name]
+        by_epoch = _train_loop_kind(cfg.pop('type'))
     else:
         if 'by_epoch' not in cfg:
             raise ConfigError('train_cfg: set `by_epoch` (True or False) or `type`')
@@ -66,22 +70,66 @@ def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
     return cfg
 
 
+def _loop_class(loop_type: Any, key: str) -> type:
+    if inspect.isclass(loop_type):
+        return loop_type
+    with LOOPS.switch_scope_and_registry(None) as loops:
+        cls = loops.get(loop_type)
+    if cls is None:
+        raise ConfigError(f'{key}: {loop_type!r} is not in the LOOPS registry; register it or import its module '
+                          'through custom_imports')
+    return cls
+
+
+def _train_loop_kind(loop_type: Any) -> bool:
+    """``by_epoch`` of a ``train_cfg.type``; loops that iterate differently are refused by name."""
+    cls = _loop_class(loop_type, 'train_cfg.type')
+    base = next((base for base in TRAIN_LOOP_BASES if issubclass(cls, base)), None)
+    if base is None:
+        raise ConfigError(f'train_cfg.type: {cls.__name__} is not an EpochBasedTrainLoop or IterBasedTrainLoop; '
+                          f'its run() would drive training, which Lightning\'s fit loop does here')
+    for method in TRAIN_LOOP_DRIVERS:
+        if getattr(cls, method, None) is not getattr(base, method, None):
+            raise ConfigError(f'train_cfg.type: {cls.__name__} overrides {base.__name__}.{method}(); Lightning\'s '
+                              f'fit loop iterates here, so a custom {method} cannot run. Move its per-iteration '
+                              "work into a hook or the model's train_step")
+    return TRAIN_LOOP_BASES[base]
+
+
 def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
-    """Normalise ``val_cfg``/``test_cfg``; custom loop types are refused."""
+    """Normalise ``val_cfg``/``test_cfg``: ``type`` (the loop class) and its keyword arguments."""
     if not isinstance(eval_cfg, Mapping):
         raise ConfigError(f'{key}: expected a dict, got {eval_cfg!r}')
     cfg = dict(eval_cfg)
-    allowed_types = VAL_LOOP_TYPES if key == 'val_cfg' else TEST_LOOP_TYPES
-    if 'type' in cfg:
-        loop_type = cfg.pop('type')
-        name = type_name(loop_type)
-        if name not in allowed_types:
-            raise ConfigError(f'{key}.type: {name!r} is a custom loop; mm_lightning runs evaluation with '
-                              f"Lightning's loop and supports {allowed_types[0]} only.")
-    unknown = sorted(set(cfg) - set(_EVAL_KEYS))
-    if unknown:
-        raise ConfigError(f'{key}: unsupported keys {unknown}; supported keys are {list(_EVAL_KEYS)}')
+    mode = 'val' if key == 'val_cfg' else 'test'
+    cfg['type'] = _loop_class(cfg['type'], f'{key}.type') if 'type' in cfg else EVAL_LOOPS[mode]
+    parameters = inspect.signature(cfg['type']).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(cfg) - set(parameters) - {'type'})
+        if unknown:
+            raise ConfigError(f'{key}: unsupported keys {unknown} for {cfg["type"].__name__}')
     return cfg
+
+
+def build_eval_loop(mode: str, loop_cfg: Mapping[str, Any], runner: Any, dataloader: DataLoader,
+                    evaluator: Any) -> BaseLoop:
+    """mmengine's ValLoop/TestLoop (or the config's loop type) over ``dataloader`` with ``evaluator``.
+
+    ``evaluator`` is a config or built metrics: the loop builds it through ``runner.build_evaluator``.
+    """
+    key = f'{mode}_cfg'
+    kwargs = parse_eval_cfg(loop_cfg, key)
+    cls = kwargs.pop('type')
+    try:
+        return cls(runner=runner, dataloader=dataloader, evaluator=evaluator, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f'{key}: {cls.__name__}: {err}') from err
+
+
+def runs_itself(loop: BaseLoop, mode: str) -> bool:
+    """Whether an evaluation loop's own ``run`` must run (it does more than iterate once)."""
+    base = EVAL_LOOPS[mode]
+    return not isinstance(loop, base) or type(loop).run is not base.run
 
 
 def train_iterations(train_cfg: Any) -> Optional[int]:
@@ -231,20 +279,3 @@ class TrainLoop:
         self.stop_training = bool(state.get('stop_training', False))
         self.validation_pending = bool(state.get('validation_pending', False))
         self.optimizer_steps = int(state.get('optimizer_steps', self._iter))
-
-
-class EvalLoop:
-    """mmengine's ValLoop / TestLoop: the evaluator, ``fp16`` and the loader it evaluates."""
-
-    def __init__(self, evaluator: Any, fp16: bool = False) -> None:
-        self.evaluator = evaluator
-        self.fp16 = fp16
-        self.dataloader: Optional[DataLoader] = None
-
-    def bind(self, dataloader: DataLoader, visualizer: Any) -> None:
-        if dataloader is not self.dataloader:
-            self.dataloader = dataloader
-            meta = _dataset_meta(dataloader, 'evaluator, metric and visualizer')
-            if meta is not None:
-                self.evaluator.dataset_meta = meta
-                visualizer.dataset_meta = meta

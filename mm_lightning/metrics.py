@@ -75,10 +75,15 @@ class _EvaluationMetric(torchmetrics.Metric):
     def name(self) -> str:
         return type(self.metric).__name__
 
-    def start(self, dataset_size: int) -> None:
-        """Begin an evaluation of ``dataset_size`` samples."""
+    def start(self, dataset_size: Optional[int]) -> None:
+        """Begin an evaluation of ``dataset_size`` samples (``None``: named at :meth:`finish`)."""
         self.reset()
         self._tracker = _PositionTracker(dataset_size)
+
+    def finish(self, dataset_size: Optional[int]) -> None:
+        """The evaluated dataset's size, when :meth:`start` could not name it."""
+        if self._tracker.dataset_size is None:
+            self._tracker.dataset_size = dataset_size
 
 
 class BaseMetricAdapter(_EvaluationMetric):
@@ -93,7 +98,7 @@ class BaseMetricAdapter(_EvaluationMetric):
         self.add_state('lengths', default=[], dist_reduce_fx='cat')
         self.add_state('positions', default=[], dist_reduce_fx='cat')
 
-    def start(self, dataset_size: int) -> None:
+    def start(self, dataset_size: Optional[int]) -> None:
         super().start(dataset_size)
         # Typed empty entries: a rank left with no sample still gathers tensors of the right dtype.
         self.encoded.append(torch.empty(0, dtype=torch.uint8, device=self.device))
@@ -125,8 +130,10 @@ class BaseMetricAdapter(_EvaluationMetric):
         data = encoded.cpu().numpy().tobytes()
         offsets = [0] + torch.cumsum(lengths.cpu(), 0).tolist()
         items = [pickle.loads(data[start:end]) for start, end in zip(offsets[:-1], offsets[1:])]
-        order = torch.argsort(positions.cpu(), stable=True).tolist()
-        return [items[i] for i in order]
+        positions = positions.cpu()
+        order = torch.argsort(positions, stable=True).tolist()
+        kept = self._tracker.keep(positions)  # padding named only at finish() is dropped here
+        return [items[i] for i in order if kept[i]]
 
     def compute(self) -> Dict[str, Any]:
         rank, _ = _rank_and_world()
@@ -161,7 +168,7 @@ class TorchMetricAdapter(_EvaluationMetric):
         self.input_keys = dict(input_keys or {})
         self.dataset_meta: Optional[dict] = None
 
-    def start(self, dataset_size: int) -> None:
+    def start(self, dataset_size: Optional[int]) -> None:
         super().start(dataset_size)
         self.metric.reset()
 
@@ -231,6 +238,7 @@ class ConfigEvaluator(nn.Module):
         super().__init__()
         self.metrics = nn.ModuleList(metrics)
         self._dataset_meta: Optional[dict] = None
+        self._started = False
 
     @property
     def dataset_meta(self) -> Optional[dict]:
@@ -243,21 +251,31 @@ class ConfigEvaluator(nn.Module):
             target = metric.metric if isinstance(metric, BaseMetricAdapter) else metric
             target.dataset_meta = dataset_meta
 
-    def start(self, dataset_size: int) -> None:
-        """Begin an evaluation of ``dataset_size`` samples (states cleared)."""
+    def start(self, dataset_size: Optional[int]) -> None:
+        """Begin an evaluation of ``dataset_size`` samples (states cleared; padding past it is dropped)."""
         for metric in self.metrics:
             metric.start(dataset_size)
+        self._started = True
 
     def process(self, data_samples: Sequence[Any], data_batch: Any = None) -> None:
+        if not self._started:  # a loop that runs itself names the size only when it evaluates
+            self.start(None)
         if isinstance(data_samples, list):  # as mmengine's Evaluator: data samples become dicts
             data_samples = [s.to_dict() if isinstance(s, BaseDataElement) else s for s in data_samples]
         for metric in self.metrics:
             metric.update(data_batch, data_samples)
 
     def evaluate(self, size: Optional[int] = None) -> Dict[str, Any]:
-        """Metrics of the evaluation; the same key from two metrics is an error, as in mmengine."""
+        """Metrics of the evaluation; the same key from two metrics is an error, as in mmengine.
+
+        As mmengine's, the processed results are cleared: the next ``process`` starts a new evaluation.
+        """
+        if not self._started:
+            self.start(size)
+        self._started = False
         results: Dict[str, Any] = {}
         for metric in self.metrics:
+            metric.finish(size)
             for name, value in metric.compute().items():
                 if name in results:
                     raise ValueError(f'There are multiple evaluation results with the same metric name {name}. '

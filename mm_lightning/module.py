@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
-from mmengine.runner.amp import autocast
-from mmengine.runner.loops import _parse_losses, _update_losses
+from mmengine.runner.base_loop import BaseLoop
+from mmengine.runner.loops import _parse_losses
 from mmengine.runner.utils import _get_batch_size
 from torch import nn
 from torch.optim import Optimizer
@@ -36,7 +36,7 @@ from .context import RunContext
 from .data import ConfigDataModule
 from .fidelity import drop_loop_state, neutralise
 from .hooks import HookList
-from .loops import EvalLoop, TrainLoop, parse_eval_cfg, parse_train_cfg
+from .loops import EVAL_LOSSES, TrainLoop, build_eval_loop, parse_train_cfg, runs_itself
 from .metrics import build_evaluator
 from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
 from .schedulers import build_param_schedulers, load_scheduler_states
@@ -77,7 +77,7 @@ class ConfigModule(pl.LightningModule):
         self.param_schedulers = param_scheduler
         self.auto_scale_lr = auto_scale_lr
         self._eval_cfgs = {'val': (val_cfg, val_evaluator), 'test': (test_cfg, test_evaluator)}
-        self._eval_loops: Dict[str, EvalLoop] = {}
+        self._eval_loops: Dict[str, BaseLoop] = {}
         self.load_from = load_from
         self.resume = resume
         self.compile_cfg = compile
@@ -93,7 +93,6 @@ class ConfigModule(pl.LightningModule):
         self._bridge = HookBridge()
         self._runner: Optional[RunnerView] = None
         self._wrapper_of_optimizer: Dict[int, OptimWrapper] = {}
-        self._eval_losses: dict = {}
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigModule':
@@ -117,21 +116,26 @@ class ConfigModule(pl.LightningModule):
         """The Trainer running this module, or None before one does."""
         return self._trainer
 
-    def eval_loop(self, mode: str) -> Optional[EvalLoop]:
-        """mmengine's ValLoop/TestLoop settings and evaluator (built on first use), or None."""
-        if mode not in self._eval_loops:
-            loop_cfg = self._eval_cfgs[mode][0]
-            if loop_cfg is None:
-                return None
-            self._eval_loops[mode] = self.build_eval_loop(mode, loop_cfg)
-        return self._eval_loops[mode]
+    def eval_loop(self, mode: str) -> Optional[BaseLoop]:
+        """mmengine's ValLoop/TestLoop (or the config's loop) for ``mode`` once bound to a loader, or None."""
+        return self._eval_loops.get(mode)
 
-    def build_eval_loop(self, mode: str, loop_cfg: Dict[str, Any]) -> EvalLoop:
-        """A ValLoop/TestLoop from its config with the run's evaluator for ``mode``."""
-        parsed = parse_eval_cfg(loop_cfg, f'{mode}_cfg')
+    def has_eval(self, mode: str) -> bool:
+        """Whether the run is configured to validate (``'val'``) or test (``'test'``)."""
+        return self._eval_cfgs[mode][0] is not None
+
+    def build_eval_loop(self, mode: str, loop_cfg: Dict[str, Any], dataloader: Any) -> BaseLoop:
+        """The evaluation loop ``loop_cfg`` describes, over ``dataloader``, with the run's evaluator."""
         evaluator = build_evaluator(copy.deepcopy(self._eval_cfgs[mode][1]), f'{mode}_evaluator')
-        self.add_module(f'{mode}_evaluator', evaluator)  # moved to the device with the module
-        return EvalLoop(evaluator, **parsed)
+        # mmengine's loops build their evaluator through runner.build_evaluator from metrics
+        loop = build_eval_loop(mode, loop_cfg, self.runner, dataloader, list(evaluator.metrics))
+        if isinstance(loop.evaluator, nn.Module):
+            self.add_module(f'{mode}_evaluator', loop.evaluator)  # moved to the device with the module
+        return loop
+
+    def eval_runs_itself(self, mode: str) -> bool:
+        """Whether the ``mode`` loop's own ``run`` runs, as one step of Lightning's evaluation."""
+        return runs_itself(self._eval_loops[mode], mode)
 
     # -- setting up (the hook bridge calls these in mmengine's order) ------------------------------------
     def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
@@ -150,8 +154,11 @@ class ConfigModule(pl.LightningModule):
             self.bind_train(datamodule)
             if self.train_loop.has_validation:
                 self.bind_eval('val', datamodule)
+                datamodule.evaluate_in_one_step('val', self.eval_runs_itself('val'))
         else:
-            self.bind_eval('test' if stage == 'test' else 'val', datamodule)
+            mode = 'test' if stage == 'test' else 'val'
+            self.bind_eval(mode, datamodule)
+            datamodule.evaluate_in_one_step(mode, self.eval_runs_itself(mode))
 
     def bind_train(self, datamodule: Any) -> None:
         if self.train_loop is None:
@@ -159,17 +166,19 @@ class ConfigModule(pl.LightningModule):
         if not hasattr(self.model, 'train_step'):
             raise ConfigError(f'model: {type(self.model).__name__} has no train_step; training needs an '
                               'mmengine BaseModel (or a model implementing train_step)')
-        has_val = self.eval_loop('val') is not None and datamodule.has('val')
+        has_val = self.has_eval('val') and datamodule.has('val')
         self.train_loop.bind(datamodule.loader('train'), has_val, self.context.visualizer)
 
     def bind_eval(self, mode: str, datamodule: Any) -> None:
-        loop = self.eval_loop(mode)
-        if loop is None or not datamodule.has(mode):
+        if not self.has_eval(mode) or not datamodule.has(mode):
             raise ConfigError(f'{mode}_dataloader, {mode}_cfg and {mode}_evaluator: '
                               f'{"validation" if mode == "val" else "testing"} needs all three')
         if not hasattr(self.model, f'{mode}_step'):
             raise ConfigError(f'model: {type(self.model).__name__} has no {mode}_step, needed by {mode}_cfg')
-        loop.bind(datamodule.loader(mode), self.context.visualizer)
+        loader = datamodule.loader(mode)
+        loop = self._eval_loops.get(mode)
+        if loop is None or loop.dataloader is not loader:
+            self._eval_loops[mode] = self.build_eval_loop(mode, self._eval_cfgs[mode][0], loader)
 
     def initialize_weights(self, stage: str) -> None:
         """``init_weights`` once, before the strategy wraps the model (DDP then broadcasts rank 0's)."""
@@ -315,37 +324,42 @@ class ConfigModule(pl.LightningModule):
         """Deferred: ``eval()`` comes after ``before_test_epoch`` (see fidelity)."""
 
     def _eval_epoch_start(self, mode: str) -> None:
+        """The start of mmengine's ``ValLoop.run``/``TestLoop.run`` (after its two hooks, which the bridge calls)."""
+        if self.eval_runs_itself(mode):
+            return
         self.trainer.model.eval()
-        self._eval_losses = {}
         loop = self.eval_loop(mode)
+        getattr(loop, EVAL_LOSSES[mode]).clear()
         loop.evaluator.start(len(loop.dataloader.dataset))
 
-    def _eval_step(self, mode: str, batch: Any) -> Any:
+    def _eval_step(self, mode: str, batch: Any, batch_idx: int) -> None:
         loop = self.eval_loop(mode)
-        with autocast(enabled=loop.fp16):
-            outputs = getattr(self.model, f'{mode}_step')(batch)
-        outputs, self._eval_losses = _update_losses(outputs, self._eval_losses)
-        loop.evaluator.process(data_samples=outputs, data_batch=batch)
-        return outputs
+        if self.eval_runs_itself(mode):
+            self.metrics[mode] = loop.run()  # the loop iterates its loader and calls its hooks itself
+        else:
+            loop.run_iter(batch_idx, batch)
 
     def _eval_epoch_end(self, mode: str) -> None:
-        loop = self.eval_loop(mode)
-        metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
-        if self._eval_losses:
-            metrics.update(_parse_losses(self._eval_losses, mode))
-        self.metrics[mode] = metrics
-        scalars = {key: float(value) for key, value in metrics.items() if _is_scalar(value)}
+        """The end of mmengine's ``run``: the evaluator's metrics and the losses the steps returned."""
+        if not self.eval_runs_itself(mode):
+            loop = self.eval_loop(mode)
+            metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
+            losses = getattr(loop, EVAL_LOSSES[mode])
+            if losses:
+                metrics.update(_parse_losses(losses, mode))
+            self.metrics[mode] = metrics
+        scalars = {key: float(value) for key, value in self.metrics[mode].items() if _is_scalar(value)}
         if scalars:
             # Already global (gathered by torchmetrics); averaging equal values across ranks keeps them.
             self.log_dict(scalars, sync_dist=self.context.world_size > 1)
 
     @override
-    def validation_step(self, batch: Any, batch_idx: int) -> Any:
-        return self._eval_step('val', batch)
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step('val', batch, batch_idx)
 
     @override
-    def test_step(self, batch: Any, batch_idx: int) -> Any:
-        return self._eval_step('test', batch)
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step('test', batch, batch_idx)
 
     @override
     def on_validation_epoch_start(self) -> None:

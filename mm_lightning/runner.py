@@ -18,6 +18,7 @@ from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
+from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import _get_batch_size
 from mmengine.visualization import Visualizer
 from torch import nn
@@ -27,7 +28,7 @@ from .assembly import config_keywords, module_parts
 from .config import ConfigLike, load_config
 from .data import ConfigDataModule
 from .hooks import split_custom_hooks
-from .loops import EvalLoop, TrainLoop, train_iterations
+from .loops import TrainLoop, train_iterations
 from .module import ConfigModule
 from .strategies import check_backend
 from .trainer import trainer_kwargs
@@ -134,18 +135,18 @@ class FlexibleRunner(RunnerView):
         return loop
 
     @property
-    def val_loop(self) -> Optional[EvalLoop]:
+    def val_loop(self) -> Optional[BaseLoop]:
         return self._eval_loop('val')
 
     @property
-    def test_loop(self) -> Optional[EvalLoop]:
+    def test_loop(self) -> Optional[BaseLoop]:
         return self._eval_loop('test')
 
-    def _eval_loop(self, mode: str) -> Optional[EvalLoop]:
-        loop = self.module.eval_loop(mode)
-        if loop is not None and loop.dataloader is None:
+    def _eval_loop(self, mode: str) -> Optional[BaseLoop]:
+        """mmengine's evaluation loop; asked before a run, it is built over the runner's loader then."""
+        if self.module.eval_loop(mode) is None and self.module.has_eval(mode):
             self.module.bind_eval(mode, self._datamodule)
-        return loop
+        return self.module.eval_loop(mode)
 
     # -- running --------------------------------------------------------------------------------------
     def train(self) -> nn.Module:
@@ -175,5 +176,5 @@ class FlexibleRunner(RunnerView):
         return self.module.metrics['test']
 
     def _require(self, mode: str) -> None:
-        if self.module.eval_loop(mode) is None:
+        if not self.module.has_eval(mode):
             raise RuntimeError(f'{mode}() needs {mode}_dataloader, {mode}_cfg and {mode}_evaluator')

@@ -19,6 +19,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import OptimWrapper, _ParamScheduler
 from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
+from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.priority import Priority
 from mmengine.runner.utils import _get_batch_size
 from mmengine.visualization import Visualizer
@@ -30,7 +31,7 @@ from . import checkpoint as ckpt
 from .context import build_log_processor, build_visualizer, setup_environment
 from .data import build_dataloader
 from .hooks import merged_default_hooks
-from .loops import EvalLoop, TrainLoop, parse_train_cfg
+from .loops import TrainLoop, parse_train_cfg
 from .metrics import ConfigEvaluator, build_evaluator
 from .optim import build_optim_wrapper, scale_lr
 from .registry import build
@@ -135,11 +136,11 @@ class RunnerView:
         return self.module.train_loop
 
     @property
-    def val_loop(self) -> Optional[EvalLoop]:
+    def val_loop(self) -> Optional[BaseLoop]:
         return self.module.eval_loop('val')
 
     @property
-    def test_loop(self) -> Optional[EvalLoop]:
+    def test_loop(self) -> Optional[BaseLoop]:
         return self.module.eval_loop('test')
 
     epoch = _loop_value('epoch', 'Epochs finished (advances after after_train_epoch).')
@@ -292,16 +293,17 @@ class RunnerView:
         if isinstance(loop, TrainLoop):
             return loop
         built = TrainLoop(**parse_train_cfg(loop))
-        built.bind(self.train_dataloader, self.val_loop is not None, self.visualizer)
+        built.bind(self.train_dataloader, self.module.has_eval('val'), self.visualizer)
         return built
 
-    def build_val_loop(self, loop: Union[EvalLoop, Dict]) -> EvalLoop:
+    def build_val_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
         """A validation loop from ``val_cfg`` with the run's evaluator (a built loop is returned as is)."""
-        return loop if isinstance(loop, EvalLoop) else self.module.build_eval_loop('val', loop)
+        return loop if isinstance(loop, BaseLoop) else self.module.build_eval_loop('val', loop, self.val_dataloader)
 
-    def build_test_loop(self, loop: Union[EvalLoop, Dict]) -> EvalLoop:
+    def build_test_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
         """A test loop from ``test_cfg`` with the run's evaluator (a built loop is returned as is)."""
-        return loop if isinstance(loop, EvalLoop) else self.module.build_eval_loop('test', loop)
+        return loop if isinstance(loop, BaseLoop) else self.module.build_eval_loop('test', loop,
+                                                                                  self.test_dataloader)
 
     @property
     def strategy(self) -> Any:

@@ -28,7 +28,9 @@ def test_parse_train_cfg_forms_and_errors():
                          (dict(type='EpochBasedTrainLoop', by_epoch=True, max_epochs=1), 'only one of')]:
         with pytest.raises(ConfigError, match=message):
             parse_train_cfg(cfg)
-    assert parse_eval_cfg(dict(type='ValLoop', fp16=True), 'val_cfg') == dict(fp16=True)
+    from mmengine.runner import TestLoop, ValLoop
+    assert parse_eval_cfg(dict(type='ValLoop', fp16=True), 'val_cfg') == dict(type=ValLoop, fp16=True)
+    assert parse_eval_cfg(dict(), 'test_cfg') == dict(type=TestLoop)
     with pytest.raises(ConfigError, match='val_cfg: unsupported keys'):
         parse_eval_cfg(dict(evaluate_every=2), 'val_cfg')
 
@@ -91,3 +93,45 @@ def test_state_from_meta_of_mmengine_written_checkpoints():
     loop = _loop(dataloader_batches=5, by_epoch=True, max_epochs=4, val_interval=1)
     assert loop.state_from_meta(2, 10)['validation_pending'] is True  # saved at an epoch end, before validation
     assert loop.state_from_meta(2, 12)['validation_pending'] is False  # saved inside epoch 3
+
+
+CUSTOM = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=16, batch_size=4),
+              val_dataloader=data(size=10, seed=1, shuffle=False, batch_size=4),
+              val_evaluator=dict(type='ToyAccuracy'), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+              train_cfg=dict(by_epoch=True, max_epochs=2), randomness=dict(seed=0),
+              default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=10)),
+              custom_hooks=[dict(type='RecordingHook')])
+
+
+def _events(runner):
+    return next(h for h in runner.hooks if type(h).__name__ == 'RecordingHook').events
+
+
+@pytest.mark.parametrize('val_cfg', [dict(type='CountingValLoop'), dict(type='TwiceValLoop')],
+                         ids=['own-run_iter', 'own-run'])
+def test_custom_validation_loops_match_mmengine(tmp_path, val_cfg):
+    from parity import assert_same_run, run_both
+    reference, ours = run_both(dict(CUSTOM, val_cfg=val_cfg), tmp_path)
+    assert_same_run(reference, ours, atol=0)
+    assert _events(ours.runner) == _events(reference.runner)  # every hook once, in mmengine's order
+    if val_cfg['type'] == 'CountingValLoop':
+        assert ours.runner.message_hub.get_scalar('val/batches_seen').current() == 3
+    else:
+        assert set(ours.val_metrics[0]) == {'first/toy/accuracy', 'first/toy/count', 'first/toy/index_sum',
+                                            'second/toy/accuracy', 'second/toy/count', 'second/toy/index_sum'}
+        assert ours.val_metrics[0]['second/toy/count'] == 10  # the evaluator restarts after each evaluate
+
+
+def test_a_training_loop_subclass_that_keeps_the_iteration_runs(tmp_path):
+    from parity import assert_same_run, run_both
+    assert parse_train_cfg(dict(type='NamedEpochLoop', max_epochs=2))['by_epoch'] is True
+    assert_same_run(*run_both(dict(CUSTOM, train_cfg=dict(type='NamedEpochLoop', max_epochs=2), val_cfg=dict()),
+                              tmp_path), atol=0)
+
+
+def test_a_training_loop_that_iterates_otherwise_is_refused_by_name():
+    message = r'train_cfg.type: SkippingTrainLoop overrides EpochBasedTrainLoop.run_iter\(\)'
+    with pytest.raises(ConfigError, match=message):
+        parse_train_cfg(dict(type='SkippingTrainLoop', max_epochs=2))
+    with pytest.raises(ConfigError, match='train_cfg.type: .NoSuchLoop. is not in the LOOPS registry'):
+        parse_train_cfg(dict(type='NoSuchLoop', max_epochs=2))

@@ -8,10 +8,10 @@ from conftest import data
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmengine.runner import FlexibleRunner as MMFlexibleRunner
-from mmengine.runner import Runner
+from mmengine.runner import Runner, ValLoop
 
 from mm_lightning import FlexibleRunner
-from mm_lightning.loops import EvalLoop, TrainLoop
+from mm_lightning.loops import TrainLoop
 
 #: Runner (not FlexibleRunner) methods that hooks and OpenMMLab tools call.
 RUNNER_METHODS = ('build_optim_wrapper', 'build_param_scheduler', 'build_model', 'wrap_model', 'scale_lr',
@@ -55,7 +55,7 @@ def test_every_public_name_of_mmengines_runner_api_exists_with_its_parameters(na
 def test_lazily_built_parts_answer_before_training(tmp_path):
     runner = _runner(tmp_path)
     assert (runner.max_epochs, runner.max_iters, runner.epoch, runner.iter) == (4, 28, 0, 0)
-    assert isinstance(runner.train_loop, TrainLoop) and isinstance(runner.val_loop, EvalLoop)
+    assert isinstance(runner.train_loop, TrainLoop) and isinstance(runner.val_loop, ValLoop)
     assert runner.train_dataloader is runner.datamodule.loader('train') and len(runner.val_dataloader.dataset) == 8
     assert runner.test_loop is None and runner.strategy is None  # no test config; no Trainer running yet
     runner.train()

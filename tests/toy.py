@@ -18,11 +18,13 @@ from mmengine.registry import (
     DATASETS,
     FUNCTIONS,
     HOOKS,
+    LOOPS,
     METRICS,
     MODELS,
     OPTIM_WRAPPER_CONSTRUCTORS,
     VISUALIZERS,
 )
+from mmengine.runner import EpochBasedTrainLoop, ValLoop
 from mmengine.structures import BaseDataElement
 from mmengine.visualization import Visualizer
 from torch import nn
@@ -339,3 +341,44 @@ class ModeRecordingHook(Hook):
 
     def before_train_epoch(self, runner: Any) -> None:
         self._mode('before_train_epoch', runner)
+
+
+@LOOPS.register_module(force=True)
+class CountingValLoop(ValLoop):
+    """A validation loop whose ``run_iter`` adds something: a running count in the message hub."""
+
+    def run_iter(self, idx: int, data_batch: Any) -> None:
+        super().run_iter(idx, data_batch)
+        self.runner.message_hub.update_scalar('val/batches_seen', idx + 1)
+
+
+@LOOPS.register_module(force=True)
+class TwiceValLoop(ValLoop):
+    """A loop with its own ``run``: it validates twice and reports both (as mmdet's TeacherStudentValLoop)."""
+
+    def run(self) -> dict:
+        self.runner.call_hook('before_val')
+        self.runner.call_hook('before_val_epoch')
+        self.runner.model.eval()
+        metrics = {}
+        for name in ('first', 'second'):
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
+            metrics.update({f'{name}/{k}': v for k, v in self.evaluator.evaluate(len(self.dataloader.dataset)).items()})
+        self.runner.call_hook('after_val_epoch', metrics=metrics)
+        self.runner.call_hook('after_val')
+        return metrics
+
+
+@LOOPS.register_module(force=True)
+class NamedEpochLoop(EpochBasedTrainLoop):
+    """A training loop subclass that keeps EpochBasedTrainLoop's iteration."""
+
+
+@LOOPS.register_module(force=True)
+class SkippingTrainLoop(EpochBasedTrainLoop):
+    """A training loop that changes how an iteration runs."""
+
+    def run_iter(self, idx: int, data_batch: Any) -> None:
+        if idx % 2 == 0:
+            super().run_iter(idx, data_batch)
