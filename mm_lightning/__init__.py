@@ -2,13 +2,29 @@
 
 mmengine builds the parts (registries, dataloaders, optimizer wrappers, schedulers,
 metrics, hooks); Lightning runs them (loops, devices, distribution, precision).
+
+The Lightning-backed names are imported on first use, so the command line can route what
+libraries print while importing (DeepSpeed does) away from a command's output.
 """
+import importlib
+from typing import Any
+
 from .config import ConfigError, load_config
-from .data import ConfigDataModule
-from .module import ConfigModule
-from .runner import FlexibleRunner
-from .trainer import trainer_kwargs
+
+#: Public name -> the module defining it.
+_LAZY = {'FlexibleRunner': '.runner', 'ConfigModule': '.module', 'ConfigDataModule': '.data',
+         'trainer_kwargs': '.trainer'}
 
 __all__ = ['FlexibleRunner', 'ConfigModule', 'ConfigDataModule', 'trainer_kwargs', 'load_config',
            'ConfigError']
 __version__ = '0.1.0'
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

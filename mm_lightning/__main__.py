@@ -1,3 +1,15 @@
-from .cli import main
+"""``python -m mm_lightning`` and the ``mm-lightning`` console script."""
+import contextlib
+import sys
 
-raise SystemExit(main())
+
+def run() -> int:
+    # Some libraries print while they are imported (DeepSpeed reports its accelerator on stdout);
+    # that must not mix into a command's output, such as `explain --json`.
+    with contextlib.redirect_stdout(sys.stderr):
+        from .cli import main
+    return main()
+
+
+if __name__ == '__main__':
+    raise SystemExit(run())

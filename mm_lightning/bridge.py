@@ -39,7 +39,8 @@ from typing_extensions import override
 
 from .fidelity import position_fit_loop, schedule_validation, validate_now
 
-#: mmengine hook stage -> the Lightning callback event at which the hook bridge calls it.
+#: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
+#: evaluation loop's ``run_iter`` in the module's step).
 STAGE_EVENTS: Dict[str, str] = {
     'before_run': 'setup',
     'after_load_checkpoint': 'on_fit_start',
@@ -50,16 +51,16 @@ STAGE_EVENTS: Dict[str, str] = {
     'after_train_epoch': 'on_train_batch_end',  # at an epoch's last batch, before validation
     'before_val': 'on_validation_start',
     'before_val_epoch': 'on_validation_epoch_start',
-    'before_val_iter': 'on_validation_batch_start',
-    'after_val_iter': 'on_validation_batch_end',
+    'before_val_iter': 'validation_step',  # the loop's run_iter, in the module's step
+    'after_val_iter': 'validation_step',
     'after_val_epoch': 'on_validation_end',
     'after_val': 'on_validation_end',
     'before_save_checkpoint': 'save_checkpoint',  # not a Lightning event: the runner's save_checkpoint
     'after_train': 'on_train_end',
     'before_test': 'on_test_start',
     'before_test_epoch': 'on_test_epoch_start',
-    'before_test_iter': 'on_test_batch_start',
-    'after_test_iter': 'on_test_batch_end',
+    'before_test_iter': 'test_step',
+    'after_test_iter': 'test_step',
     'after_test_epoch': 'on_test_end',
     'after_test': 'on_test_end',
     'after_run': 'on_fit_end',

@@ -122,8 +122,8 @@ def test_param_scheduler_without_optim_wrapper(tmp_path):
         _build(tmp_path, param_scheduler=dict(type='LinearLR'))
 
 
-def test_custom_loop_types_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"train_cfg\.type: 'MyLoop' is a custom training loop"):
+def test_unknown_loop_types_and_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"train_cfg\.type: 'MyLoop' is not in the LOOPS registry"):
         _build(tmp_path, train_dataloader=data(), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
                train_cfg=dict(type='MyLoop', max_epochs=1))
     with pytest.raises(ConfigError, match=r"train_cfg: unsupported keys \['max_iters'\]"):
