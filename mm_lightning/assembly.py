@@ -18,8 +18,8 @@ from torch import nn
 from .config import ConfigError, private_copy, require_together
 from .context import create_context, setup_environment
 from .hooks import HookList, is_lightning_callback, merged_default_hooks
+from .launchers import init_process_group, resolve_launcher
 from .registry import build, config_key
-from .strategies import init_process_group, resolve_launcher
 from .validation import validate_config
 
 #: Constructor keywords ``from_cfg`` reads from a config, with their defaults (mmengine's).

@@ -33,17 +33,12 @@ from mmengine.runner.priority import Priority, get_priority
 from .bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, load_config, require_together
 from .hooks import HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
+from .launchers import config_layout
 from .loggers import route_vis_backends
 from .loops import TrainLoop, parse_eval_cfg, parse_train_cfg
 from .precision import amp_flag
 from .registry import type_name
-from .strategies import (
-    StrategySpec,
-    config_layout,
-    run_time_refusals,
-    strategy_context,
-    translate_strategy,
-)
+from .strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 from .trainer import trainer_kwargs
 
 REFUSAL = 'refusal'

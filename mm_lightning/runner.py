@@ -28,9 +28,9 @@ from .assembly import config_keywords, module_parts
 from .config import ConfigLike, load_config
 from .data import ConfigDataModule
 from .hooks import split_custom_hooks
+from .launchers import check_backend
 from .loops import TrainLoop, train_iterations
 from .module import ConfigModule
-from .strategies import check_backend
 from .trainer import trainer_kwargs
 from .view import RunnerView
 

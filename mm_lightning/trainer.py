@@ -16,10 +16,11 @@ from mmengine.config import Config
 from .config import ConfigLike, load_config
 from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
+from .launchers import config_layout
 from .loops import parse_train_cfg
 from .precision import precision_settings
 from .progress import build_progress_bar
-from .strategies import build_strategy, config_layout, strategy_context
+from .strategies import build_strategy, strategy_context
 from .validation import validate_config
 
 

@@ -33,8 +33,8 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from .config import ConfigError
+from .launchers import LAUNCHERS
 from .registry import check_type_known, type_name
-from .strategies import LAUNCHERS
 
 LOG_LEVELS = ('CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
 

@@ -31,12 +31,13 @@ from . import checkpoint as ckpt
 from .context import build_log_processor, build_visualizer, setup_environment
 from .data import build_dataloader
 from .hooks import merged_default_hooks
+from .launchers import config_layout, init_process_group
 from .loops import TrainLoop, parse_train_cfg
 from .metrics import ConfigEvaluator, build_evaluator
 from .optim import build_optim_wrapper, scale_lr
 from .registry import build
 from .schedulers import build_param_schedulers
-from .strategies import build_strategy, config_layout, init_process_group, strategy_context
+from .strategies import build_strategy, strategy_context
 
 if TYPE_CHECKING:
     from .module import ConfigModule

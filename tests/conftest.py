@@ -26,3 +26,13 @@ def data(size=40, seed=0, shuffle=True, batch_size=8, sampler='DefaultSampler', 
 @pytest.fixture
 def toy_data():
     return data
+
+
+@pytest.fixture
+def no_launcher_environment(monkeypatch):
+    """No torchrun, SLURM or MPI variables: a machine outside any launcher."""
+    from mm_lightning.launchers import LAUNCHERS
+    for rule in LAUNCHERS.values():
+        for name in (rule.world_size, rule.per_node, rule.nodes, *rule.process):
+            if name:
+                monkeypatch.delenv(name, raising=False)

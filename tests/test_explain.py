@@ -10,7 +10,7 @@ from mm_lightning import ConfigModule, FlexibleRunner
 from mm_lightning.bridge import HookBridge
 from mm_lightning.cli import main
 from mm_lightning.explain import STAGE_EVENTS, explain
-from mm_lightning.strategies import LAUNCHERS
+from mm_lightning.launchers import LAUNCHERS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

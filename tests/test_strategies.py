@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 
 from mm_lightning import ConfigError, trainer_kwargs
@@ -134,16 +134,6 @@ def test_lightning_names_are_accepted(torchrun):
                                      sharding_strategy='NO_SHARD'))['strategy']
     assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy.name == 'NO_SHARD'
     assert isinstance(strategy.cluster_environment, TorchElasticEnvironment)
-
-
-def test_slurm_launcher(monkeypatch):
-    for key, value in dict(SLURM_NTASKS='8', SLURM_NNODES='2', SLURM_NTASKS_PER_NODE='4', SLURM_PROCID='0',
-                           SLURM_LOCALID='0', SLURM_NODEID='0', SLURM_JOB_ID='1', SLURM_JOB_NAME='train',
-                           SLURM_NODELIST='node[1-2]').items():
-        monkeypatch.setenv(key, value)
-    kwargs = _kwargs(launcher='slurm')
-    assert isinstance(kwargs['strategy'].cluster_environment, SLURMEnvironment)
-    assert (kwargs['devices'], kwargs['num_nodes']) == (4, 2)
 
 
 def test_two_process_ddp_training_equals_one_process(tmp_path):

@@ -5,7 +5,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.strategies import DDPStrategy
 
 from mm_lightning import ConfigError, trainer_kwargs
-from mm_lightning.strategies import LAUNCHERS, init_process_group
 
 
 def test_epoch_based_settings():
@@ -45,24 +44,6 @@ def test_ddp_under_torchrun_environment(monkeypatch):
     assert strategy._timeout.total_seconds() == 60
 
 
-def test_nccl_is_kept_in_translation_and_refused_when_a_cpu_run_opens_the_group(monkeypatch):
-    for key, value in dict(WORLD_SIZE='2', RANK='0', LOCAL_RANK='0').items():
-        monkeypatch.setenv(key, value)
-    env_cfg = dict(dist_cfg=dict(backend='nccl'))
-    kwargs = trainer_kwargs(dict(env_cfg=env_cfg), accelerator='cpu')
-    assert kwargs['strategy'].process_group_backend == 'nccl'
-    with pytest.raises(ConfigError, match="env_cfg.dist_cfg.backend: 'nccl' needs GPU devices.*gloo"):
-        init_process_group('pytorch', env_cfg)
-
-
-@pytest.fixture
-def no_launcher_environment(monkeypatch):
-    for rule in LAUNCHERS.values():
-        for name in (rule.world_size, rule.per_node, rule.nodes, *rule.process):
-            if name:
-                monkeypatch.delenv(name, raising=False)
-
-
 @pytest.mark.parametrize('strategy, cls', [
     (dict(type='DDPStrategy'), 'DDPStrategy'),
     (dict(type='FSDPStrategy', model_wrapper=dict(sharding_strategy='FULL_SHARD')), 'FSDPStrategy'),
@@ -86,21 +67,6 @@ def test_layout_arguments_win_over_the_config(no_launcher_environment):
     assert (kwargs['devices'], kwargs['num_nodes'], kwargs['strategy']) == (1, 1, 'auto')
     with pytest.raises(ConfigError, match=r"accelerator: expected one of .*got 'tpu'"):
         trainer_kwargs(cfg, accelerator='tpu')
-
-
-@pytest.mark.parametrize('launcher, variable', [('pytorch', 'WORLD_SIZE'), ('slurm', 'SLURM_NTASKS'),
-                                                ('mpi', 'OMPI_COMM_WORLD_SIZE')])
-def test_missing_launcher_variables_name_the_launcher_and_the_variable(no_launcher_environment, launcher, variable):
-    with pytest.raises(ConfigError, match=rf"^launcher: '{launcher}' needs the \w+ variable {variable}, which is not "
-                                          r'set\. .*--devices/--num-nodes'):
-        trainer_kwargs(dict(launcher=launcher, env_cfg=dict(dist_cfg=dict(backend='gloo'))), accelerator='cpu')
-
-
-def test_a_run_outside_torchrun_is_refused_with_the_missing_variable(no_launcher_environment, monkeypatch):
-    monkeypatch.setenv('WORLD_SIZE', '2')
-    with pytest.raises(ConfigError, match="launcher: 'pytorch' needs the torchrun variable RANK.*Start the job "
-                                          'with torchrun'):
-        init_process_group('pytorch', dict(dist_cfg=dict(backend='gloo')))
 
 
 def test_lightning_callback_priority_is_refused():
