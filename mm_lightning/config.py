@@ -106,6 +106,7 @@ class TextCachingConfig(Config):
 
 def private_copy(cfg: Union[Config, Mapping[str, Any], None]) -> Config:
     """A deep copy of ``cfg`` that the runner may change and format cheaply."""
-    copied = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(copy.deepcopy(dict(cfg or {})))
-    object.__setattr__(copied, '__class__', TextCachingConfig)
-    return copied
+    if isinstance(cfg, Config):
+        return TextCachingConfig(copy.deepcopy(cfg.to_dict()), cfg_text=cfg.text, filename=cfg.filename,
+                                 env_variables=cfg.env_variables)
+    return TextCachingConfig(copy.deepcopy(dict(cfg or {})))
