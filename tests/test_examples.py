@@ -39,3 +39,8 @@ def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
     output = _run(['benchmarks/gpu_strategies.py', '--plan'], tmp_path)
     assert 'FSDP bf16' in output and 'FSDPPrecision(bf16-mixed)' in output
     assert 'DeepSpeed ZeRO-3 bf16' in output
+
+
+def test_resume_fast_forward_benchmark_runs(tmp_path):
+    output = _run(['benchmarks/resume_fast_forward.py', '--at', '200', '--repeats', '1'], tmp_path)
+    assert '| mmengine Runner (loads every skipped batch) |' in output and '| **mm_lightning**' in output
