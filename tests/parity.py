@@ -96,3 +96,22 @@ def assert_same_checkpoint(reference_file: str, our_file: str, atol: float = 1e-
             assert ours[part].keys() == reference[part].keys(), part
             for key, value in reference[part].items():
                 torch.testing.assert_close(ours[part][key], value, atol=atol, rtol=0, msg=f'{part}.{key}')
+
+
+def fit_with_own_trainer(cfg: dict, tmp_path, name: str, ckpt_path: Optional[str] = None, callbacks=()):
+    """A Lightning user's run: ConfigModule + ConfigDataModule in a Trainer of ``trainer_kwargs``.
+
+    Returns the module and a recorder of every iteration (as :class:`ParityRecorder`).
+    """
+    import lightning as L
+
+    from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
+    cfg = load_config(cfg, dict(work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    recorder = ParityRecorder()
+    module.runner.register_hook(recorder)
+    kwargs = trainer_kwargs(cfg)
+    kwargs['callbacks'] += list(callbacks)
+    kwargs.update(enable_checkpointing=bool(callbacks))
+    L.Trainer(**kwargs).fit(module, datamodule=ConfigDataModule.from_config(cfg), ckpt_path=ckpt_path)
+    return module, recorder

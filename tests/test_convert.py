@@ -1,15 +1,14 @@
 """Checkpoint conversion both ways: a converted checkpoint resumes exactly in the other format."""
 import copy
 
-import lightning as L
 import torch
 from conftest import data
 from lightning.pytorch.callbacks import ModelCheckpoint
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_checkpoint
-from parity import ParityRecorder
+from parity import ParityRecorder, fit_with_own_trainer
 
-from mm_lightning import ConfigDataModule, ConfigModule, FlexibleRunner, load_config, trainer_kwargs
+from mm_lightning import FlexibleRunner
 from mm_lightning.cli import main
 
 CFG = dict(
@@ -35,15 +34,7 @@ def _runner(tmp_path, name, **changes):
 
 
 def _own_trainer_fit(tmp_path, name, ckpt_path=None, callbacks=()):
-    cfg = load_config(CFG, dict(work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
-    module = ConfigModule.from_config(cfg)
-    recorder = ParityRecorder()
-    module.runner.register_hook(recorder)
-    kwargs = trainer_kwargs(cfg)
-    kwargs['callbacks'] += list(callbacks)
-    kwargs.update(enable_checkpointing=bool(callbacks))
-    L.Trainer(**kwargs).fit(module, datamodule=ConfigDataModule.from_config(cfg), ckpt_path=ckpt_path)
-    return module, recorder
+    return fit_with_own_trainer(CFG, tmp_path, name, ckpt_path, callbacks)
 
 
 def _same_weights(a, b):

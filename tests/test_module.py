@@ -8,7 +8,7 @@ from conftest import data
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from mmengine.runner import Runner
-from parity import ParityRecorder, run
+from parity import ParityRecorder, fit_with_own_trainer, run
 
 from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
 
@@ -82,15 +82,7 @@ RESUME_CFG = dict(
 
 
 def _fit_with_own_trainer(tmp_path, name, ckpt_path=None, callbacks=()):
-    cfg = load_config(RESUME_CFG, dict(work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
-    module = ConfigModule.from_config(cfg)
-    recorder = ParityRecorder()
-    module.runner.register_hook(recorder)
-    kwargs = trainer_kwargs(cfg)
-    kwargs['callbacks'] += list(callbacks)
-    kwargs.update(enable_checkpointing=bool(callbacks))
-    L.Trainer(**kwargs).fit(module, datamodule=ConfigDataModule.from_config(cfg), ckpt_path=ckpt_path)
-    return module, recorder
+    return fit_with_own_trainer(RESUME_CFG, tmp_path, name, ckpt_path, callbacks)
 
 
 def test_model_checkpoint_resume_with_own_trainer_is_exact(tmp_path):
