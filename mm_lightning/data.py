@@ -40,7 +40,6 @@ from .loops import train_iterations
 from .registry import config_key
 from .serialization import from_safe, to_safe
 
-SPLITS = ('train', 'val', 'test')
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
 
 
