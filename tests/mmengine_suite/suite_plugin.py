@@ -1,12 +1,21 @@
-"""Pytest plugin: mmengine's own hook tests build the runner class named by ``MMENGINE_SUITE_RUNNER``.
+"""Pytest plugin: mmengine's own hook and runner tests build the runner class named by ``MMENGINE_SUITE_RUNNER``.
 
-mmengine's tests build their runners through ``RunnerTestCase.build_runner(cfg)``, which builds
+mmengine's hook tests build their runners through ``RunnerTestCase.build_runner(cfg)``, which builds
 ``Runner.from_cfg(cfg)``. Importing this module replaces that method so it builds
 ``<MMENGINE_SUITE_RUNNER>.from_cfg(cfg)``: by default ``mm_lightning.FlexibleRunner``;
 ``mmengine.runner.Runner`` gives the reference outcomes on the same tests.
 
-With ``--suite-report=FILE`` each test's outcome, its error and where it built runners
-(in pytest's process, in processes it spawned) are written to FILE as JSON.
+mmengine's runner tests (``test_runner/test_runner.py``) also build ``Runner(...)``,
+``Runner.from_cfg(...)`` and ``RUNNERS.build(...)`` directly, from the ``Runner`` their module
+imported from ``mmengine.runner``. For each test the plugin puts the configured class under
+those names: the test module's global ``Runner`` (when it is mmengine's ``Runner``) and the
+``'Runner'`` entry of mmengine's root ``RUNNERS`` registry; both are restored after the test.
+Classes the module defined at import (``class CustomRunner(Runner)``) keep the base the file
+gave them.
+
+With ``--suite-report=FILE`` each test's outcome, its error, the line of the test's own file
+where it failed (``where``, e.g. ``test_runner.py:1191``) and where it built runners (in
+pytest's process, in processes it spawned) are written to FILE as JSON.
 """
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ import tempfile
 from typing import Any, Dict, Optional
 
 import pytest
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner as MMENGINE_RUNNER
 from mmengine.testing import RunnerTestCase
 
 RUNNER_VARIABLE = 'MMENGINE_SUITE_RUNNER'
@@ -46,6 +57,30 @@ def build_runner(self: RunnerTestCase, cfg: Any) -> Any:
 
 RunnerTestCase.build_runner = build_runner
 
+#: Not there: a name the test module or the registry did not have before the test.
+_ABSENT = object()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Any:
+    """Run the test (setup, call, teardown) with the configured class as ``Runner``."""
+    runner = runner_class()
+    module = getattr(item, 'module', None)
+    module_runner = getattr(module, 'Runner', _ABSENT) if module is not None else _ABSENT
+    if module_runner is MMENGINE_RUNNER:
+        module.Runner = runner
+    registered = RUNNERS.module_dict.get('Runner', _ABSENT)
+    RUNNERS.module_dict['Runner'] = runner
+    try:
+        yield
+    finally:
+        if module_runner is MMENGINE_RUNNER:
+            module.Runner = module_runner
+        if registered is _ABSENT:
+            RUNNERS.module_dict.pop('Runner', None)
+        else:
+            RUNNERS.module_dict['Runner'] = registered
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption('--suite-report', help='write per-test outcomes as JSON to this file')
@@ -73,14 +108,15 @@ class OutcomeReport:
         os.environ[CURRENT_TEST_VARIABLE] = item.nodeid
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        entry = self.outcomes.setdefault(report.nodeid, dict(outcome='passed', error='', message=''))
+        entry = self.outcomes.setdefault(report.nodeid, dict(outcome='passed', error='', message='', where=''))
         if report.outcome != 'passed' and entry['outcome'] == 'passed':
-            entry.update(outcome=report.outcome, error=error_line(report), message=error_message(report))
+            entry.update(outcome=report.outcome, error=error_line(report), message=error_message(report),
+                         where=failing_line(report))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.outcomes[report.nodeid] = dict(outcome='error', error=error_line(report),
-                                                message=error_message(report))
+                                                message=error_message(report), where='')
 
     def pytest_sessionfinish(self) -> None:
         built: Dict[str, set] = {}
@@ -111,3 +147,14 @@ def error_line(report: Any) -> str:
     """The first line of :func:`error_message`."""
     lines = error_message(report).splitlines()
     return lines[0] if lines else ''
+
+
+def failing_line(report: Any) -> str:
+    """``file:line`` of the innermost traceback entry in the test's own file (the failing statement)."""
+    test_file = os.path.basename(report.nodeid.split('::')[0])
+    traceback = getattr(report.longrepr, 'reprtraceback', None)
+    for entry in reversed(getattr(traceback, 'reprentries', None) or []):
+        location = getattr(entry, 'reprfileloc', None)
+        if location is not None and os.path.basename(str(location.path)) == test_file:
+            return f'{test_file}:{location.lineno}'
+    return ''
