@@ -1,4 +1,5 @@
 """The examples and benchmarks run end to end (quick settings)."""
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,14 @@ def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
 def test_resume_fast_forward_benchmark_runs(tmp_path):
     output = _run(['benchmarks/resume_fast_forward.py', '--at', '200', '--repeats', '1'], tmp_path)
     assert '| mmengine Runner (loads every skipped batch) |' in output and '| **mm_lightning**' in output
+
+
+def test_validation_benchmark_runs_and_engines_agree(tmp_path):
+    report = tmp_path / 'validation.json'
+    output = _run(['benchmarks/validation.py', '--samples', '2000', '--repeats', '1', '--json', str(report)], tmp_path)
+    for row in ('| mmengine Runner |', '| mm_lightning |', '| plain Lightning |'):
+        assert row in output
+    assert 'metrics (all engines, all runs agree)' in output  # the script exits 1 when they do not
+    with open(report) as f:
+        result = json.load(f)
+    assert result['metrics_agree'] and result['metrics']['mmengine'][0]['bench/samples'] == 2000
