@@ -12,10 +12,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from mmengine.config import Config
 from mmengine.model import convert_sync_batchnorm, is_model_wrapper, revert_sync_batchnorm
+from mmengine.optim import _ParamScheduler
 from mmengine.registry import MODELS
 from torch import nn
 
-from .config import ConfigError, private_copy, require_together
+from .config import ConfigError, config_error, private_copy, require_together
 from .context import create_context, setup_environment
 from .hooks import HookList, is_lightning_callback, merged_default_hooks
 from .launchers import init_process_group, resolve_launcher
@@ -34,7 +35,7 @@ CONFIG_KEYWORDS: Dict[str, Any] = dict(
 def config_keywords(cfg: Config) -> Dict[str, Any]:
     """The runner keywords a config gives (mmengine's defaults for the missing ones), ``model`` included."""
     if 'model' not in cfg:
-        raise ConfigError('model: the config has no `model` entry')
+        raise config_error('model: the config has no `model` entry', KeyError)
     keywords = {key: cfg.get(key, default) for key, default in CONFIG_KEYWORDS.items()}
     keywords['model'] = cfg['model']
     return keywords
@@ -48,11 +49,32 @@ def check_keywords(*, train_dataloader: Any, train_cfg: Any, optim_wrapper: Any,
     require_together(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
     require_together(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
     if param_scheduler is not None and optim_wrapper is None:
-        raise ConfigError('param_scheduler: needs optim_wrapper')
+        raise ConfigError('param_scheduler: param_scheduler should be None when optim_wrapper is None')
+    check_scheduler_shape(param_scheduler)
     if not isinstance(compile, (bool, dict)):
         raise ConfigError(f'compile: expected a bool or a dict of torch.compile arguments, got {compile!r}')
     if isinstance(resume, str) and load_from is not None:
         raise ConfigError('resume: when resume is a path, load_from must be None')
+
+
+def check_scheduler_shape(param_scheduler: Any) -> None:
+    """mmengine's ``_check_scheduler_cfg``: one optimizer's schedulers, or a dict of them per optimizer."""
+    if param_scheduler is None or isinstance(param_scheduler, _ParamScheduler):
+        return
+    if isinstance(param_scheduler, (list, tuple)):
+        for index, item in enumerate(param_scheduler):
+            if isinstance(item, Mapping) and 'type' not in item:
+                raise config_error(f'param_scheduler[{index}]: each parameter scheduler should contain the key '
+                                   f'type, but got {item!r}', AssertionError)
+    elif isinstance(param_scheduler, Mapping):
+        if 'type' not in param_scheduler:
+            for name, item in param_scheduler.items():
+                if not isinstance(item, (Mapping, list, tuple, _ParamScheduler)):
+                    raise config_error(f'param_scheduler.{name}: Each value of `param_scheduler` should be a dict '
+                                       f'or a list, but got {item!r}', AssertionError)
+    else:
+        raise config_error('param_scheduler: `param_scheduler` should be a `_ParamScheduler`, `dict`, list or a '
+                           f'tuple, but got {type(param_scheduler).__name__}', TypeError)
 
 
 def build_model(model: Union[nn.Module, Mapping[str, Any]], data_preprocessor: Any, *, distributed: bool,
@@ -64,7 +86,7 @@ def build_model(model: Union[nn.Module, Mapping[str, Any]], data_preprocessor: A
             model.setdefault('data_preprocessor', data_preprocessor)
         model = build(MODELS, model, 'model')
     elif not isinstance(model, nn.Module):
-        raise ConfigError(f'model: expected a dict or an nn.Module, got {model!r}')
+        raise config_error(f'model: model should be a nn.Module object or dict, but got {model!r}', TypeError)
     elif data_preprocessor is not None:
         raise ConfigError('data_preprocessor: it configures a model built from a config dict; '
                           'this model is already built')
@@ -105,7 +127,8 @@ def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> Dict[str, Any
         raise TypeError(f'unexpected runner keywords {sorted(unknown)}')
     run = dict(CONFIG_KEYWORDS, **keywords)
     cfg = private_copy(cfg)
-    validate_config({**dict(cfg.items()), **run})
+    keywords = {**dict(cfg.items()), **run}
+    validate_config(keywords, stages=('run',))  # each stage's own keys when it starts (ConfigModule.check_stage)
     check_keywords(**{key: run[key] for key in (
         'train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler', 'val_dataloader', 'val_cfg',
         'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator', 'compile', 'resume', 'load_from')})
@@ -121,6 +144,7 @@ def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> Dict[str, Any
     model = build_model(run['model'], run['data_preprocessor'], distributed=context.distributed,
                         sync_bn=cfg.get('sync_bn'))
     return dict(model=model, context=context, hooks=build_hooks(run['default_hooks'], run['custom_hooks']), cfg=cfg,
+                keywords=keywords,
                 train_cfg=run['train_cfg'], optim_wrapper=run['optim_wrapper'],
                 param_scheduler=run['param_scheduler'], auto_scale_lr=run['auto_scale_lr'],
                 val_cfg=run['val_cfg'] if run['val_dataloader'] is not None else None,

@@ -24,8 +24,9 @@ on_train_end / on_fit_end     after_train / after_run
 on_exception (SIGTERM)        a resumable checkpoint, then the run ends
 ============================  =====================================================
 
-The bridge holds no run state of its own: progress lives in the module's ``train_loop``
-and the datamodule's ``train_stream``, both saved in checkpoints.
+The bridge holds no run state of its own: progress lives in mmengine's training loop object
+and its driver (the module's ``progress``) and in the datamodule's ``train_stream``, both
+saved in checkpoints.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from .fidelity import position_fit_loop, schedule_validation, validate_now
+from .fidelity import check_epoch_length, position_fit_loop, schedule_validation, validate_now
 
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
 #: evaluation loop's ``run_iter`` in the module's step).
@@ -99,9 +100,9 @@ class HookBridge(Callback):
 
     def _continue(self, trainer: pl.Trainer, module: Any) -> None:
         """Carry on exactly where the checkpoint was taken (see module doc)."""
-        loop, stream = module.train_loop, trainer.datamodule.train_stream
+        loop, stream = module.progress, trainer.datamodule.train_stream
         if not loop.by_epoch or stream.mid_pass:
-            self._open_epoch(module)
+            self._open_epoch(trainer, module)
         module.restore_continuation_state()
         if stream.pass_complete:
             self._close_epoch(trainer, module)
@@ -111,15 +112,17 @@ class HookBridge(Callback):
         if loop.finished and not (loop.by_epoch and stream.mid_pass):  # an epoch is finished first
             trainer.should_stop = True
 
-    def _open_epoch(self, module: Any) -> None:
+    def _open_epoch(self, trainer: pl.Trainer, module: Any) -> None:
         self._epoch_open = True
         self._call(module, 'before_train_epoch')
-        if module.train_loop.by_epoch:
+        if module.progress.by_epoch:
             module.train()  # after before_train_epoch, as mmengine's run_epoch
+            # a hook may have given the loop a new dataloader: the pass iterates it
+            check_epoch_length(trainer, len(trainer.datamodule.train_stream))
 
     def _close_epoch(self, trainer: pl.Trainer, module: Any) -> None:
         """The end of an epoch-based pass: the loader's end, after_train_epoch, the validation rule."""
-        loop = module.train_loop
+        loop = module.progress
         trainer.datamodule.train_stream.finish_pass()
         self._call(module, 'after_train_epoch')
         self._epoch_open = False
@@ -130,12 +133,12 @@ class HookBridge(Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._epoch_open:
-            self._open_epoch(pl_module)
+            self._open_epoch(trainer, pl_module)
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        loop = pl_module.train_loop
+        loop = pl_module.progress
         if not loop.by_epoch:
             pl_module.train()  # every iteration, as mmengine's IterBasedTrainLoop
         index = trainer.datamodule.train_stream.batch_index if loop.by_epoch else loop.iter
@@ -144,7 +147,7 @@ class HookBridge(Callback):
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        loop, stream = pl_module.train_loop, trainer.datamodule.train_stream
+        loop, stream = pl_module.progress, trainer.datamodule.train_stream
         index = stream.batch_index if loop.by_epoch else loop.iter
         self._call(pl_module, 'after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
         loop.iteration_done()
@@ -162,7 +165,7 @@ class HookBridge(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = pl_module.train_loop
+        loop = pl_module.progress
         if not loop.by_epoch:
             self._call(pl_module, 'after_train_epoch')
         if loop.finished:
@@ -199,7 +202,7 @@ class HookBridge(Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             self._call(module, 'after_run')
             return
-        loop = module.train_loop
+        loop = module.progress
         loop.validation_pending = False
         if not loop.by_epoch and loop.stop_training:
             trainer.should_stop = True  # epoch-based runs stop at the epoch's end

@@ -249,7 +249,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     elif not isinstance(meta, dict):
         raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
     if loop_state is None:
-        loop_state = module.train_loop.snapshot(after_epoch=by_epoch, after_iteration=not by_epoch)
+        loop_state = module.progress.snapshot(after_epoch=by_epoch, after_iteration=not by_epoch)
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
     checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, gradients)
     if parts:  # mmengine's layout: <filename>/rank<r>.pth
@@ -264,7 +264,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
 
 def save_between_iterations(module: Any) -> Optional[str]:
     """A resumable checkpoint of a run stopped between two iterations (SIGTERM); ``last_checkpoint`` follows."""
-    loop = module.train_loop
+    loop = module.progress
     filename = f'iter_{loop.iter}.pth'
     path = save(module, module.context.work_dir, filename, file_client_args=None, save_optimizer=True,
                 save_param_scheduler=True, meta=None, by_epoch=loop.by_epoch, backend_args=None,
@@ -334,6 +334,7 @@ def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callabl
     checkpoint = serialization.read(filename, map_location)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     checkpoint = load_into_model(module, checkpoint, strict, revise_keys)
+    module.loaded = True
     module.context.logger.info(f'Load checkpoint from {filename}')
     return checkpoint
 
@@ -343,6 +344,9 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
     """mmengine's ``Runner.resume``, plus the data position, pending validation and random state."""
     if map_location == 'default':
         map_location = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if module.progress is None:
+        raise RuntimeError('resume: the training loop is not built; resume a run that trains (train_cfg), '
+                           "through the runner's train_loop or a Trainer that fits")
     checkpoint = load_checkpoint(module, filename, map_location=map_location)
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
     module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
@@ -372,6 +376,9 @@ def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool
                                'training dataset, please check the correctness of the checkpoint or the '
                                'training dataset.')
     context.message_hub.load_state_dict(checkpoint['message_hub'])
+    if ('optimizer' in checkpoint and resume_optimizer) or ('param_schedulers' in checkpoint and resume_param_scheduler
+                                                            and module.param_schedulers is not None):
+        module.build_optimization()  # as mmengine's resume builds them, before train() if called then
     if 'optimizer' in checkpoint and resume_optimizer:
         load_optimizer_state(module, checkpoint['optimizer'])
     if resume_param_scheduler and module.param_schedulers is None:

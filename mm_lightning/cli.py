@@ -294,7 +294,7 @@ def _run(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     if args.command == 'test' and not osp.isfile(args.checkpoint):
         raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
-    validate_config(cfg)
+    validate_config(cfg, stages=('run', 'train', 'val') if args.command == 'train' else ('run', 'test'))
     runner = FlexibleRunner.from_cfg(cfg)
     if args.command == 'train':
         runner.train()

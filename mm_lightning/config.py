@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from mmengine.config import Config, DictAction
 from mmengine.utils import import_modules_from_strings
@@ -19,7 +19,43 @@ CfgOptions = Union[Mapping[str, Any], Iterable[str], None]
 
 
 class ConfigError(ValueError):
-    """A config value mm_lightning cannot use. The message names the config key."""
+    """A config value mm_lightning cannot use. The message names the config key.
+
+    Where mmengine raises another built-in type for the same mistake (a ``TypeError`` for a
+    value of the wrong kind, an ``AssertionError`` from its checks, a ``KeyError`` for a name
+    no registry knows), the error is also an instance of that type: :func:`config_error`
+    picks the class, so ``except`` clauses written for mmengine still catch it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A :class:`ConfigError` where mmengine raises ``TypeError``."""
+
+
+class ConfigAssertionError(ConfigError, AssertionError):
+    """A :class:`ConfigError` where mmengine's checks fail an ``assert``."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """A :class:`ConfigError` where mmengine raises ``KeyError`` (its message is not quoted)."""
+
+
+class ConfigRuntimeError(ConfigError, RuntimeError):
+    """A :class:`ConfigError` where mmengine raises ``RuntimeError``."""
+
+
+#: mmengine's exception type -> the ConfigError that is also one.
+_AS_MMENGINE_RAISES = {None: ConfigError, ValueError: ConfigError, TypeError: ConfigTypeError,
+                       AssertionError: ConfigAssertionError, KeyError: ConfigKeyError,
+                       RuntimeError: ConfigRuntimeError}
+
+
+def config_error(message: str, like: Optional[type] = None) -> ConfigError:
+    """A :class:`ConfigError` with ``message`` that is also a ``like`` (the type mmengine raises)."""
+    return _AS_MMENGINE_RAISES[like](message)
 
 
 def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
@@ -83,7 +119,7 @@ def require_together(**items: Any) -> None:
     given = [key for key, value in items.items() if value is not None]
     if given and len(given) != len(items):
         missing = [key for key in items if key not in given]
-        raise ConfigError(f'{", ".join(items)} must be given together: got {", ".join(given)} '
+        raise ConfigError(f'{", ".join(items)} should be either all None or not None: got {", ".join(given)} '
                           f'without {", ".join(missing)}')
 
 

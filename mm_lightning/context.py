@@ -24,7 +24,7 @@ from mmengine.utils import mkdir_or_exist
 from mmengine.utils.dl_utils import collect_env, set_multi_processing
 from mmengine.visualization import Visualizer
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 from .loggers import route_vis_backends
 from .registry import build
 
@@ -178,13 +178,16 @@ def create_context(
 def build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogProcessor:
     if isinstance(log_processor, LogProcessor):
         return log_processor
+    if log_processor is not None and not isinstance(log_processor, Mapping):
+        raise config_error(f'log_processor: log processor should be a LogProcessor object or dict, but got '
+                           f'{log_processor!r}', TypeError)
     log_processor = copy.deepcopy(dict(log_processor or {}))
     if 'type' in log_processor:
         return build(LOG_PROCESSORS, log_processor, 'log_processor')
     try:
         return LogProcessor(**log_processor)
     except TypeError as err:
-        raise ConfigError(f'log_processor: {err}') from err
+        raise config_error(f'log_processor: {err}', TypeError) from err
 
 
 def build_visualizer(visualizer: Union[dict, Visualizer, None], name: str,
@@ -196,7 +199,8 @@ def build_visualizer(visualizer: Union[dict, Visualizer, None], name: str,
     if isinstance(visualizer, Visualizer):
         return visualizer, []
     if not isinstance(visualizer, Mapping):
-        raise ConfigError(f'visualizer: expected a dict or a Visualizer, got {visualizer!r}')
+        raise config_error(f'visualizer: visualizer should be Visualizer object, a dict or None, but got '
+                           f'{visualizer!r}', TypeError)
     visualizer, loggers = route_vis_backends(visualizer, log_dir)
     visualizer.setdefault('name', name)
     visualizer.setdefault('save_dir', log_dir)

@@ -35,8 +35,7 @@ from tqdm import tqdm
 from typing_extensions import override
 
 from . import rng
-from .config import ConfigError, ConfigLike, load_config
-from .loops import train_iterations
+from .config import ConfigError, ConfigLike, config_error, load_config
 from .registry import config_key
 from .serialization import from_safe, to_safe
 
@@ -49,10 +48,10 @@ def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed:
     if isinstance(spec, DataLoader):
         return spec
     if not isinstance(spec, Mapping):
-        raise ConfigError(f'{key}: expected a dict or a DataLoader, got {spec!r}')
+        raise config_error(f'{key}: expected a dict or a DataLoader, got {spec!r}', TypeError)
     for required in ('dataset', 'sampler'):
         if required not in spec:
-            raise ConfigError(f'{key}: `{required}` is required (mmengine builds it from config)')
+            raise config_error(f'{key}: `{required}` is required (mmengine builds it from config)', KeyError)
     with config_key(key):
         return Runner.build_dataloader(copy.deepcopy(dict(spec)), seed=seed, diff_rank_seed=diff_rank_seed)
 
@@ -100,13 +99,19 @@ class TrainStream:
     Epoch-based (``total_iters=None``): every ``iter()`` continues or starts one pass over
     the loader; the hook bridge ends the pass with :meth:`finish_pass` after its last batch,
     running the sampler's code after its last ``yield`` as mmengine's ``for`` loop does.
-    Iteration-based: one stream of ``total_iters`` batches in which an exhausted loader
-    restarts with the sampler's next epoch, as mmengine's ``IterBasedTrainLoop`` does; its
-    first pass starts when the stream is built, as mmengine's starts when its loop is built.
+    Iteration-based: one stream of ``total_iters`` batches from an endless iterator in which
+    an exhausted loader restarts with the sampler's next epoch, as mmengine's
+    ``IterBasedTrainLoop`` does; its first pass starts when the stream is built, as
+    mmengine's starts when its loop is built.
+
+    :meth:`follow` ties the stream to mmengine's training loop object: each pass iterates
+    the loop's ``dataloader`` (a loader a hook assigns is what the next pass iterates), and
+    an iteration-based stream draws from the loop's own ``dataloader_iterator``.
     """
 
     def __init__(self, loader: DataLoader, total_iters: Optional[int] = None) -> None:
-        self.loader = loader
+        self._loader = loader
+        self._loop: Any = None
         self.total_iters = total_iters
         self._passes = 0  # passes started
         self._in_pass = 0  # batches drawn from the current pass
@@ -116,7 +121,26 @@ class TrainStream:
         self._iterator: Optional[Iterator[Any]] = None
         self._recreate = False  # restored mid-pass: rebuild the pass at its position first
         if total_iters is not None:
-            self._start_pass()
+            self._pass_rng = rng.capture()
+            self._begin_endless(iter(loader))
+
+    def follow(self, loop: Any, by_epoch: bool, pass_rng: Optional[rng.RngState] = None) -> None:
+        """Draw from mmengine's training loop ``loop``; ``pass_rng``: the random state its construction
+        started an iteration-based pass with."""
+        self._loop = loop
+        if by_epoch:
+            self.total_iters = None
+            return
+        self.total_iters = loop.max_iters
+        if self._drawn == 0 and not self._recreate:  # the loop's construction started the first pass
+            self._pass_rng = pass_rng
+            self._passes, self._in_pass, self._drained = 1, 0, False
+            self._iterator = loop.dataloader_iterator
+
+    @property
+    def loader(self) -> DataLoader:
+        """The loader the current pass iterates (the training loop's, when following one)."""
+        return self._loop.dataloader if self._loop is not None else self._loader
 
     @property
     def by_epoch(self) -> bool:
@@ -159,22 +183,36 @@ class TrainStream:
 
     # -- drawing ----------------------------------------------------------------------------------
     def _start_pass(self) -> None:
-        if not self.by_epoch and self._passes:
-            print_log('Reach the end of the dataloader, it will be restarted and continue to iterate. It is '
-                      'recommended to use `mmengine.dataset.InfiniteSampler` to enable the dataloader to '
-                      'iterate infinitely.', logger='current', level=logging.WARNING)
-            _set_sampler_epoch(self.loader, self._passes)
         self._pass_rng = rng.capture()
         self._iterator = iter(self.loader)
         self._passes += 1
         self._in_pass = 0
         self._drained = False
 
+    def _begin_endless(self, first_pass: Iterator[Any]) -> None:
+        self._passes, self._in_pass, self._drained = max(self._passes, 1), self._in_pass, False
+        self._iterator = self._restarting(first_pass, self._passes - 1)
+
+    def _restarting(self, iterator: Iterator[Any], epoch: int) -> Iterator[Any]:
+        """mmengine's ``_InfiniteDataloaderIterator`` from ``iterator`` (a pass of sampler epoch ``epoch``) on."""
+        while True:
+            yield from iterator
+            print_log('Reach the end of the dataloader, it will be restarted and continue to iterate. It is '
+                      'recommended to use `mmengine.dataset.InfiniteSampler` to enable the dataloader to '
+                      'iterate infinitely.', logger='current', level=logging.WARNING)
+            epoch += 1
+            _set_sampler_epoch(self.loader, epoch)
+            iterator = iter(self.loader)
+
     def _ensure_iterator(self) -> None:
         if self._recreate:
             self._recreate = False
-            self._iterator = self._fast_forward()
-        elif self._drained:
+            iterator = self._fast_forward()
+            if self.by_epoch:
+                self._iterator = iterator
+            else:
+                self._begin_endless(iterator)
+        elif self._drained and self.by_epoch:
             self._start_pass()
 
     def _draw(self) -> Any:
@@ -195,13 +233,13 @@ class TrainStream:
 
     def _stream_batches(self) -> Iterator[Any]:
         self._ensure_iterator()
+        endless = _is_endless(self.loader)
         while self._drawn < self.total_iters:  # type: ignore[operator]
-            try:
-                batch = self._draw()
-            except StopIteration:
-                self._start_pass()
-                batch = self._draw()
-            yield batch
+            if not endless and self._in_pass >= len(self.loader):  # this draw restarts the loader
+                self._passes += 1
+                self._in_pass = 0
+                self._pass_rng = rng.capture()
+            yield self._draw()
 
     # -- position (the datamodule's state; not named state_dict, so Lightning does not save it twice) -----
     def position(self) -> Dict[str, Any]:
@@ -266,22 +304,21 @@ class EvalBatches:
     """An evaluation loader as Lightning sees it: sized and iterable, not a ``DataLoader``.
 
     Lightning would replace a ``DataLoader``'s sampler under ``use_distributed_sampler``;
-    mmengine's samplers already shard and pad. ``one_step``: the loader itself is the only
-    "batch", for an evaluation loop whose own ``run`` iterates it.
+    mmengine's samplers already shard and pad. ``loader=None``: one step with no batch, for
+    an evaluation loop whose own ``run`` iterates its loaders.
     """
 
-    def __init__(self, loader: DataLoader, one_step: bool = False) -> None:
+    def __init__(self, loader: Optional[DataLoader]) -> None:
         self.loader = loader
-        self.one_step = one_step
 
     def __len__(self) -> int:
-        return 1 if self.one_step else len(self.loader)
+        return 1 if self.loader is None else len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: the loader's iterator (which draws a worker seed from the global random state)
         # is made at the first batch, as mmengine's loop makes it, not when Lightning probes iter().
-        if self.one_step:
-            yield self.loader
+        if self.loader is None:
+            yield None
         else:
             yield from self.loader
 
@@ -292,19 +329,18 @@ class ConfigDataModule(pl.LightningDataModule):
     Loaders are built on first use (``setup`` at the latest, after the process group
     exists) so samplers see the right rank and world size. The position in the training
     stream is this module's state (``state_dict``), saved in Lightning checkpoints and,
-    through the runner, in mmengine-format ones.
+    through the runner, in mmengine-format ones. A ``*_dataloader`` that is not a loader
+    config (a list of them, for loops such as mmagic's ``MultiValLoop``) is handed to its
+    loop as it is; that loop builds and iterates its loaders itself.
     """
 
-    def __init__(self, train_dataloader: LoaderSpec = None, val_dataloader: LoaderSpec = None,
-                 test_dataloader: LoaderSpec = None, *, seed: Optional[int] = None,
-                 diff_rank_seed: bool = False, train_iterations: Optional[int] = None) -> None:
+    def __init__(self, train_dataloader: LoaderSpec = None, val_dataloader: Any = None,
+                 test_dataloader: Any = None, *, seed: Optional[int] = None, diff_rank_seed: bool = False) -> None:
         super().__init__()
-        self._specs: Dict[str, LoaderSpec] = dict(train=train_dataloader, val=val_dataloader,
-                                                   test=test_dataloader)
+        self._specs: Dict[str, Any] = dict(train=train_dataloader, val=val_dataloader, test=test_dataloader)
         self._loaders: Dict[str, DataLoader] = {}
         self.seed = seed
         self.diff_rank_seed = diff_rank_seed
-        self.train_iterations = train_iterations
         self._train_stream: Optional[TrainStream] = None
         self._stream_state: Optional[Mapping[str, Any]] = None
         self._one_step: Dict[str, bool] = {}
@@ -315,11 +351,18 @@ class ConfigDataModule(pl.LightningDataModule):
         cfg = load_config(cfg, cfg_options)
         randomness = cfg.get('randomness') or {}
         return cls(cfg.get('train_dataloader'), cfg.get('val_dataloader'), cfg.get('test_dataloader'),
-                   seed=randomness.get('seed'), diff_rank_seed=randomness.get('diff_rank_seed', False),
-                   train_iterations=train_iterations(cfg.get('train_cfg')))
+                   seed=randomness.get('seed'), diff_rank_seed=randomness.get('diff_rank_seed', False))
 
     def has(self, split: str) -> bool:
         return self._specs[split] is not None
+
+    def spec(self, split: str) -> Any:
+        """``split``'s ``*_dataloader`` as configured (mmengine's ``_train_dataloader``...)."""
+        return self._specs[split]
+
+    def is_loader(self, split: str) -> bool:
+        """Whether ``split``'s spec is one loader (a config dict or a ``DataLoader``)."""
+        return isinstance(self._specs[split], (Mapping, DataLoader))
 
     def loader(self, split: str) -> DataLoader:
         """The mmengine-built loader for ``split`` (built on first call)."""
@@ -330,11 +373,15 @@ class ConfigDataModule(pl.LightningDataModule):
             self._loaders[split] = build_dataloader(spec, f'{split}_dataloader', self.seed, self.diff_rank_seed)
         return self._loaders[split]
 
+    def loop_dataloader(self, split: str) -> Any:
+        """What ``split``'s mmengine loop is built with: the built loader, or a spec that is not one loader."""
+        return self.loader(split) if self.is_loader(split) else self._specs[split]
+
     @property
     def train_stream(self) -> TrainStream:
         """The training batches as Lightning draws them (built with the train loader)."""
         if self._train_stream is None:
-            self._train_stream = TrainStream(self.loader('train'), self.train_iterations)
+            self._train_stream = TrainStream(self.loader('train'))
             if self._stream_state is not None:
                 self._train_stream.set_position(self._stream_state)
                 self._stream_state = None
@@ -342,17 +389,20 @@ class ConfigDataModule(pl.LightningDataModule):
 
     @override
     def setup(self, stage: str) -> None:
-        wanted = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}.get(stage, ())
-        for split in wanted:
-            if self.has(split):
-                if split == 'train':
-                    _ = self.train_stream
-                else:
-                    self.loader(split)
+        # Only the loader the stage starts with; an evaluation loader is built with its loop, after
+        # the training loop, in mmengine's order.
+        split = {'fit': 'train', 'validate': 'val', 'test': 'test'}.get(stage)
+        if split is not None and self.has(split) and self.is_loader(split):
+            self.loader(split)
 
     def evaluate_in_one_step(self, split: str, one_step: bool) -> None:
-        """Serve ``split`` as one step whose batch is the loader (its evaluation loop runs itself)."""
+        """Serve ``split`` as one step without a batch (its evaluation loop's own ``run`` iterates)."""
         self._one_step[split] = one_step
+
+    def _eval_batches(self, split: str) -> Any:
+        if not self.has(split):
+            return []
+        return EvalBatches(None if self._one_step.get(split, False) else self.loader(split))
 
     @override
     def train_dataloader(self) -> Any:
@@ -360,11 +410,11 @@ class ConfigDataModule(pl.LightningDataModule):
 
     @override
     def val_dataloader(self) -> Any:
-        return EvalBatches(self.loader('val'), self._one_step.get('val', False)) if self.has('val') else []
+        return self._eval_batches('val')
 
     @override
     def test_dataloader(self) -> Any:
-        return EvalBatches(self.loader('test'), self._one_step.get('test', False)) if self.has('test') else []
+        return self._eval_batches('test')
 
     @override
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:

@@ -35,7 +35,7 @@ from .config import CfgOptions, ConfigError, ConfigLike, load_config, require_to
 from .hooks import HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
 from .launchers import config_layout
 from .loggers import route_vis_backends
-from .loops import TrainLoop, parse_eval_cfg, parse_train_cfg
+from .loops import ValidationRule, parse_eval_cfg, parse_train_cfg
 from .precision import amp_flag
 from .registry import type_name
 from .strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
@@ -171,9 +171,12 @@ def _schedule(cfg: Config, kwargs: Optional[Mapping[str, Any]], hooks: Optional[
 def _validation(cfg: Config, loop_cfg: Mapping[str, Any]) -> Optional[dict]:
     if cfg.get('val_cfg') is None or cfg.get('val_dataloader') is None:
         return None
-    loop = TrainLoop(**loop_cfg)
-    points = loop.validation_points()
-    return dict(unit='epoch' if loop.by_epoch else 'iteration', begin=loop.val_begin, interval=loop.val_interval,
+    by_epoch = loop_cfg['by_epoch']
+    val_begin = loop_cfg.get('val_begin', 1)
+    val_interval = loop_cfg.get('val_interval', 1 if by_epoch else 1000)  # the loops' defaults
+    rule = ValidationRule.of(val_begin, val_interval, loop_cfg.get('dynamic_intervals'))
+    points = rule.points(loop_cfg['max_epochs'] if by_epoch else loop_cfg['max_iters'])
+    return dict(unit='epoch' if by_epoch else 'iteration', begin=val_begin, interval=val_interval,
                 dynamic_intervals=render(loop_cfg.get('dynamic_intervals') or []), at=points[:MAX_POINTS],
                 count=len(points))
 

@@ -56,6 +56,8 @@ from typing import Any, Dict
 
 import lightning.pytorch as pl
 
+from .config import ConfigError
+
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 TRAINER_SETTINGS: Dict[str, Any] = dict(
     num_sanity_val_steps=0,         # mmengine never validates before training
@@ -88,6 +90,16 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     """
     trainer.val_check_batch = 1
     trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+
+
+def check_epoch_length(trainer: pl.Trainer, batches: int) -> None:
+    """Refuse an epoch longer than Lightning's: it fixes the epoch length (``num_training_batches``) when
+    fitting starts. A hook that gives mmengine's loop a new ``dataloader`` (mmyolo's ``YOLOXModeSwitchHook``)
+    is followed exactly when the new loader has no more batches per epoch."""
+    if batches > trainer.num_training_batches:
+        raise ConfigError(f'train_dataloader: a hook gave runner.train_loop a dataloader of {batches} batches per '
+                          f'epoch; Lightning fixed the epoch at {trainer.num_training_batches} batches when '
+                          'fitting started, so the rest of the epoch cannot be trained')
 
 
 def drop_loop_state(checkpoint: Dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner.priority import Priority, get_priority
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 from .registry import build, names_subclass_of, resolve_type
 
 #: mmengine's default hooks; a config's ``default_hooks`` entries replace (or, as None, remove) them.
@@ -76,6 +76,7 @@ class HookList:
     def __init__(self) -> None:
         self.hooks: List[Hook] = []
         self._stages: Optional[Dict[str, List[Callable[..., Any]]]] = None
+        self._dispatched: Tuple[int, int] = (0, 0)  # (id, length) of the list the dispatch table was built for
 
     def register(self, hook: HookSpec, priority: Optional[Union[int, str, Priority]] = None,
                  key: str = 'custom_hooks') -> Hook:
@@ -89,7 +90,7 @@ class HookList:
         elif isinstance(hook, Hook):
             hook_obj = hook
         else:
-            raise ConfigError(f'{key}: expected an mmengine Hook or a config dict, got {hook!r}')
+            raise config_error(f'{key}: hook should be an instance of Hook or dict, but got {hook!r}', TypeError)
         if priority is not None:
             hook_obj.priority = priority
         try:
@@ -104,7 +105,10 @@ class HookList:
         return hook_obj
 
     def stage(self, name: str) -> List[Callable[..., Any]]:
-        if self._stages is None:
+        """The methods to call for ``name``; rebuilt when ``hooks`` was replaced or changed length (mmengine
+        code may assign ``runner._hooks`` or append to it)."""
+        if self._stages is None or self._dispatched != (id(self.hooks), len(self.hooks)):
+            self._dispatched = (id(self.hooks), len(self.hooks))
             self._stages = {stage: [] for stage in Hook.stages}
             for hook in self.hooks:
                 for stage in hook.get_triggered_stages():

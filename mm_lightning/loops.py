@@ -1,35 +1,39 @@
 """mmengine's loops, for a run that Lightning's loops drive.
 
-``train_cfg``/``val_cfg``/``test_cfg`` are parsed here. :class:`TrainLoop` is what mmengine
-hooks read from ``runner.train_loop`` (dataloader, lengths, counters, ``stop_training``); it
-decides, with mmengine's rules, when validation is due, and its progress is state that
-both checkpoint formats carry (``state_dict``/``load_state_dict``). Lightning's fit loop
-iterates; custom training loops that change how it iterates are refused by name.
+The training loop is the object mmengine's Runner builds from ``train_cfg``
+(``EpochBasedTrainLoop``, ``IterBasedTrainLoop`` or the config's subclass), built the same
+way (:func:`build_train_loop`), so ``runner.train_loop`` is what mmengine code expects.
+Lightning's fit loop iterates; :class:`TrainProgress` is the driver beside that loop
+object: it advances the loop's counters where mmengine's ``run_epoch``/``run_iter`` do,
+applies mmengine's validation rule and carries what a resumed run needs (a validation
+that was due, Lightning's optimizer steps) as checkpoint state. A loop that overrides how
+training iterates (``run``, ``run_epoch``, ``run_iter``) cannot run on Lightning's fit loop
+and is refused by name when training starts (it is built and inspectable before that).
 
 Validation and test loops are mmengine's own loop objects (``ValLoop``, ``TestLoop`` or a
-config's custom ``LOOPS`` type), built with the runner view, the loader Lightning iterates
-and the run's evaluator. Lightning's evaluation loop calls the loop's ``run_iter`` for each
-batch, so a custom ``run_iter`` (and the iteration hooks it calls) is the loop's own. A loop
-that overrides ``run`` (mmdet's ``TeacherStudentValLoop`` validates twice) runs its ``run``
-as one step of Lightning's evaluation, at the point where validation or test is due.
+config's custom ``LOOPS`` type), built as mmengine's Runner builds them: with the runner,
+the loader and the evaluator *config*, which the loop builds through
+``runner.build_evaluator``. Lightning's evaluation loop calls the loop's ``run_iter`` for
+each batch, so a custom ``run_iter`` (and the iteration hooks it calls) is the loop's own.
+A loop that overrides ``run`` (mmdet's ``TeacherStudentValLoop``, mmagic's ``MultiValLoop``)
+runs its ``run`` as one step of Lightning's evaluation, where validation or test is due.
 """
 from __future__ import annotations
 
 import bisect
+import copy
 import inspect
-import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import calc_dynamic_intervals
-from torch.utils.data import DataLoader
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 
-#: mmengine's training loops: a ``train_cfg.type`` must be one of them or a subclass that iterates as they do.
+#: mmengine's training loops (class -> by_epoch): Lightning drives these and subclasses that iterate as they do.
 TRAIN_LOOP_BASES = {EpochBasedTrainLoop: True, IterBasedTrainLoop: False}
 #: Methods whose override changes how a training loop iterates (Lightning iterates instead).
 TRAIN_LOOP_DRIVERS = ('run', 'run_epoch', 'run_iter')
@@ -41,212 +45,216 @@ _EPOCH_KEYS = ('max_epochs', 'val_begin', 'val_interval', 'dynamic_intervals')
 _ITER_KEYS = ('max_iters', 'val_begin', 'val_interval', 'dynamic_intervals')
 
 
-def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
-    """Normalise ``train_cfg`` to ``by_epoch`` plus the loop's keyword arguments."""
-    if not isinstance(train_cfg, Mapping):
-        raise ConfigError(f'train_cfg: expected a dict, got {train_cfg!r}')
-    cfg = dict(train_cfg)
-    if 'type' in cfg and 'by_epoch' in cfg:
-        raise ConfigError('train_cfg: only one of `type` or `by_epoch` can be set')
-    if 'type' in cfg:
-        by_epoch = _train_loop_kind(cfg.pop('type'))
-    else:
-        if 'by_epoch' not in cfg:
-            raise ConfigError('train_cfg: set `by_epoch` (True or False) or `type`')
-        by_epoch = bool(cfg.pop('by_epoch'))
-    allowed = _EPOCH_KEYS if by_epoch else _ITER_KEYS
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ConfigError(f'train_cfg: unsupported keys {unknown} for by_epoch={by_epoch}; '
-                          f'supported keys are {list(allowed)}')
-    length_key = 'max_epochs' if by_epoch else 'max_iters'
-    if length_key not in cfg:
-        raise ConfigError(f'train_cfg: `{length_key}` is required when by_epoch={by_epoch}')
-    length = cfg[length_key]
-    if int(length) != length or length < 0:
-        raise ConfigError(f'train_cfg.{length_key}: expected a non-negative integer, got {length!r}')
-    cfg[length_key] = int(length)
-    cfg['by_epoch'] = by_epoch
-    return cfg
-
-
-def _loop_class(loop_type: Any, key: str) -> type:
+# -- the training loop ---------------------------------------------------------------------------
+def loop_class(loop_type: Any, key: str) -> type:
+    """The class a ``type`` names, looked up in ``LOOPS`` in the current scope (a class as given)."""
     if inspect.isclass(loop_type):
         return loop_type
     with LOOPS.switch_scope_and_registry(None) as loops:
         cls = loops.get(loop_type)
     if cls is None:
-        raise ConfigError(f'{key}: {loop_type!r} is not in the LOOPS registry; register it or import its module '
-                          'through custom_imports')
+        raise config_error(f'{key}: {loop_type!r} is not in the LOOPS registry; register it or import its module '
+                           'through custom_imports', KeyError)
     return cls
 
 
-def _train_loop_kind(loop_type: Any) -> bool:
-    """``by_epoch`` of a ``train_cfg.type``; loops that iterate differently are refused by name."""
-    cls = _loop_class(loop_type, 'train_cfg.type')
-    base = next((base for base in TRAIN_LOOP_BASES if issubclass(cls, base)), None)
-    if base is None:
-        raise ConfigError(f'train_cfg.type: {cls.__name__} is not an EpochBasedTrainLoop or IterBasedTrainLoop; '
-                          f'its run() would drive training, which Lightning\'s fit loop does here')
-    for method in TRAIN_LOOP_DRIVERS:
-        if getattr(cls, method, None) is not getattr(base, method, None):
-            raise ConfigError(f'train_cfg.type: {cls.__name__} overrides {base.__name__}.{method}(); Lightning\'s '
-                              f'fit loop iterates here, so a custom {method} cannot run. Move its per-iteration '
-                              "work into a hook or the model's train_step")
-    return TRAIN_LOOP_BASES[base]
+def train_loop_kind(train_cfg: Any) -> Optional[bool]:
+    """``by_epoch`` of the loop ``train_cfg`` describes (a config or a built loop); ``None`` when it is
+    neither mmengine training loop (a custom ``BaseLoop``: refused when training starts)."""
+    if isinstance(train_cfg, BaseLoop):
+        cls: type = type(train_cfg)
+    elif isinstance(train_cfg, Mapping) and 'type' in train_cfg:
+        cls = loop_class(train_cfg['type'], 'train_cfg.type')
+    elif isinstance(train_cfg, Mapping) and 'by_epoch' in train_cfg:
+        return bool(train_cfg['by_epoch'])
+    else:
+        return None
+    return next((by_epoch for base, by_epoch in TRAIN_LOOP_BASES.items() if issubclass(cls, base)), None)
 
 
-def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
-    """Normalise ``val_cfg``/``test_cfg``: ``type`` (the loop class) and its keyword arguments."""
-    if not isinstance(eval_cfg, Mapping):
-        raise ConfigError(f'{key}: expected a dict, got {eval_cfg!r}')
-    cfg = dict(eval_cfg)
-    mode = 'val' if key == 'val_cfg' else 'test'
-    cfg['type'] = _loop_class(cfg['type'], f'{key}.type') if 'type' in cfg else EVAL_LOOPS[mode]
-    parameters = inspect.signature(cfg['type']).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(cfg) - set(parameters) - {'type'})
-        if unknown:
-            raise ConfigError(f'{key}: unsupported keys {unknown} for {cfg["type"].__name__}')
+def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
+    """``train_cfg`` as ``by_epoch`` plus the loop's settings, for reading a schedule without building it.
+
+    Raises for what mmengine's loop constructors refuse, and for loops Lightning cannot drive.
+    """
+    if not isinstance(train_cfg, Mapping):
+        raise config_error(f'train_cfg: train_loop should be a Loop object or dict, but got {train_cfg!r}', TypeError)
+    cfg = dict(train_cfg)
+    if 'type' in cfg and 'by_epoch' in cfg:
+        raise config_error('train_cfg: Only one of `type` or `by_epoch` can exist in `loop_cfg`.', RuntimeError)
+    if 'type' in cfg:
+        check_drivable(loop_class(cfg.pop('type'), 'train_cfg.type'))
+        by_epoch = train_loop_kind(train_cfg)
+    else:
+        if 'by_epoch' not in cfg:
+            raise config_error('train_cfg: set `by_epoch` (True or False) or `type`', KeyError)
+        by_epoch = bool(cfg.pop('by_epoch'))
+    allowed = _EPOCH_KEYS if by_epoch else _ITER_KEYS
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise config_error(f'train_cfg: unsupported keys {unknown} for by_epoch={by_epoch}; '
+                           f'supported keys are {list(allowed)}', TypeError)
+    length_key = 'max_epochs' if by_epoch else 'max_iters'
+    if length_key not in cfg:
+        raise config_error(f'train_cfg: `{length_key}` is required when by_epoch={by_epoch}', TypeError)
+    length = cfg[length_key]
+    if int(length) != length or length < 0:
+        raise config_error(f'train_cfg.{length_key}: expected a non-negative integer, got {length!r}',
+                           AssertionError)
+    cfg[length_key] = int(length)
+    cfg['by_epoch'] = by_epoch
     return cfg
 
 
-def build_eval_loop(mode: str, loop_cfg: Mapping[str, Any], runner: Any, dataloader: DataLoader,
-                    evaluator: Any) -> BaseLoop:
-    """mmengine's ValLoop/TestLoop (or the config's loop type) over ``dataloader`` with ``evaluator``.
+def check_drivable(cls: type) -> None:
+    """Refuse, by name, a training loop class whose iteration Lightning's fit loop cannot stand in for."""
+    base = next((base for base in TRAIN_LOOP_BASES if issubclass(cls, base)), None)
+    if base is None:
+        raise config_error(f'train_cfg.type: {cls.__name__} is not an EpochBasedTrainLoop or IterBasedTrainLoop; '
+                           "its run() would drive training, which Lightning's fit loop does here", TypeError)
+    for method in TRAIN_LOOP_DRIVERS:
+        if getattr(cls, method, None) is not getattr(base, method, None):
+            raise config_error(f'train_cfg.type: {cls.__name__} overrides {base.__name__}.{method}(); Lightning\'s '
+                               f'fit loop iterates here, so a custom {method} cannot run. Move its per-iteration '
+                               "work into a hook or the model's train_step", TypeError)
 
-    ``evaluator`` is a config or built metrics: the loop builds it through ``runner.build_evaluator``.
-    """
-    key = f'{mode}_cfg'
-    kwargs = parse_eval_cfg(loop_cfg, key)
-    cls = kwargs.pop('type')
+
+def build_train_loop(train_cfg: Any, runner: Any, dataloader: Any) -> BaseLoop:
+    """mmengine's ``Runner.build_train_loop``: a built loop as it is, ``type`` from ``LOOPS``, else ``by_epoch``."""
+    if isinstance(train_cfg, BaseLoop):
+        return train_cfg
+    if not isinstance(train_cfg, Mapping):
+        raise config_error(f'train_cfg: train_loop should be a Loop object or dict, but got {train_cfg!r}', TypeError)
+    cfg = copy.deepcopy(dict(train_cfg))
+    if 'type' in cfg and 'by_epoch' in cfg:
+        raise config_error('train_cfg: Only one of `type` or `by_epoch` can exist in `loop_cfg`.', RuntimeError)
+    if isinstance(cfg.get('dynamic_intervals'), (list, tuple)):  # pairs from a JSON/YAML config are lists
+        cfg['dynamic_intervals'] = [tuple(pair) if isinstance(pair, list) else pair
+                                    for pair in cfg['dynamic_intervals']]
     try:
-        return cls(runner=runner, dataloader=dataloader, evaluator=evaluator, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f'{key}: {cls.__name__}: {err}') from err
+        if 'type' in cfg:
+            cfg['type'] = loop_class(cfg['type'], 'train_cfg.type')
+            return LOOPS.build(cfg, default_args=dict(runner=runner, dataloader=dataloader))
+        if 'by_epoch' not in cfg:
+            raise config_error('train_cfg: set `by_epoch` (True or False) or `type`', KeyError)
+        cls = EpochBasedTrainLoop if cfg.pop('by_epoch') else IterBasedTrainLoop
+        return cls(**cfg, runner=runner, dataloader=dataloader)
+    except (TypeError, AssertionError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise config_error(f'train_cfg: {err or type(err).__name__}', type(err)) from err
 
 
-def runs_itself(loop: BaseLoop, mode: str) -> bool:
-    """Whether an evaluation loop's own ``run`` must run (it does more than iterate once)."""
-    base = EVAL_LOOPS[mode]
-    return not isinstance(loop, base) or type(loop).run is not base.run
+@dataclass(frozen=True)
+class ValidationRule:
+    """mmengine's rule for when training validates: from ``val_begin``, every ``val_interval``
+    (changed at ``dynamic_intervals`` milestones), and always after the last epoch or iteration."""
+
+    val_begin: int
+    milestones: Sequence[int]
+    intervals: Sequence[int]
+
+    @classmethod
+    def of(cls, val_begin: int, val_interval: int,
+           dynamic_intervals: Optional[List[Tuple[int, int]]] = None) -> 'ValidationRule':
+        try:
+            milestones, intervals = calc_dynamic_intervals(
+                val_interval, [tuple(item) for item in dynamic_intervals] if dynamic_intervals else None)
+        except AssertionError as err:
+            raise config_error('train_cfg.dynamic_intervals: expected a list of (milestone, interval) pairs, '
+                               f'got {dynamic_intervals!r}', AssertionError) from err
+        return cls(val_begin, milestones, intervals)
+
+    def interval_at(self, progress: int) -> int:
+        """The interval mmengine's ``_decide_current_val_interval`` picks after ``progress`` epochs/iterations."""
+        return self.intervals[bisect.bisect(self.milestones, progress + 1) - 1]
+
+    def due(self, progress: int, last: int) -> bool:
+        return progress >= self.val_begin and (progress % self.interval_at(progress) == 0 or progress == last)
+
+    def points(self, last: int) -> List[int]:
+        """Every epoch (or iteration) after which an uninterrupted run validates, counted from 1."""
+        return [progress for progress in range(1, last + 1) if self.due(progress, last)]
 
 
-def train_iterations(train_cfg: Any) -> Optional[int]:
-    """``max_iters`` of an iteration-based ``train_cfg``; ``None`` for epoch-based or no training."""
-    if train_cfg is None:
-        return None
-    parsed = parse_train_cfg(train_cfg)
-    return None if parsed['by_epoch'] else parsed['max_iters']
+class TrainProgress:
+    """Lightning's driver of an mmengine training loop object, and the run's position in it.
 
-
-def _dataset_meta(dataloader: DataLoader, what: str) -> Optional[dict]:
-    if hasattr(dataloader.dataset, 'metainfo'):
-        return dataloader.dataset.metainfo
-    print_log(f'Dataset {dataloader.dataset.__class__.__name__} has no metainfo. '
-              f'``dataset_meta`` in {what} will be None.', logger='current', level=logging.WARNING)
-    return None
-
-
-class TrainLoop:
-    """mmengine's EpochBasedTrainLoop / IterBasedTrainLoop: settings, progress and state.
-
-    ``epoch`` and ``iter`` advance where mmengine's do: after ``after_train_epoch`` and
-    ``after_train_iter`` (the hook bridge calls :meth:`iteration_done`/:meth:`epoch_done`).
-    ``validation_pending`` is set when validation became due and cleared when it ran, so
-    a run resumed in between validates first, as the uninterrupted run did.
+    ``loop`` is ``runner.train_loop``. Its ``_epoch``/``_iter`` are the run's counters; this is
+    the one place that advances them, where mmengine's ``run_epoch``/``run_iter`` do: after
+    ``after_train_epoch`` and ``after_train_iter`` (the hook bridge calls :meth:`epoch_done`
+    and :meth:`iteration_done`). ``validation_pending`` is set when validation became due
+    and cleared when it ran, so a run resumed in between validates first, as the
+    uninterrupted run did.
     """
 
-    def __init__(self, *, by_epoch: bool, max_epochs: Optional[int] = None, max_iters: Optional[int] = None,
-                 val_begin: int = 1, val_interval: Optional[int] = None,
-                 dynamic_intervals: Optional[List[Tuple[int, int]]] = None) -> None:
-        self.by_epoch = by_epoch
-        self._max_epochs = int(max_epochs) if by_epoch else 1  # type: ignore[arg-type]
-        self._max_iters = None if by_epoch else int(max_iters)  # type: ignore[arg-type]
-        self.val_begin = val_begin
-        self.val_interval = val_interval if val_interval is not None else (1 if by_epoch else 1000)
-        try:
-            self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
-                self.val_interval, [tuple(item) for item in dynamic_intervals] if dynamic_intervals else None)
-        except AssertionError as err:
-            raise ConfigError('train_cfg.dynamic_intervals: expected a list of (milestone, interval) '
-                              f'pairs, got {dynamic_intervals!r}') from err
-        self.dataloader: Optional[DataLoader] = None
-        self.has_validation = False
-        self._epoch = 0
-        self._iter = 0
-        self.stop_training = False
+    def __init__(self, loop: BaseLoop, has_validation: bool) -> None:
+        self.loop = loop
+        self.by_epoch = not isinstance(loop, IterBasedTrainLoop)
+        self.has_validation = has_validation
         self.validation_pending = False
         self.optimizer_steps = 0
 
-    def bind(self, dataloader: DataLoader, has_validation: bool, visualizer: Any) -> None:
-        """Attach the training loader the run iterates (mmengine's loop builds it in ``__init__``)."""
-        if dataloader is not self.dataloader:
-            self.dataloader = dataloader
-            visualizer.dataset_meta = _dataset_meta(dataloader, 'visualizer')
-        self.has_validation = has_validation
-
-    @property
-    def max_epochs(self) -> int:
-        return self._max_epochs
-
-    @property
-    def max_iters(self) -> int:
-        if self._max_iters is not None:
-            return self._max_iters
-        if self.dataloader is None:
-            raise RuntimeError('max_iters of an epoch-based loop needs its dataloader')
-        return self._max_epochs * len(self.dataloader)
-
     @property
     def epoch(self) -> int:
-        return self._epoch
+        return self.loop.epoch
 
     @property
     def iter(self) -> int:
-        return self._iter
+        return self.loop.iter
+
+    @property
+    def max_epochs(self) -> int:
+        return self.loop.max_epochs
+
+    @property
+    def max_iters(self) -> int:
+        return self.loop.max_iters
+
+    @property
+    def stop_training(self) -> bool:
+        """Set on the loop by mmengine's ``EarlyStoppingHook``."""
+        return self.loop.stop_training
 
     def iteration_done(self) -> None:
-        self._iter += 1
+        self.loop._iter += 1
 
     def epoch_done(self) -> None:
-        self._epoch += 1
+        self.loop._epoch += 1
 
     @property
     def finished(self) -> bool:
         """Whether mmengine's loop would leave its while-loop now."""
         if self.stop_training:
             return True
-        return self._epoch >= self._max_epochs if self.by_epoch else self._iter >= self.max_iters
+        return self.epoch >= self.max_epochs if self.by_epoch else self.iter >= self.max_iters
+
+    @property
+    def rule(self) -> ValidationRule:
+        loop = self.loop
+        return ValidationRule(loop.val_begin, loop.dynamic_milestones, loop.dynamic_intervals)
+
+    def _last(self) -> int:
+        return self.max_epochs if self.by_epoch else self.max_iters
 
     def validation_due(self) -> bool:
         """mmengine's rule, evaluated after an epoch (by_epoch) or an iteration.
 
-        Like mmengine's ``_decide_current_val_interval``, it updates ``val_interval``.
+        Like mmengine's ``_decide_current_val_interval``, it updates the loop's ``val_interval``.
         """
-        progress = self._epoch if self.by_epoch else self._iter
-        self.val_interval = self._interval_at(progress)
-        return self._validation_due(progress)
+        progress = self.epoch if self.by_epoch else self.iter
+        rule = self.rule
+        self.loop.val_interval = rule.interval_at(progress)
+        return self.has_validation and rule.due(progress, self._last())
 
     def validation_points(self) -> List[int]:
-        """Every epoch (or iteration) after which an uninterrupted run validates, counted from 1."""
-        last = self._max_epochs if self.by_epoch else self.max_iters
-        return [progress for progress in range(1, last + 1) if self._validation_due(progress, always=True)]
+        return self.rule.points(self._last())
 
-    def _interval_at(self, progress: int) -> int:
-        return self.dynamic_intervals[bisect.bisect(self.dynamic_milestones, progress + 1) - 1]
-
-    def _validation_due(self, progress: int, always: bool = False) -> bool:
-        if not (self.has_validation or always):
-            return False
-        last = self._max_epochs if self.by_epoch else self.max_iters
-        return progress >= self.val_begin and (progress % self._interval_at(progress) == 0 or progress == last)
-
-    # -- state ----------------------------------------------------------------------------------
+    # -- state (saved in both checkpoint formats) --------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        return dict(epoch=self._epoch, iter=self._iter, stop_training=self.stop_training,
+        return dict(epoch=self.epoch, iter=self.iter, stop_training=self.loop.stop_training,
                     validation_pending=self.validation_pending, optimizer_steps=self.optimizer_steps,
-                    max_epochs=self._max_epochs, max_iters=self._max_iters)
+                    max_epochs=self.max_epochs, max_iters=self.max_iters)
 
     def snapshot(self, *, after_iteration: bool = False, after_epoch: bool = False) -> Dict[str, Any]:
         """The state as it will be once the iteration (or epoch) whose hooks are running ends.
@@ -255,12 +263,14 @@ class TrainLoop:
         counters advance; the file must describe the point the run continues from.
         """
         state = self.state_dict()
+        due = self.rule.due
         if after_iteration:
             state['iter'] += 1
-            state['validation_pending'] = not self.by_epoch and self._validation_due(state['iter'])
+            state['validation_pending'] = not self.by_epoch and self.has_validation and due(state['iter'],
+                                                                                            self._last())
         if after_epoch:
             state['epoch'] += 1
-            state['validation_pending'] = self._validation_due(state['epoch'])
+            state['validation_pending'] = self.has_validation and due(state['epoch'], self._last())
         return state
 
     def state_from_meta(self, epoch: int, iteration: int) -> Dict[str, Any]:
@@ -268,14 +278,56 @@ class TrainLoop:
 
         mmengine saves before a due validation runs; it is pending here too.
         """
-        within_epoch = self.by_epoch and iteration != epoch * len(self.dataloader)  # type: ignore[arg-type]
-        pending = not within_epoch and self._validation_due(epoch if self.by_epoch else iteration)
+        within_epoch = self.by_epoch and iteration != epoch * len(self.loop.dataloader)
+        progress = epoch if self.by_epoch else iteration
+        pending = not within_epoch and self.has_validation and self.rule.due(progress, self._last())
         return dict(epoch=epoch, iter=iteration, validation_pending=pending, optimizer_steps=iteration)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore progress; lengths and cadence stay the config's (a resumed run may train longer)."""
-        self._epoch = int(state['epoch'])
-        self._iter = int(state['iter'])
-        self.stop_training = bool(state.get('stop_training', False))
+        self.loop._epoch = int(state['epoch'])
+        self.loop._iter = int(state['iter'])
+        self.loop.stop_training = bool(state.get('stop_training', False))
         self.validation_pending = bool(state.get('validation_pending', False))
-        self.optimizer_steps = int(state.get('optimizer_steps', self._iter))
+        self.optimizer_steps = int(state.get('optimizer_steps', state['iter']))
+
+
+# -- evaluation loops -------------------------------------------------------------------------------
+def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
+    """Normalise ``val_cfg``/``test_cfg``: ``type`` (the loop class) and its keyword arguments."""
+    if not isinstance(eval_cfg, Mapping):
+        raise config_error(f'{key}: {key[:-4]}_loop should be a Loop object or dict, but got {eval_cfg!r}', TypeError)
+    cfg = dict(eval_cfg)
+    mode = 'val' if key == 'val_cfg' else 'test'
+    cfg['type'] = loop_class(cfg['type'], f'{key}.type') if 'type' in cfg else EVAL_LOOPS[mode]
+    parameters = inspect.signature(cfg['type']).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(cfg) - set(parameters) - {'type'})
+        if unknown:
+            raise config_error(f'{key}: unsupported keys {unknown} for {cfg["type"].__name__}', TypeError)
+    return cfg
+
+
+def build_eval_loop(mode: str, loop_cfg: Any, runner: Any, dataloader: Any, evaluator: Any) -> BaseLoop:
+    """mmengine's ``build_val_loop``/``build_test_loop``: the loop over ``dataloader`` with ``evaluator``.
+
+    ``evaluator`` is what the config gives (a dict, a list or a built ``Evaluator``); the loop
+    builds it through ``runner.build_evaluator``, as under mmengine. A built loop is kept.
+    """
+    if isinstance(loop_cfg, BaseLoop):
+        return loop_cfg
+    key = f'{mode}_cfg'
+    kwargs = parse_eval_cfg(loop_cfg, key)
+    cls = kwargs.pop('type')
+    try:
+        return cls(runner=runner, dataloader=dataloader, evaluator=evaluator, **copy.deepcopy(kwargs))
+    except TypeError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise config_error(f'{key}: {cls.__name__}: {err}', TypeError) from err
+
+
+def runs_itself(loop: BaseLoop, mode: str) -> bool:
+    """Whether an evaluation loop's own ``run`` must run (it does more than iterate once)."""
+    base = EVAL_LOOPS[mode]
+    return not isinstance(loop, base) or type(loop).run is not base.run

@@ -1,153 +1,58 @@
-"""Evaluators as ``torchmetrics.Metric`` objects, correct across processes.
+"""Evaluators: mmengine's own, built as its Runner builds them, with native torchmetrics beside.
 
-An mmengine ``BaseMetric`` keeps Python results; here each result is pickled into a
-``uint8`` tensor state so that torchmetrics gathers it, with its position in the
-sampler's round-robin layout (rank ``r`` holds positions ``r, r+W, r+2W...``). Positions
-past the dataset's end are the padding mmengine's samplers add; they are dropped, and
-sorting by position restores mmengine's order, so each sample counts exactly once.
-``compute_metrics`` then runs once, on rank 0, and its result is broadcast, as in mmengine.
+``val_evaluator``/``test_evaluator`` become the object mmengine's ``Runner.build_evaluator``
+makes: a built ``Evaluator`` (or subclass) as it is, ``dict(type=..., metrics=...)`` from the
+``EVALUATOR`` registry in the config's scope (``MultiDatasetsEvaluator``, mmagic's
+``Evaluator``...), a metric dict or a list in an ``Evaluator``. Metrics therefore keep their
+results, gather them across ranks once (mmengine's ``collect_results``, where
+``compute_metrics`` runs) and drop the sampler's padding exactly as under mmengine.
 
-Native torchmetrics metrics (``type='torchmetrics.classification.MulticlassAccuracy'``)
-take their ``preds``/``target`` from the model's outputs (see :class:`TorchMetricAdapter`).
+A config may also name a native torchmetrics metric
+(``type='torchmetrics.classification.MulticlassAccuracy'``): it sits in the Evaluator as a
+:class:`TorchMetricAdapter`, a ``BaseMetric`` that feeds the metric batch by batch and lets
+torchmetrics synchronise its state across ranks. The Lightning side (``self.log`` of the
+results, so callbacks and loggers see them) is the module's.
 """
 from __future__ import annotations
 
-import pickle
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import contextlib
+import contextvars
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torchmetrics
-from mmengine.dist import broadcast_object_list
+from mmengine.dist import get_dist_info
 from mmengine.evaluator import BaseMetric, Evaluator
-from mmengine.evaluator.metric import _to_cpu
-from mmengine.registry import METRICS
+from mmengine.registry import EVALUATOR, METRICS
 from mmengine.structures import BaseDataElement
-from torch import nn
 
-from .config import ConfigError
-from .registry import build, names_subclass_of, resolve_type
+from .config import ConfigError, config_error
+from .registry import build, config_key, names_subclass_of, resolve_type
 
 #: Where a native torchmetrics metric finds its inputs in each output, in search order.
 DEFAULT_INPUT_KEYS: Dict[str, Tuple[str, ...]] = {
     'preds': ('pred_score', 'pred_label', 'pred', 'preds', 'pred_scores', 'logits'),
     'target': ('gt_label', 'gt_score', 'label', 'target', 'gt'),
 }
+#: Options of a native metric entry that configure the adapter, not the torchmetrics class.
+ADAPTER_OPTIONS = ('name', 'prefix', 'input_keys', 'collect_device')
+
+#: The config key an evaluator being built comes from (loops build theirs through the runner).
+_EVALUATOR_KEY: contextvars.ContextVar[str] = contextvars.ContextVar('evaluator_key', default='evaluator')
 
 
-def _rank_and_world() -> Tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+@contextlib.contextmanager
+def evaluator_key(key: str) -> Iterator[None]:
+    """Name ``key`` (``val_evaluator``...) in errors of evaluators built inside the block."""
+    token = _EVALUATOR_KEY.set(key)
+    try:
+        yield
+    finally:
+        _EVALUATOR_KEY.reset(token)
 
 
-class _PositionTracker:
-    """Global sample positions of this rank in a padded round-robin sampler layout."""
-
-    def __init__(self, dataset_size: Optional[int] = None) -> None:
-        self.seen = 0
-        self.dataset_size = dataset_size
-
-    def next_positions(self, count: int) -> torch.Tensor:
-        rank, world = _rank_and_world()
-        positions = rank + world * torch.arange(self.seen, self.seen + count)
-        self.seen += count
-        return positions
-
-    def keep(self, positions: torch.Tensor) -> torch.Tensor:
-        """Mask of real (not padding) samples."""
-        if self.dataset_size is None:
-            return torch.ones_like(positions, dtype=torch.bool)
-        return positions < self.dataset_size
-
-
-class _EvaluationMetric(torchmetrics.Metric):
-    """One metric of an evaluation over a known number of samples (padding recognised)."""
-
-    full_state_update = False
-
-    def __init__(self, metric: Any, **kwargs: Any) -> None:
-        super().__init__(compute_with_cache=False, **kwargs)
-        self.metric = metric
-        self._tracker = _PositionTracker()
-
-    @property
-    def name(self) -> str:
-        return type(self.metric).__name__
-
-    def start(self, dataset_size: Optional[int]) -> None:
-        """Begin an evaluation of ``dataset_size`` samples (``None``: named at :meth:`finish`)."""
-        self.reset()
-        self._tracker = _PositionTracker(dataset_size)
-
-    def finish(self, dataset_size: Optional[int]) -> None:
-        """The evaluated dataset's size, when :meth:`start` could not name it."""
-        if self._tracker.dataset_size is None:
-            self._tracker.dataset_size = dataset_size
-
-
-class BaseMetricAdapter(_EvaluationMetric):
-    """An mmengine ``BaseMetric`` whose ``results`` are torchmetrics state."""
-
-    def __init__(self, metric: BaseMetric) -> None:
-        if metric.collect_device not in ('cpu', 'gpu'):
-            raise ConfigError(f'{type(metric).__name__}.collect_device: expected cpu or gpu, '
-                              f'got {metric.collect_device!r}')
-        super().__init__(metric, sync_on_compute=True)
-        self.add_state('encoded', default=[], dist_reduce_fx='cat')
-        self.add_state('lengths', default=[], dist_reduce_fx='cat')
-        self.add_state('positions', default=[], dist_reduce_fx='cat')
-
-    def start(self, dataset_size: Optional[int]) -> None:
-        super().start(dataset_size)
-        # Typed empty entries: a rank left with no sample still gathers tensors of the right dtype.
-        self.encoded.append(torch.empty(0, dtype=torch.uint8, device=self.device))
-        self.lengths.append(torch.empty(0, dtype=torch.long, device=self.device))
-        self.positions.append(torch.empty(0, dtype=torch.long, device=self.device))
-
-    def update(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
-        before = len(self.metric.results)
-        self.metric.process(data_batch, data_samples)
-        new = self.metric.results[before:]
-        del self.metric.results[before:]
-        if not new:
-            return
-        positions = self._tracker.next_positions(len(new))
-        keep = self._tracker.keep(positions)
-        blobs = [pickle.dumps(_to_cpu(item)) for item, kept in zip(new, keep.tolist()) if kept]
-        if not blobs:
-            return
-        self.encoded.append(torch.frombuffer(bytearray(b''.join(blobs)), dtype=torch.uint8).to(self.device))
-        self.lengths.append(torch.tensor([len(b) for b in blobs], dtype=torch.long, device=self.device))
-        self.positions.append(positions[keep].to(self.device))
-
-    def _decoded_results(self) -> List[Any]:
-        """The results of all ranks, padding dropped, in mmengine's order."""
-        encoded, lengths, positions = (torch.cat(s) if isinstance(s, list) else s
-                                       for s in (self.encoded, self.lengths, self.positions))
-        if lengths.numel() == 0:
-            return []
-        data = encoded.cpu().numpy().tobytes()
-        offsets = [0] + torch.cumsum(lengths.cpu(), 0).tolist()
-        items = [pickle.loads(data[start:end]) for start, end in zip(offsets[:-1], offsets[1:])]
-        positions = positions.cpu()
-        order = torch.argsort(positions, stable=True).tolist()
-        kept = self._tracker.keep(positions)  # padding named only at finish() is dropped here
-        return [items[i] for i in order if kept[i]]
-
-    def compute(self) -> Dict[str, Any]:
-        rank, _ = _rank_and_world()
-        results: List[Optional[dict]] = [None]
-        if rank == 0:
-            metrics = self.metric.compute_metrics(self._decoded_results())
-            prefix = self.metric.prefix
-            results = [{f'{prefix}/{k}' if prefix else k: v for k, v in metrics.items()}]
-        broadcast_object_list(results)
-        return results[0]
-
-
-class TorchMetricAdapter(_EvaluationMetric):
-    """A native torchmetrics metric fed from model outputs and data samples.
+class TorchMetricAdapter(BaseMetric):
+    """A native torchmetrics metric as an mmengine metric, fed from model outputs and data samples.
 
     ``input_keys=dict(preds=..., target=...)`` names the fields to read; by default the
     first of :data:`DEFAULT_INPUT_KEYS` present is used. Outputs may be data samples
@@ -155,36 +60,63 @@ class TorchMetricAdapter(_EvaluationMetric):
     or a tensor of predictions (targets then come from the batch's data samples).
     ``name`` is the key of the result (default: the metric's class name); ``prefix``
     is prepended as mmengine does.
+
+    The metric is updated batch by batch on every rank and computed by torchmetrics, which
+    synchronises its state. mmengine's samplers pad each rank to the same length with
+    samples from the start of the dataset; at most each rank's last sample is padding, so
+    the last batch is held back until ``evaluate`` names the dataset's size.
     """
 
     def __init__(self, metric: torchmetrics.Metric, name: Optional[str] = None, prefix: Optional[str] = None,
-                 input_keys: Optional[Mapping[str, str]] = None) -> None:
+                 input_keys: Optional[Mapping[str, str]] = None, collect_device: str = 'cpu') -> None:
         unknown = set(input_keys or {}) - set(DEFAULT_INPUT_KEYS)
         if unknown:
             raise ConfigError(f'input_keys: unknown entries {sorted(unknown)}; use preds and target')
-        super().__init__(metric)
+        super().__init__(collect_device=collect_device, prefix=prefix or '')
+        self.metric = metric
         self.result_name = name or type(metric).__name__
-        self.prefix = prefix
         self.input_keys = dict(input_keys or {})
-        self.dataset_meta: Optional[dict] = None
+        self._seen = 0  # samples processed on this rank in this evaluation
+        self._held: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
-    def start(self, dataset_size: Optional[int]) -> None:
-        super().start(dataset_size)
-        self.metric.reset()
+    @property
+    def name(self) -> str:
+        return type(self.metric).__name__
 
-    def update(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         preds, target = self._inputs(data_batch, data_samples)
-        keep = self._tracker.keep(self._tracker.next_positions(len(preds)))
-        if not bool(keep.all()):
+        rank, world = get_dist_info()
+        positions = rank + world * torch.arange(self._seen, self._seen + len(preds))
+        self._seen += len(preds)
+        self._release()
+        self._held = (preds, target, positions)
+
+    def evaluate(self, size: int) -> dict:
+        """The metric over the ``size`` samples of the dataset (padding dropped), on every rank."""
+        self._release(size)
+        value = self.metric.compute()
+        self.metric.reset()
+        self._seen = 0
+        value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        return {f'{self.prefix}/{self.result_name}' if self.prefix else self.result_name: value}
+
+    def compute_metrics(self, results: list) -> dict:
+        """Not used: :meth:`evaluate` computes through torchmetrics."""
+        return {}
+
+    def _release(self, size: Optional[int] = None) -> None:
+        """Update the metric with the held batch; with ``size``, its padding left out."""
+        if self._held is None:
+            return
+        preds, target, positions = self._held
+        self._held = None
+        if size is not None:
+            keep = positions < size
             preds, target = preds[keep.to(preds.device)], target[keep.to(target.device)]
         if len(preds):
-            self.metric.update(preds.to(self.device), target.to(self.device))
-
-    def compute(self) -> Dict[str, Any]:
-        value = self.metric.compute()
-        value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        name = f'{self.prefix}/{self.result_name}' if self.prefix else self.result_name
-        return {name: value}
+            if self.metric.device != preds.device:
+                self.metric.to(preds.device)
+            self.metric.update(preds, target.to(preds.device))
 
     # -- finding inputs ----------------------------------------------------------------------
     def _inputs(self, data_batch: Any, outputs: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -228,109 +160,64 @@ def _keys(sample: Any) -> List[str]:
     return [type(sample).__name__]
 
 
-class ConfigEvaluator(nn.Module):
-    """mmengine's ``Evaluator`` API (``process``/``evaluate``/``dataset_meta``) over torchmetrics.
-
-    It is a module so the Trainer moves the metric states to the right device.
-    """
-
-    def __init__(self, metrics: Sequence[torchmetrics.Metric]) -> None:
-        super().__init__()
-        self.metrics = nn.ModuleList(metrics)
-        self._dataset_meta: Optional[dict] = None
-        self._started = False
-
-    @property
-    def dataset_meta(self) -> Optional[dict]:
-        return self._dataset_meta
-
-    @dataset_meta.setter
-    def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
-        self._dataset_meta = dataset_meta
-        for metric in self.metrics:
-            target = metric.metric if isinstance(metric, BaseMetricAdapter) else metric
-            target.dataset_meta = dataset_meta
-
-    def start(self, dataset_size: Optional[int]) -> None:
-        """Begin an evaluation of ``dataset_size`` samples (states cleared; padding past it is dropped)."""
-        for metric in self.metrics:
-            metric.start(dataset_size)
-        self._started = True
-
-    def process(self, data_samples: Sequence[Any], data_batch: Any = None) -> None:
-        if not self._started:  # a loop that runs itself names the size only when it evaluates
-            self.start(None)
-        if isinstance(data_samples, list):  # as mmengine's Evaluator: data samples become dicts
-            data_samples = [s.to_dict() if isinstance(s, BaseDataElement) else s for s in data_samples]
-        for metric in self.metrics:
-            metric.update(data_batch, data_samples)
-
-    def evaluate(self, size: Optional[int] = None) -> Dict[str, Any]:
-        """Metrics of the evaluation; the same key from two metrics is an error, as in mmengine.
-
-        As mmengine's, the processed results are cleared: the next ``process`` starts a new evaluation.
-        """
-        if not self._started:
-            self.start(size)
-        self._started = False
-        results: Dict[str, Any] = {}
-        for metric in self.metrics:
-            metric.finish(size)
-            for name, value in metric.compute().items():
-                if name in results:
-                    raise ValueError(f'There are multiple evaluation results with the same metric name {name}. '
-                                     'Please make sure all metrics have different prefixes.')
-                results[name] = value
-        return results
-
-
-def _build_metric(entry: Any, key: str) -> torchmetrics.Metric:
-    if isinstance(entry, (BaseMetricAdapter, TorchMetricAdapter)):
-        return entry
-    if isinstance(entry, BaseMetric):
-        return BaseMetricAdapter(entry)
+def _native(entry: Any, key: str) -> Any:
+    """A native torchmetrics entry (built, a class or a dotted name) as a :class:`TorchMetricAdapter`;
+    other entries as they are."""
     if isinstance(entry, torchmetrics.Metric):
         return TorchMetricAdapter(entry)
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f'{key}: expected a metric config dict or a metric, got {entry!r}')
-    if names_subclass_of(entry, torchmetrics.Metric):
-        kwargs = dict(entry)
-        cls = resolve_type(kwargs.pop('type'))
-        adapter = {name: kwargs.pop(name) for name in ('name', 'prefix', 'input_keys') if name in kwargs}
-        try:
-            metric = cls(**kwargs)
-        except TypeError as err:
-            raise ConfigError(f'{key}: {cls.__name__}: {err}') from err
-        return TorchMetricAdapter(metric, **adapter)
-    metric = build(METRICS, entry, key)
-    if not isinstance(metric, BaseMetric):
-        raise ConfigError(f'{key}: {type(metric).__name__} is not an mmengine BaseMetric')
-    return BaseMetricAdapter(metric)
+    if not (isinstance(entry, Mapping) and names_subclass_of(entry, torchmetrics.Metric)):
+        return entry
+    kwargs = dict(entry)
+    cls = resolve_type(kwargs.pop('type'))
+    adapter = {name: kwargs.pop(name) for name in ADAPTER_OPTIONS if name in kwargs}
+    try:
+        metric = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise config_error(f'{key}: {cls.__name__}: {err}', type(err)) from err
+    return TorchMetricAdapter(metric, **adapter)
 
 
-def build_evaluator(evaluator: Any, key: str) -> ConfigEvaluator:
-    """A :class:`ConfigEvaluator` from any form mmengine's ``build_evaluator`` accepts.
+def _metric(entry: Any, key: str) -> Any:
+    """One entry of a metric list: a built metric as it is, a config from ``METRICS`` (or torchmetrics)."""
+    entry = _native(entry, key)
+    return build(METRICS, entry, key) if isinstance(entry, Mapping) else entry
 
-    A built ``Evaluator``, ``dict(metrics=...)``, one metric config, a list of them, or
-    built metrics (mmengine ``BaseMetric`` or torchmetrics ``Metric``).
+
+def build_evaluator(evaluator: Any, key: Optional[str] = None) -> Evaluator:
+    """mmengine's ``Runner.build_evaluator``, with native torchmetrics metrics and errors that name ``key``.
+
+    A built ``Evaluator`` is returned as it is; ``dict(metrics=...)`` is built from the
+    ``EVALUATOR`` registry (``type`` defaults to ``Evaluator``); a metric dict or a list of
+    metrics becomes an ``Evaluator``.
     """
-    if isinstance(evaluator, ConfigEvaluator):
-        return evaluator
+    key = key or _EVALUATOR_KEY.get()
     if isinstance(evaluator, Evaluator):
-        if type(evaluator) is not Evaluator:
-            raise ConfigError(f'{key}: custom Evaluator {type(evaluator).__name__} is not supported; '
-                              'give its metrics instead')
-        entries: Sequence[Any] = evaluator.metrics
-    elif isinstance(evaluator, Mapping) and 'metrics' in evaluator:
-        extra = {k: v for k, v in evaluator.items() if k not in ('metrics', 'type')}
-        if evaluator.get('type', 'Evaluator') not in ('Evaluator', Evaluator) or extra:
-            raise ConfigError(f'{key}: custom evaluator types and options are not supported '
-                              f'(got type={evaluator.get("type")!r}, options {sorted(extra)}); list the metrics')
-        metrics = evaluator['metrics']
-        entries = metrics if isinstance(metrics, (list, tuple)) else [metrics]
-    elif isinstance(evaluator, (list, tuple)):
-        entries = evaluator
-    else:
-        entries = [evaluator]
-    return ConfigEvaluator([_build_metric(entry, f'{key}[{i}]' if len(entries) > 1 else key)
-                            for i, entry in enumerate(entries)])
+        return evaluator
+    if isinstance(evaluator, Mapping) and 'metrics' in evaluator:
+        cfg = dict(evaluator)
+        cfg.setdefault('type', 'Evaluator')
+        metrics = cfg['metrics']
+        cfg['metrics'] = ([_native(m, f'{key}.metrics[{i}]') for i, m in enumerate(metrics)]
+                          if isinstance(metrics, (list, tuple)) else _native(metrics, f'{key}.metrics'))
+        return build(EVALUATOR, cfg, key)
+    if isinstance(evaluator, Mapping):
+        with config_key(key):
+            return Evaluator(_metric(evaluator, key))
+    if isinstance(evaluator, (list, tuple)):
+        with config_key(key):
+            return Evaluator([_metric(entry, f'{key}[{i}]') for i, entry in enumerate(evaluator)])
+    raise config_error(f'{key}: evaluator should be one of dict, list of dict, and Evaluator, but got '
+                       f'{evaluator!r}', TypeError)
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> Dict[str, float]:
+    """The entries of an evaluation's metrics that Lightning can log (numbers and one-element tensors)."""
+    scalars = {}
+    for name, value in metrics.items():
+        if getattr(value, 'ndim', 0) != 0 or isinstance(value, (str, bytes, bool)):
+            continue
+        try:
+            scalars[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return scalars

@@ -9,14 +9,15 @@ any Trainer (``fit(ckpt_path=...)``, ``ModelCheckpoint``) continues the run exac
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import lightning.pytorch as pl
 import torch
+import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.config import Config
+from mmengine.evaluator import BaseMetric
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
@@ -31,25 +32,18 @@ from . import checkpoint as ckpt
 from . import rng
 from .assembly import module_parts
 from .bridge import HookBridge
-from .config import CfgOptions, ConfigError, ConfigLike, load_config
+from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from .context import RunContext
 from .data import ConfigDataModule
 from .fidelity import drop_loop_state, neutralise
 from .hooks import HookList
-from .loops import EVAL_LOSSES, TrainLoop, build_eval_loop, parse_train_cfg, runs_itself
-from .metrics import build_evaluator
+from .loops import EVAL_LOSSES, TrainProgress, build_eval_loop, build_train_loop, check_drivable, runs_itself
+from .metrics import evaluator_key, scalar_metrics
 from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
 from .schedulers import build_param_schedulers, load_scheduler_states
 from .serialization import from_safe, to_safe
+from .validation import LIGHTNING_STAGES, validate_config
 from .view import RunnerView
-
-
-def _is_scalar(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return getattr(value, 'ndim', 0) == 0
 
 
 class ConfigModule(pl.LightningModule):
@@ -62,7 +56,8 @@ class ConfigModule(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, *, context: RunContext, hooks: HookList, cfg: Config,
-                 train_cfg: Optional[dict] = None, optim_wrapper: Any = None, param_scheduler: Any = None,
+                 keywords: Optional[Mapping[str, Any]] = None, train_cfg: Optional[dict] = None,
+                 optim_wrapper: Any = None, param_scheduler: Any = None,
                  auto_scale_lr: Optional[dict] = None, val_cfg: Optional[dict] = None, val_evaluator: Any = None,
                  test_cfg: Optional[dict] = None, test_evaluator: Any = None, load_from: Optional[str] = None,
                  resume: Union[bool, str] = False, compile: Union[bool, Dict[str, Any]] = False) -> None:
@@ -72,18 +67,28 @@ class ConfigModule(pl.LightningModule):
         self.context = context
         self.hooks = hooks
         self.cfg = cfg
-        self.train_loop = TrainLoop(**parse_train_cfg(train_cfg)) if train_cfg is not None else None
+        #: The runner keywords of the run (the config's keys by default): each stage checks its own
+        #: when it starts (see :mod:`mm_lightning.validation`).
+        self.keywords: Mapping[str, Any] = keywords if keywords is not None else dict(cfg.items())
+        self._checked_stages: set = set()
+        self.train_cfg = train_cfg
+        #: mmengine's training loop object (``runner.train_loop``), built from ``train_cfg`` on first use.
+        self.train_loop: Optional[BaseLoop] = None
+        #: Lightning's driver of that loop and the run's position in it (built with it).
+        self.progress: Optional[TrainProgress] = None
+        self._first_pass_rng: Optional[rng.RngState] = None  # the random state the loop was built with
         self.optim_wrapper = optim_wrapper
         self.param_schedulers = param_scheduler
         self.auto_scale_lr = auto_scale_lr
         self._eval_cfgs = {'val': (val_cfg, val_evaluator), 'test': (test_cfg, test_evaluator)}
         self._eval_loops: Dict[str, BaseLoop] = {}
+        self._eval_sources: Dict[str, Any] = {}  # what each evaluation loop was built over
         self.load_from = load_from
         self.resume = resume
         self.compile_cfg = compile
         self.metrics: Dict[str, dict] = {}
         self.resumed = False  # a checkpoint's training state was restored for this fit
-        self._loaded = False  # load_from / resume done
+        self.loaded = False  # load_from / resume done (mmengine's ``_has_loaded``)
         # A checkpoint's random state and accumulated gradients, restored where the run continues
         self._random_state: Optional[rng.RngState] = None
         self._gradients: Optional[Dict[str, torch.Tensor]] = None
@@ -116,6 +121,11 @@ class ConfigModule(pl.LightningModule):
         """The Trainer running this module, or None before one does."""
         return self._trainer
 
+    @property
+    def has_training(self) -> bool:
+        """Whether the run is configured to train (``train_cfg``)."""
+        return self.train_cfg is not None
+
     def eval_loop(self, mode: str) -> Optional[BaseLoop]:
         """mmengine's ValLoop/TestLoop (or the config's loop) for ``mode`` once bound to a loader, or None."""
         return self._eval_loops.get(mode)
@@ -124,22 +134,38 @@ class ConfigModule(pl.LightningModule):
         """Whether the run is configured to validate (``'val'``) or test (``'test'``)."""
         return self._eval_cfgs[mode][0] is not None
 
-    def build_eval_loop(self, mode: str, loop_cfg: Dict[str, Any], dataloader: Any) -> BaseLoop:
-        """The evaluation loop ``loop_cfg`` describes, over ``dataloader``, with the run's evaluator."""
-        evaluator = build_evaluator(copy.deepcopy(self._eval_cfgs[mode][1]), f'{mode}_evaluator')
-        # mmengine's loops build their evaluator through runner.build_evaluator from metrics
-        loop = build_eval_loop(mode, loop_cfg, self.runner, dataloader, list(evaluator.metrics))
-        if isinstance(loop.evaluator, nn.Module):
-            self.add_module(f'{mode}_evaluator', loop.evaluator)  # moved to the device with the module
-        return loop
+    def eval_settings(self, mode: str) -> Any:
+        """``val_cfg``/``test_cfg`` as configured (mmengine's ``_val_loop`` before it is built)."""
+        return self._eval_cfgs[mode][0]
+
+    def eval_config(self, mode: str) -> Any:
+        """``val_evaluator``/``test_evaluator`` as configured (mmengine's ``_val_evaluator``)."""
+        return self._eval_cfgs[mode][1]
+
+    def build_eval_loop(self, mode: str, loop_cfg: Any, dataloader: Any) -> BaseLoop:
+        """The evaluation loop ``loop_cfg`` describes, over ``dataloader``, as mmengine's Runner builds it:
+        given the evaluator config, which the loop builds through ``runner.build_evaluator``."""
+        evaluator = self._eval_cfgs[mode][1]
+        if isinstance(evaluator, (BaseMetric, torchmetrics.Metric)):
+            evaluator = [evaluator]  # a lone built metric, in the list form mmengine's loops take
+        with evaluator_key(f'{mode}_evaluator'):  # the config itself, as mmengine passes it (builds copy it)
+            return build_eval_loop(mode, loop_cfg, self.runner, dataloader, evaluator)
 
     def eval_runs_itself(self, mode: str) -> bool:
         """Whether the ``mode`` loop's own ``run`` runs, as one step of Lightning's evaluation."""
         return runs_itself(self._eval_loops[mode], mode)
 
     # -- setting up (the hook bridge calls these in mmengine's order) ------------------------------------
+    def check_stage(self, stage: str) -> None:
+        """The config checks of what a Lightning ``stage`` (fit, validate, test) runs, once, before it starts."""
+        for part in LIGHTNING_STAGES.get(stage, ()):
+            if part not in self._checked_stages:
+                validate_config(self.keywords, stages=(part,))
+                self._checked_stages.add(part)
+
     def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
-        """What a run needs before ``before_run``: outputs opened, loops bound to the loaders."""
+        """What a run needs before ``before_run``: config checked, outputs opened, loops bound to the loaders."""
+        self.check_stage(stage)
         neutralise(trainer)
         self.context.open(self.cfg, self.hooks.info())
         datamodule = trainer.datamodule
@@ -152,33 +178,52 @@ class ConfigModule(pl.LightningModule):
         """Point the loops a Lightning ``stage`` runs at ``datamodule``'s loaders (the ones it iterates)."""
         if stage == 'fit':
             self.bind_train(datamodule)
-            if self.train_loop.has_validation:
+            check_drivable(type(self.train_loop))
+            if self.progress.has_validation:
                 self.bind_eval('val', datamodule)
-                datamodule.evaluate_in_one_step('val', self.eval_runs_itself('val'))
         else:
-            mode = 'test' if stage == 'test' else 'val'
-            self.bind_eval(mode, datamodule)
-            datamodule.evaluate_in_one_step(mode, self.eval_runs_itself(mode))
+            self.bind_eval('test' if stage == 'test' else 'val', datamodule)
 
     def bind_train(self, datamodule: Any) -> None:
-        if self.train_loop is None:
+        """Build mmengine's training loop over the datamodule's training loader (once), as mmengine's
+        Runner builds it, and let the datamodule's training stream follow it."""
+        if not self.has_training:
             raise ConfigError('train_dataloader, train_cfg and optim_wrapper: training needs all three')
         if not hasattr(self.model, 'train_step'):
-            raise ConfigError(f'model: {type(self.model).__name__} has no train_step; training needs an '
-                              'mmengine BaseModel (or a model implementing train_step)')
-        has_val = self.has_eval('val') and datamodule.has('val')
-        self.train_loop.bind(datamodule.loader('train'), has_val, self.context.visualizer)
+            raise config_error(f'model: {type(self.model).__name__} has no train_step. If you want to train your '
+                               'model, please make sure your model has implemented `train_step` (an mmengine '
+                               'BaseModel does).', AssertionError)
+        if self.train_loop is None:
+            first_pass_rng = rng.capture()  # an iteration-based loop starts its first pass when built
+            self.train_loop = build_train_loop(self.train_cfg, self.runner, datamodule.loader('train'))
+            self.progress = TrainProgress(self.train_loop, has_validation=False)
+            self._first_pass_rng = first_pass_rng
+        self.progress.has_validation = self.has_eval('val') and datamodule.has('val')
+        datamodule.train_stream.follow(self.train_loop, self.progress.by_epoch, self._first_pass_rng)
+
+    def use_train_loop(self, loop: Any) -> None:
+        """What ``runner._train_loop = loop`` means: a built loop becomes the run's, a config is built later."""
+        if isinstance(loop, BaseLoop):
+            if loop is not self.train_loop:
+                self.train_loop = loop
+                self.progress = TrainProgress(loop, has_validation=False)
+        else:
+            self.train_cfg, self.train_loop, self.progress = loop, None, None
 
     def bind_eval(self, mode: str, datamodule: Any) -> None:
         if not self.has_eval(mode) or not datamodule.has(mode):
             raise ConfigError(f'{mode}_dataloader, {mode}_cfg and {mode}_evaluator: '
                               f'{"validation" if mode == "val" else "testing"} needs all three')
         if not hasattr(self.model, f'{mode}_step'):
-            raise ConfigError(f'model: {type(self.model).__name__} has no {mode}_step, needed by {mode}_cfg')
-        loader = datamodule.loader(mode)
-        loop = self._eval_loops.get(mode)
-        if loop is None or loop.dataloader is not loader:
-            self._eval_loops[mode] = self.build_eval_loop(mode, self._eval_cfgs[mode][0], loader)
+            task = 'validate' if mode == 'val' else 'test'
+            raise config_error(f'model: {type(self.model).__name__} has no {mode}_step, needed by {mode}_cfg. If you '
+                               f'want to {task} your model, please make sure your model has implemented '
+                               f'`{mode}_step`.', AssertionError)
+        source = datamodule.loop_dataloader(mode)
+        if mode not in self._eval_loops or self._eval_sources.get(mode) is not source:
+            self._eval_loops[mode] = self.build_eval_loop(mode, self._eval_cfgs[mode][0], source)
+            self._eval_sources[mode] = source
+        datamodule.evaluate_in_one_step(mode, self.eval_runs_itself(mode))
 
     def initialize_weights(self, stage: str) -> None:
         """``init_weights`` once, before the strategy wraps the model (DDP then broadcasts rank 0's)."""
@@ -198,18 +243,23 @@ class ConfigModule(pl.LightningModule):
     def configure_callbacks(self) -> List[Callback]:
         return [self._bridge]
 
+    def build_optimization(self) -> None:
+        """The optim wrapper (LR scaled once, as mmengine's ``scale_lr``) and parameter schedulers, built
+        from their configs as mmengine's Runner builds them; built ones are kept."""
+        self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
+        if not self._lr_scaled:  # once, before the schedulers record the initial LRs
+            self._lr_scaled = True
+            scale_lr(self.optim_wrapper, self.auto_scale_lr, _get_batch_size(self.train_loop.dataloader),
+                     self.context.world_size, self.context.logger)
+        if self.param_schedulers is not None:
+            self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper, self.train_loop)
+
     @override
     def configure_optimizers(self) -> Optional[List[Optimizer]]:
         """Build the optim wrapper and schedulers (after the strategy has wrapped the model)."""
         if self.optim_wrapper is None:
             return None
-        self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)  # a built one as it is
-        if not self._lr_scaled:  # once, before the schedulers record the initial LRs
-            self._lr_scaled = True
-            scale_lr(self.optim_wrapper, self.auto_scale_lr, _get_batch_size(self.train_loop.dataloader),
-                     self.context.world_size, self.context.logger)
-        if self.param_schedulers is not None:  # built ones are kept
-            self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper, self.train_loop)
+        self.build_optimization()
         route_through_lightning(self.optim_wrapper, self)
         if self._scheduler_states is not None:
             load_scheduler_states(self.param_schedulers, self._scheduler_states)
@@ -220,21 +270,21 @@ class ConfigModule(pl.LightningModule):
 
     def start_fit(self) -> None:
         """After the strategy has set up model and optimizers: load/resume, counters, compile."""
-        if self.resumed:
+        if self.resumed and not self.loaded:
             self.context.logger.info('Continuing from the Lightning checkpoint given to Trainer.fit; '
                                      f'load_from/resume in the config are not used '
-                                     f'(epoch {self.train_loop.epoch}, iter {self.train_loop.iter})')
-        else:
+                                     f'(epoch {self.progress.epoch}, iter {self.progress.iter})')
+        elif not self.loaded:
             self.resumed = ckpt.load_or_resume(self)
-        self._loaded = True
-        self.optim_wrapper.initialize_count_status(self.model, self.train_loop.iter, self.train_loop.max_iters)
+        self.loaded = True
+        self.optim_wrapper.initialize_count_status(self.model, self.progress.iter, self.progress.max_iters)
         self.compile_model()
 
     def load_for_evaluation(self) -> None:
         """``load_from`` before a standalone validation or test (once)."""
-        if not self._loaded:
+        if not self.loaded:
             ckpt.load_or_resume(self, weights_only=True)
-            self._loaded = True
+            self.loaded = True
 
     def compile_model(self) -> None:
         """mmengine's ``compile``: ``torch.compile`` the model's ``train_step`` (or ``target``)."""
@@ -263,10 +313,10 @@ class ConfigModule(pl.LightningModule):
         """
         loop = state.get('loop')
         if loop is None or loop.get('from_meta'):
-            loop = self.train_loop.state_from_meta(meta['epoch'], meta['iter'])
+            loop = self.progress.state_from_meta(meta['epoch'], meta['iter'])
             datamodule = self.runner.datamodule
             datamodule.load_state_dict({'train': datamodule.train_stream.state_from_meta(meta['epoch'], meta['iter'])})
-        self.train_loop.load_state_dict(loop)
+        self.progress.load_state_dict(loop)
         self._random_state = state.get('rng')
         self._gradients = state.get('gradients')
         self.resumed = True
@@ -274,8 +324,8 @@ class ConfigModule(pl.LightningModule):
     # -- Lightning checkpoints -----------------------------------------------------------------------
     @override
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if self.train_loop is not None and self.trainer.state.fn == TrainerFn.FITTING:
-            loop_state = self.train_loop.state_dict()
+        if self.progress is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            loop_state = self.progress.state_dict()
             state = ckpt.training_state(self, loop_state)
             state['meta'] = to_safe(ckpt.run_meta(self, {}, loop_state))
             state['optimizer_names'] = ckpt.optimizer_names(self.optim_wrapper)
@@ -328,14 +378,12 @@ class ConfigModule(pl.LightningModule):
         if self.eval_runs_itself(mode):
             return
         self.trainer.model.eval()
-        loop = self.eval_loop(mode)
-        getattr(loop, EVAL_LOSSES[mode]).clear()
-        loop.evaluator.start(len(loop.dataloader.dataset))
+        getattr(self.eval_loop(mode), EVAL_LOSSES[mode]).clear()
 
     def _eval_step(self, mode: str, batch: Any, batch_idx: int) -> None:
         loop = self.eval_loop(mode)
         if self.eval_runs_itself(mode):
-            self.metrics[mode] = loop.run()  # the loop iterates its loader and calls its hooks itself
+            self.metrics[mode] = loop.run()  # the loop iterates its loaders and calls its hooks itself
         else:
             loop.run_iter(batch_idx, batch)
 
@@ -348,9 +396,9 @@ class ConfigModule(pl.LightningModule):
             if losses:
                 metrics.update(_parse_losses(losses, mode))
             self.metrics[mode] = metrics
-        scalars = {key: float(value) for key, value in self.metrics[mode].items() if _is_scalar(value)}
+        scalars = scalar_metrics(self.metrics[mode] or {})
         if scalars:
-            # Already global (gathered by torchmetrics); averaging equal values across ranks keeps them.
+            # The same on every rank (mmengine broadcasts them); averaging equal values keeps them.
             self.log_dict(scalars, sync_dist=self.context.world_size > 1)
 
     @override

@@ -22,7 +22,7 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 from torch.optim import Optimizer
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 from .precision import AMP_WRAPPER, strip_amp
 from .registry import build, config_key
 
@@ -42,7 +42,8 @@ def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
                               "becomes Lightning's precision plugin")
         return cfg
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f'optim_wrapper: expected a dict or an OptimWrapper, got {cfg!r}')
+        raise config_error(f'optim_wrapper: optimizer wrapper should be an OptimWrapper object or dict, but got '
+                           f'{cfg!r}', TypeError)
     cfg = strip_amp(dict(cfg))
     optimizer = cfg.get('optimizer')
     if isinstance(optimizer, Optimizer):
@@ -54,8 +55,9 @@ def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
     wrappers = OrderedDict()
     for name, wrapper in cfg.items():
         if not isinstance(wrapper, OptimWrapper):
-            raise ConfigError(f'optim_wrapper.{name}: without `optimizer` or `constructor`, each entry must be '
-                              f'a built OptimWrapper, got {wrapper!r}')
+            raise ConfigError(f'optim_wrapper.{name}: each item mush be an optimizer object when "type" and '
+                              f'"constructor" are not in optimizer (without `optimizer` or `constructor`, each '
+                              f'entry must be a built OptimWrapper), got {wrapper!r}')
         wrappers[name] = wrapper
     return OptimWrapperDict(**wrappers)
 
@@ -73,7 +75,7 @@ def scale_lr(optim_wrapper: AnyOptimWrapper, auto_scale_lr: Optional[Mapping[str
     if not auto_scale_lr or not auto_scale_lr.get('enable', False):
         return
     if 'base_batch_size' not in auto_scale_lr:
-        raise ConfigError('auto_scale_lr: `base_batch_size` is required when enable=True')
+        raise config_error('auto_scale_lr: Lack of `base_batch_size` in `auto_scale_lr`.', AssertionError)
     real_bs = world_size * batch_size
     base_bs = auto_scale_lr['base_batch_size']
     ratio = float(real_bs) / float(base_bs)

@@ -13,13 +13,14 @@ from typing import Any, Iterator, Mapping, Optional
 from mmengine.registry import Registry
 from mmengine.utils import get_object_from_string
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 
 
 def build(registry: Registry, cfg: Any, key: str, default_args: Optional[dict] = None) -> Any:
     """Build ``cfg`` (a dict with ``type``) from ``registry``; errors name ``key``."""
     if not isinstance(cfg, Mapping) or 'type' not in cfg:
-        raise ConfigError(f"{key}: expected a dict with a 'type' key, got {cfg!r}")
+        raise config_error(f"{key}: expected a dict with a 'type' key, got {cfg!r}",
+                           KeyError if isinstance(cfg, Mapping) else TypeError)
     obj_type = cfg['type']
     if isinstance(obj_type, str):
         check_type_known(registry, obj_type, f'{key}.type', scope=cfg.get('_scope_'))
@@ -32,17 +33,17 @@ def check_type_known(registry: Registry, name: str, key: str, scope: Optional[st
     with registry.switch_scope_and_registry(scope) as scoped:
         try:
             found = scoped.get(name)
-        except Exception:  # mmengine raises for dotted names it cannot import
+        except RuntimeError:  # mmengine's "Failed to get" for a dotted name whose object cannot be imported
             found = None
         if found is not None:
             return
         known = _registered_names(scoped)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
-    raise ConfigError(
+    raise config_error(
         f'{key}: {name!r} is not in the {scoped.scope}::{scoped.name} registry (nor its parents), '
         f'and is not an importable dotted name.{hint} Register it, import its module through '
-        "custom_imports=dict(imports=[...]), or check default_scope.")
+        "custom_imports=dict(imports=[...]), or check default_scope.", KeyError)
 
 
 @contextmanager
@@ -55,7 +56,7 @@ def config_key(key: str) -> Iterator[None]:
     except KeyError as err:
         message = err.args[0] if err.args else ''
         if isinstance(message, str) and 'is not in the' in message and 'registry' in message:
-            raise ConfigError(f'{key}: {message}') from err
+            raise config_error(f'{key}: {message}', KeyError) from err
         _note(err, key)
         raise
     except Exception as err:
@@ -75,7 +76,7 @@ def resolve_type(obj_type: Any) -> Any:
     if isinstance(obj_type, str) and '.' in obj_type:
         try:
             return get_object_from_string(obj_type)
-        except Exception:
+        except (ImportError, AttributeError):
             return None
     return obj_type
 

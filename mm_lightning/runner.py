@@ -29,7 +29,6 @@ from .config import ConfigLike, load_config
 from .data import ConfigDataModule
 from .hooks import split_custom_hooks
 from .launchers import check_backend
-from .loops import TrainLoop, train_iterations
 from .module import ConfigModule
 from .trainer import trainer_kwargs
 from .view import RunnerView
@@ -92,11 +91,11 @@ class FlexibleRunner(RunnerView):
         context = module.context
         self._datamodule = ConfigDataModule(
             train_dataloader, val_dataloader, test_dataloader, seed=context.seed,
-            diff_rank_seed=context.randomness.get('diff_rank_seed', False),
-            train_iterations=train_iterations(train_cfg))
+            diff_rank_seed=context.randomness.get('diff_rank_seed', False))
         self._trainer: Optional[pl.Trainer] = None
         self._trainer_settings = dict(
             work_dir=work_dir, train_cfg=train_cfg, launcher=launcher, env_cfg=env_cfg, strategy=strategy,
+            default_scope=default_scope,
             optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
             train_dataloader=dict(batch_size=_get_batch_size(train_dataloader)) if train_dataloader else None,
             val_dataloader=dict() if val_dataloader is not None else None,
@@ -127,12 +126,11 @@ class FlexibleRunner(RunnerView):
         return self._trainer
 
     @property
-    def train_loop(self) -> Optional[TrainLoop]:
-        """mmengine's train loop; asked before ``train()``, it is bound to the training loader then."""
-        loop = self.module.train_loop
-        if loop is not None and loop.dataloader is None:
+    def train_loop(self) -> Optional[BaseLoop]:
+        """mmengine's training loop; asked before ``train()``, it is built then (as mmengine's Runner does)."""
+        if self.module.train_loop is None and self.module.has_training:
             self.module.bind_train(self._datamodule)
-        return loop
+        return self.module.train_loop
 
     @property
     def val_loop(self) -> Optional[BaseLoop]:
@@ -155,8 +153,11 @@ class FlexibleRunner(RunnerView):
         A SIGTERM (cluster preemption) ends training after the current iteration with a
         resumable checkpoint in the work_dir, and ``train()`` returns normally.
         """
-        if self.module.train_loop is None:
-            raise RuntimeError('train() needs train_dataloader, train_cfg and optim_wrapper')
+        if not self.module.has_training:
+            raise RuntimeError('`self._train_loop` should not be None when calling train method. Please provide '
+                               '`train_dataloader`, `train_cfg`, `optimizer` and `param_scheduler` arguments when '
+                               'initializing runner.')
+        self.module.check_stage('fit')
         try:
             self.trainer.fit(self.module, datamodule=self._datamodule)
         except SIGTERMException:
@@ -166,15 +167,19 @@ class FlexibleRunner(RunnerView):
     def val(self) -> dict:
         """Validate with Lightning's evaluation loop; returns mmengine's metrics dict."""
         self._require('val')
+        self.module.check_stage('validate')
         self.trainer.validate(self.module, datamodule=self._datamodule, verbose=False)
         return self.module.metrics['val']
 
     def test(self) -> dict:
         """Test with Lightning's evaluation loop; returns mmengine's metrics dict."""
         self._require('test')
+        self.module.check_stage('test')
         self.trainer.test(self.module, datamodule=self._datamodule, verbose=False)
         return self.module.metrics['test']
 
     def _require(self, mode: str) -> None:
         if not self.module.has_eval(mode):
-            raise RuntimeError(f'{mode}() needs {mode}_dataloader, {mode}_cfg and {mode}_evaluator')
+            raise RuntimeError(f'`self._{mode}_loop` should not be None when calling {mode} method. Please provide '
+                               f'`{mode}_dataloader`, `{mode}_cfg` and `{mode}_evaluator` arguments when '
+                               'initializing runner.')

@@ -11,16 +11,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.optim import OptimWrapper, OptimWrapperDict, _ParamScheduler
 from mmengine.registry import PARAM_SCHEDULERS
+from mmengine.runner.base_loop import BaseLoop
 
-from .config import ConfigError
-from .loops import TrainLoop
+from .config import ConfigError, config_error
 from .registry import build
 
 ParamSchedulers = Union[List[_ParamScheduler], Dict[str, List[_ParamScheduler]]]
 
 
 def build_param_schedulers(cfg: Any, optim_wrapper: Union[OptimWrapper, OptimWrapperDict],
-                           train_loop: Optional[TrainLoop]) -> ParamSchedulers:
+                           train_loop: Optional[BaseLoop]) -> ParamSchedulers:
     """One list per optimizer; a dict of lists for ``OptimWrapperDict`` (as mmengine)."""
     if not isinstance(optim_wrapper, OptimWrapperDict):
         return _build_for_one(cfg, optim_wrapper, train_loop, 'param_scheduler')
@@ -37,7 +37,7 @@ def build_param_schedulers(cfg: Any, optim_wrapper: Union[OptimWrapper, OptimWra
     return schedulers
 
 
-def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[TrainLoop],
+def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[BaseLoop],
                    key: str) -> List[_ParamScheduler]:
     items: Sequence[Any] = cfg if isinstance(cfg, Sequence) and not isinstance(cfg, str) else [cfg]
     built: List[_ParamScheduler] = []
@@ -47,7 +47,8 @@ def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[T
             built.append(item)
             continue
         if not isinstance(item, Mapping):
-            raise ConfigError(f'{item_key}: expected a scheduler config dict, got {item!r}')
+            raise config_error(f'{item_key}: scheduler should be a _ParamScheduler object or dict, but got {item!r}',
+                               TypeError)
         item = copy.deepcopy(dict(item))
         default_args: Dict[str, Any] = dict(optimizer=optim_wrapper)
         if train_loop is not None:

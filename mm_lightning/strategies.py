@@ -336,10 +336,7 @@ def _runner_style_strategy(ctx: StrategyContext) -> Union[StrategySpec, str]:
     """What mmengine's Runner does without a ``strategy``: DDP under a launcher, via model_wrapper_cfg."""
     wrapper_cfg = ctx.runner_cfg.get('model_wrapper_cfg')
     if ctx.launcher == 'none':
-        if wrapper_cfg is not None:
-            raise ConfigError('model_wrapper_cfg: wrapping needs a distributed launcher '
-                              '(launcher=pytorch/slurm/mpi); mmengine does not wrap single-process runs either')
-        return 'auto'
+        return 'auto'  # mmengine's Runner ignores model_wrapper_cfg in one process (it does not wrap)
     if wrapper_cfg is None:
         # mmengine's Runner wraps with MMDistributedDataParallel(broadcast_buffers=False).
         return _ddp_strategy(dict(broadcast_buffers=False,

@@ -12,16 +12,30 @@ import os.path as osp
 from typing import Any, Dict, Mapping, Optional
 
 from mmengine.config import Config
+from mmengine.runner.base_loop import BaseLoop
 
 from .config import ConfigLike, load_config
 from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
 from .launchers import config_layout
-from .loops import parse_train_cfg
+from .loops import train_loop_kind
 from .precision import precision_settings
 from .progress import build_progress_bar
 from .strategies import build_strategy, strategy_context
 from .validation import validate_config
+
+
+def lightning_epochs(train_cfg: Any) -> Optional[int]:
+    """Lightning's ``max_epochs`` for a training loop: its epochs, or one epoch holding every iteration.
+
+    ``None`` without training, or for a loop Lightning cannot drive (refused when training starts).
+    """
+    if isinstance(train_cfg, BaseLoop):
+        return train_cfg.max_epochs
+    by_epoch = train_loop_kind(train_cfg)
+    if by_epoch is None:
+        return None
+    return int(train_cfg.get('max_epochs', 0)) if by_epoch else 1
 
 
 def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[str] = None,
@@ -37,15 +51,14 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
-    validate_config(cfg)
+    validate_config(cfg, stages=('run',))  # a ConfigModule checks each stage's keys when it starts
     kwargs: Dict[str, Any] = dict(TRAINER_SETTINGS)
     kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
     if cfg.get('val_dataloader') is None:
         kwargs['limit_val_batches'] = 0  # nothing to validate: Lightning need not ask for a loader
-    train_cfg = cfg.get('train_cfg')
-    if train_cfg is not None:
-        parsed = parse_train_cfg(train_cfg)
-        kwargs['max_epochs'] = parsed['max_epochs'] if parsed['by_epoch'] else 1
+    epochs = lightning_epochs(cfg.get('train_cfg'))
+    if epochs is not None:
+        kwargs['max_epochs'] = epochs
     layout = config_layout(cfg, launcher, accelerator, devices, num_nodes)
     strategy = build_strategy(cfg.get('strategy'), strategy_context(cfg, layout))
     kwargs['strategy'] = strategy

@@ -7,6 +7,12 @@ each key must hold; :func:`validate_config` raises one :class:`ConfigError` for 
 first value that breaks a rule, whose first line reads
 ``<key path>: expected <what>, got <value>``.
 
+mmengine builds the parts of a run lazily: a config whose training part would crash trains
+nothing, but validates and tests. Each rule therefore belongs to the stage that uses its key
+(:data:`STAGE_KEYS`): the run's own keys are checked when a runner is built, ``train_cfg``,
+``optim_wrapper``... when training starts, ``val_*``/``test_*`` when validation or testing
+starts, never earlier.
+
 A key pattern is dotted; ``[]`` stands for every item of a list (a lone dict counts
 as one item, as mmengine takes ``param_scheduler=dict(...)``) and ``*`` for every
 value of a dict. A rule only applies to keys that are present and not ``None``
@@ -32,7 +38,7 @@ from mmengine.visualization import Visualizer
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from .config import ConfigError
+from .config import ConfigError, config_error
 from .launchers import LAUNCHERS
 from .registry import check_type_known, type_name
 
@@ -167,8 +173,10 @@ RULES: List[Tuple[str, Expect]] = [
     ('val_cfg.fp16', BOOL),
     ('test_cfg', DICT),
     ('test_cfg.fp16', BOOL),
+    ('train_dataloader', DICT | instance_of('a DataLoader', DataLoader)),
+    # A list of loaders, for evaluation loops that take them (mmagic's MultiValLoop/MultiTestLoop).
+    *[(f'{split}_dataloader', DICT | instance_of('a DataLoader', DataLoader) | LIST) for split in ('val', 'test')],
     *[rule for split in ('train', 'val', 'test') for rule in (
-        (f'{split}_dataloader', DICT | instance_of('a DataLoader', DataLoader)),
         (f'{split}_dataloader.batch_size', POSITIVE_INT),
         (f'{split}_dataloader.num_workers', NON_NEGATIVE_INT),
         (f'{split}_dataloader.persistent_workers', BOOL),
@@ -194,7 +202,7 @@ RULES: List[Tuple[str, Expect]] = [
     ('auto_scale_lr', DICT),
     ('auto_scale_lr.enable', BOOL),
     ('auto_scale_lr.base_batch_size', POSITIVE_INT),
-    ('param_scheduler', DICT | LIST),
+    ('param_scheduler', DICT | LIST | instance_of('a parameter scheduler', _ParamScheduler)),
     ('param_scheduler[]', DICT | instance_of('a parameter scheduler', _ParamScheduler)),
     ('param_scheduler[].type', TYPE_NAME),
     ('param_scheduler[].by_epoch', BOOL),
@@ -252,21 +260,47 @@ TYPE_OPTIONS: Dict[str, Dict[str, Expect]] = {
 TYPED_ENTRIES: Tuple[str, ...] = ('default_hooks.*', 'custom_hooks[]', 'param_scheduler[]')
 
 
-def validate_config(cfg: Union[Config, Mapping[str, Any]]) -> None:
-    """Raise a :class:`ConfigError` for the first value in ``cfg`` that breaks a rule.
+#: The stage that uses each top-level key, whose rules are checked when that stage starts; every
+#: other key is checked when the runner is built (stage ``'run'``).
+STAGE_KEYS: Dict[str, Tuple[str, ...]] = {
+    'train': ('train_cfg', 'train_dataloader', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'),
+    'val': ('val_cfg', 'val_dataloader', 'val_evaluator'),
+    'test': ('test_cfg', 'test_dataloader', 'test_evaluator'),
+}
+STAGES = ('run', *STAGE_KEYS)
+#: The stages a Lightning run of each kind starts (fitting validates too).
+LIGHTNING_STAGES: Dict[str, Tuple[str, ...]] = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}
 
-    ``cfg`` is an mmengine ``Config`` or a dict of ``FlexibleRunner`` keywords. Nothing
-    is built; registered names are looked up in the config's ``default_scope``.
+
+def stage_of(pattern: str) -> str:
+    """The stage whose start checks the rule for key ``pattern``."""
+    top = _parts(pattern)[0]
+    return next((stage for stage, keys in STAGE_KEYS.items() if top in keys), 'run')
+
+
+def validate_config(cfg: Union[Config, Mapping[str, Any]], stages: Sequence[str] = STAGES) -> None:
+    """Raise a :class:`ConfigError` for the first value in ``cfg`` that breaks a rule of ``stages``.
+
+    ``cfg`` is an mmengine ``Config`` or a dict of ``FlexibleRunner`` keywords; by default
+    every stage is checked. Nothing is built; registered names are looked up in the config's
+    ``default_scope``.
     """
     if isinstance(cfg, Config):
         cfg = dict(cfg.items())
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f'config: expected a dict or an mmengine Config, got {type(cfg).__name__}')
+        raise config_error(f'config: expected a dict or an mmengine Config, got {type(cfg).__name__}', TypeError)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f'unknown stages {unknown}; stages are {list(STAGES)}')
     scope = cfg.get('default_scope', 'mmengine')
     for pattern, expect in RULES:
+        if stage_of(pattern) not in stages:
+            continue
         for path, value in find(cfg, pattern):
             _check_value(path, value, expect, cfg, scope)
     for pattern in TYPED_ENTRIES:
+        if stage_of(pattern) not in stages:
+            continue
         for path, entry in find(cfg, pattern):
             if not isinstance(entry, Mapping) or 'type' not in entry:
                 continue
@@ -344,4 +378,5 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + '...'
 
 
-__all__: Sequence[str] = ['validate_config', 'RULES', 'TYPE_OPTIONS', 'TYPED_ENTRIES', 'Expect']
+__all__: Sequence[str] = ['validate_config', 'RULES', 'TYPE_OPTIONS', 'TYPED_ENTRIES', 'Expect', 'STAGES',
+                          'STAGE_KEYS', 'LIGHTNING_STAGES']

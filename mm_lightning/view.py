@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 import lightning.pytorch as pl
 import torch
 from mmengine.config import Config
+from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import revert_sync_batchnorm
@@ -28,12 +29,13 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
+from .config import config_error
 from .context import build_log_processor, build_visualizer, setup_environment
 from .data import build_dataloader
 from .hooks import merged_default_hooks
 from .launchers import config_layout, init_process_group
-from .loops import TrainLoop, parse_train_cfg
-from .metrics import ConfigEvaluator, build_evaluator
+from .loops import build_train_loop
+from .metrics import build_evaluator
 from .optim import build_optim_wrapper, scale_lr
 from .registry import build
 from .schedulers import build_param_schedulers
@@ -118,6 +120,7 @@ class RunnerView:
     log_dir = _context('log_dir', 'work_dir/<timestamp>.')
     timestamp = _context('timestamp')
     experiment_name = _context('experiment_name')
+    _experiment_name = _assignable_context('experiment_name', 'mmengine code assigns it; build_logger & co. read it.')
     rank = _context('rank')
     world_size = _context('world_size')
     distributed = _context('distributed')
@@ -133,7 +136,8 @@ class RunnerView:
 
     # -- loops ----------------------------------------------------------------------------------------
     @property
-    def train_loop(self) -> Optional[TrainLoop]:
+    def train_loop(self) -> Optional[BaseLoop]:
+        """mmengine's training loop object (``EpochBasedTrainLoop``, ``IterBasedTrainLoop`` or the config's)."""
         return self.module.train_loop
 
     @property
@@ -157,8 +161,43 @@ class RunnerView:
     val_begin = property(lambda self: self.train_loop.val_begin)
 
     # Private names mmengine's own hooks and log processor read from the runner.
-    _train_loop = property(lambda self: self.train_loop, doc="mmengine's LogProcessor/LoggerHook read it.")
+    @property
+    def _train_loop(self) -> Any:
+        """mmengine's LogProcessor/LoggerHook read it: the built loop, else ``train_cfg`` (nothing is built)."""
+        loop = self.module.train_loop
+        return loop if loop is not None else self.module.train_cfg
+
+    @_train_loop.setter
+    def _train_loop(self, loop: Any) -> None:
+        self.module.use_train_loop(loop)
+
     _log_dir = property(lambda self: self.log_dir, doc="mmengine's LoggerHook reads it.")
+
+    @property
+    def _hooks(self) -> List[Hook]:
+        """mmengine's runners keep their hooks here; code reads, assigns and appends to it."""
+        return self.module.hooks.hooks
+
+    @_hooks.setter
+    def _hooks(self, hooks: List[Hook]) -> None:
+        self.module.hooks.hooks = hooks
+
+    @property
+    def _val_loop(self) -> Any:
+        """The built validation loop, else ``val_cfg`` (mmengine builds it lazily)."""
+        return self.module.eval_loop('val') or self.module.eval_settings('val')
+
+    @property
+    def _test_loop(self) -> Any:
+        """The built test loop, else ``test_cfg``."""
+        return self.module.eval_loop('test') or self.module.eval_settings('test')
+
+    _train_dataloader = property(lambda self: self._loader_spec('train'), doc='train_dataloader as configured.')
+    _val_dataloader = property(lambda self: self._loader_spec('val'), doc='val_dataloader as configured.')
+    _test_dataloader = property(lambda self: self._loader_spec('test'), doc='test_dataloader as configured.')
+    _val_evaluator = property(lambda self: self.module.eval_config('val'), doc='val_evaluator as configured.')
+    _test_evaluator = property(lambda self: self.module.eval_config('test'), doc='test_evaluator as configured.')
+
     @property
     def _resume(self) -> Union[bool, str]:
         """mmengine's EMAHook reads it (and its tests set it)."""
@@ -167,6 +206,12 @@ class RunnerView:
     @_resume.setter
     def _resume(self, resume: Union[bool, str]) -> None:
         self.module.resume = resume
+
+    @property
+    def _has_loaded(self) -> bool:
+        """Whether ``load_from``/``resume`` (or ``load_checkpoint``) has been done."""
+        return self.module.loaded
+
     _randomness_cfg = property(lambda self: self.module.context.randomness)
 
     # -- hooks ------------------------------------------------------------------------------------------
@@ -206,16 +251,18 @@ class RunnerView:
         """mmengine's ``build_dataloader``: dataset, sampler, batch sampler, collate, worker seeding."""
         return build_dataloader(dataloader, 'dataloader', seed, diff_rank_seed)
 
-    def build_evaluator(self, evaluator: Union[Dict, List, Any]) -> ConfigEvaluator:
-        """An evaluator from a built one, a metric dict, a list, or ``dict(metrics=...)``.
-
-        mmengine metrics and native torchmetrics metrics both run as ``torchmetrics.Metric``.
-        """
-        return build_evaluator(evaluator, 'evaluator')
+    def build_evaluator(self, evaluator: Union[Dict, List, Evaluator]) -> Evaluator:
+        """mmengine's evaluator: a built one as it is, ``dict(metrics=...)`` from ``EVALUATOR``, or an
+        ``Evaluator`` of a metric dict or list (native torchmetrics metrics included)."""
+        return build_evaluator(evaluator)
 
     def build_model(self, model: Union[nn.Module, Dict]) -> nn.Module:
         """A model from its config (a built model is returned as is)."""
-        return model if isinstance(model, nn.Module) else build(MODELS, model, 'model')
+        if isinstance(model, nn.Module):
+            return model
+        if not isinstance(model, dict):
+            raise config_error(f'model: model should be a nn.Module object or dict, but got {model!r}', TypeError)
+        return build(MODELS, model, 'model')
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
         """The bare model, SyncBatchNorm reverted outside distributed runs, as mmengine's does.
@@ -234,9 +281,9 @@ class RunnerView:
 
     def build_param_scheduler(self, scheduler: Union[Any, Dict, List]) -> Any:
         """Parameter schedulers for the built optim wrapper (``build_optim_wrapper`` first)."""
-        if not isinstance(self.optim_wrapper, OptimWrapper):
-            raise RuntimeError('`build_optim_wrapper` should be called before `build_param_scheduler` because '
-                               'the latter depends on the former')
+        if not isinstance(self.optim_wrapper, OptimWrapper):  # mmengine asserts it
+            raise AssertionError('`build_optimizer` should be called before `build_param_scheduler` because the '
+                                 'latter depends on the former')
         return build_param_schedulers(scheduler, self.optim_wrapper, self.train_loop)
 
     def scale_lr(self, optim_wrapper: OptimWrapper, auto_scale_lr: Optional[Dict] = None) -> None:
@@ -250,16 +297,16 @@ class RunnerView:
 
     def build_message_hub(self, message_hub: Optional[Dict] = None) -> MessageHub:
         if message_hub is None:
-            message_hub = dict(name=self.experiment_name)
+            message_hub = dict(name=self._experiment_name)
         elif isinstance(message_hub, dict):
-            message_hub.setdefault('name', self.experiment_name)
+            message_hub.setdefault('name', self._experiment_name)
         else:
             raise TypeError(f'message_hub should be dict or None, but got {message_hub}')
         return MessageHub.get_instance(**message_hub)
 
     def build_visualizer(self, visualizer: Optional[Union[Visualizer, Dict]] = None) -> Visualizer:
         """A visualizer; vis backends with a Lightning logger write through it (see :mod:`mm_lightning.loggers`)."""
-        return build_visualizer(visualizer, self.experiment_name, self.log_dir)[0]
+        return build_visualizer(visualizer, self._experiment_name, self.log_dir)[0]
 
     def build_log_processor(self, log_processor: Union[LogProcessor, Dict]) -> LogProcessor:
         return build_log_processor(log_processor)
@@ -269,7 +316,7 @@ class RunnerView:
         if log_file is None:
             log_file = osp.join(self.log_dir, f'{self.timestamp}.log')
         log_cfg = dict(log_level=log_level, log_file=log_file, **kwargs)
-        log_cfg.setdefault('name', self.experiment_name)
+        log_cfg.setdefault('name', self._experiment_name)
         log_cfg.setdefault('file_mode', 'a')
         return MMLogger.get_instance(**log_cfg)
 
@@ -289,22 +336,24 @@ class RunnerView:
         cfg = dict(self.cfg.items(), strategy=strategy, launcher=launcher, env_cfg=env_cfg)
         return build_strategy(strategy, strategy_context(cfg, config_layout(cfg, launcher)))
 
-    def build_train_loop(self, loop: Union[TrainLoop, Dict]) -> TrainLoop:
-        """A train loop from ``train_cfg``, bound to the training loader (a built loop is returned as is)."""
-        if isinstance(loop, TrainLoop):
-            return loop
-        built = TrainLoop(**parse_train_cfg(loop))
-        built.bind(self.train_dataloader, self.module.has_eval('val'), self.visualizer)
-        return built
+    def build_train_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
+        """mmengine's ``build_train_loop``: the loop over the training loader config (a built loop as it is)."""
+        return build_train_loop(loop, self, self._loader_spec('train'))
 
     def build_val_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
-        """A validation loop from ``val_cfg`` with the run's evaluator (a built loop is returned as is)."""
-        return loop if isinstance(loop, BaseLoop) else self.module.build_eval_loop('val', loop, self.val_dataloader)
+        """mmengine's ``build_val_loop``: with the loader and evaluator configs (a built loop as it is)."""
+        return self.module.build_eval_loop('val', loop, self._loader_spec('val'))
 
     def build_test_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
-        """A test loop from ``test_cfg`` with the run's evaluator (a built loop is returned as is)."""
-        return loop if isinstance(loop, BaseLoop) else self.module.build_eval_loop('test', loop,
-                                                                                  self.test_dataloader)
+        """mmengine's ``build_test_loop``: with the loader and evaluator configs (a built loop as it is)."""
+        return self.module.build_eval_loop('test', loop, self._loader_spec('test'))
+
+    def _loader_spec(self, split: str) -> Any:
+        datamodule = self.datamodule
+        if datamodule is None:
+            raise RuntimeError(f'{split}_dataloader: this ConfigModule is not attached to a Trainer with a '
+                               'datamodule yet')
+        return datamodule.spec(split)
 
     @property
     def strategy(self) -> Any:
@@ -314,8 +363,16 @@ class RunnerView:
 
     # -- checkpoints (see mm_lightning.checkpoint) ---------------------------------------------------------
     def load_or_resume(self) -> None:
-        """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from``, once."""
-        ckpt.load_or_resume(self.module)
+        """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from``, once.
+
+        Resuming before ``train()`` builds the training loop, optim wrapper and schedulers, as mmengine's does.
+        """
+        if self.module.loaded:
+            return
+        if self.module.has_training:
+            _ = self.train_loop
+        self.module.resumed = ckpt.load_or_resume(self.module, weights_only=not self.module.has_training)
+        self.module.loaded = True
 
     def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
                         revise_keys: list = [(r'^module.', '')]) -> dict:
@@ -324,7 +381,11 @@ class RunnerView:
 
     def resume(self, filename: str, resume_optimizer: bool = True, resume_param_scheduler: bool = True,
                map_location: Union[str, Callable] = 'default') -> None:
-        """Resume weights, optimizer, schedulers, message hub, progress, data position and random state."""
+        """Resume weights, optimizer, schedulers, message hub, progress, data position and random state.
+
+        Before ``train()`` it builds the training loop, optim wrapper and schedulers, as mmengine's does.
+        """
+        _ = self.train_loop
         ckpt.resume(self.module, filename, resume_optimizer, resume_param_scheduler, map_location)
 
     def save_checkpoint(self, out_dir: str, filename: str, file_client_args: Optional[dict] = None,

@@ -15,9 +15,9 @@ def _keywords(**changes):
 
 
 def test_mmengines_constructor_checks_name_the_keys():
-    with pytest.raises(ConfigError, match='train_dataloader, train_cfg, optim_wrapper must be given together'):
+    with pytest.raises(ConfigError, match='train_dataloader, train_cfg, optim_wrapper should be either all None'):
         check_keywords(**_keywords(train_cfg=dict(by_epoch=True, max_epochs=1)))
-    with pytest.raises(ConfigError, match='param_scheduler: needs optim_wrapper'):
+    with pytest.raises(ConfigError, match='param_scheduler: param_scheduler should be None when optim_wrapper is None'):
         check_keywords(**_keywords(param_scheduler=dict(type='ConstantLR')))
     with pytest.raises(ConfigError, match='resume: when resume is a path, load_from must be None'):
         check_keywords(**_keywords(resume='a.pth', load_from='b.pth'))

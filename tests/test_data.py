@@ -100,7 +100,7 @@ def test_a_loader_shorter_than_its_len_is_an_error():
 
 
 def test_datamodule_position_survives_a_checkpoint_round_trip():
-    dm = ConfigDataModule(AUGMENTED, train_iterations=None)
+    dm = ConfigDataModule(AUGMENTED)
     dm.setup('fit')
     iterator = iter(dm.train_dataloader())
     for _ in range(3):

@@ -1,31 +1,32 @@
-"""mmengine's loop settings and progress: parsing, the validation rule, state for checkpoints."""
+"""mmengine's loops on Lightning: its own loop objects, the validation rule, progress state for checkpoints."""
 import pytest
 from conftest import data
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-from mm_lightning import ConfigError
+from mm_lightning import ConfigError, FlexibleRunner
 from mm_lightning.data import build_dataloader
-from mm_lightning.loops import TrainLoop, parse_eval_cfg, parse_train_cfg, train_iterations
+from mm_lightning.loops import TrainProgress, ValidationRule, build_train_loop, parse_eval_cfg, parse_train_cfg
 
 
-class Visualizer:
-    dataset_meta = None
+class Runner:
+    """What mmengine's loop constructors read from a runner."""
+
+    class visualizer:
+        dataset_meta = None
 
 
 def _loop(dataloader_batches=5, **train_cfg):
-    loop = TrainLoop(**parse_train_cfg(train_cfg))
     loader = build_dataloader(data(size=dataloader_batches * 4, batch_size=4), 'train_dataloader', seed=0)
-    loop.bind(loader, has_validation=True, visualizer=Visualizer())
-    return loop
+    return TrainProgress(build_train_loop(train_cfg, Runner(), loader), has_validation=True)
 
 
 def test_parse_train_cfg_forms_and_errors():
     assert parse_train_cfg(dict(type='EpochBasedTrainLoop', max_epochs=3))['by_epoch'] is True
     assert parse_train_cfg(dict(type='mmengine.runner.IterBasedTrainLoop', max_iters=3))['by_epoch'] is False
-    assert train_iterations(dict(by_epoch=False, max_iters=7)) == 7 and train_iterations(None) is None
     for cfg, message in [(dict(max_epochs=3), 'set `by_epoch`'), (dict(by_epoch=True), '`max_epochs` is required'),
                          (dict(by_epoch=True, max_epochs=2.5), 'train_cfg.max_epochs'),
                          (dict(by_epoch=True, max_epochs=2, max_iters=3), 'unsupported keys'),
-                         (dict(type='EpochBasedTrainLoop', by_epoch=True, max_epochs=1), 'only one of')]:
+                         (dict(type='EpochBasedTrainLoop', by_epoch=True, max_epochs=1), 'Only one of')]:
         with pytest.raises(ConfigError, match=message):
             parse_train_cfg(cfg)
     from mmengine.runner import TestLoop, ValLoop
@@ -55,14 +56,21 @@ def test_validation_rule_is_mmengines(train_cfg, due):
     assert points == due
 
 
-def test_lengths_and_finishing():
-    loop = _loop(dataloader_batches=5, by_epoch=True, max_epochs=3)
-    assert (loop.max_epochs, loop.max_iters) == (3, 15)
+def test_explain_reads_the_same_rule_without_a_loop():
+    assert ValidationRule.of(1, 3, [(3, 1)]).points(6) == [2, 3, 4, 5, 6]
+    assert ValidationRule.of(1, 3, [[3, 1]]).points(6) == [2, 3, 4, 5, 6]  # pairs from a JSON config
+
+
+def test_progress_drives_mmengines_own_loop_object():
+    progress = _loop(dataloader_batches=5, by_epoch=True, max_epochs=3)
+    assert type(progress.loop) is EpochBasedTrainLoop and progress.by_epoch
+    assert (progress.max_epochs, progress.max_iters) == (3, 15)
     for _ in range(3):
-        loop.epoch_done()
-    assert loop.finished
+        progress.epoch_done()
+    assert progress.finished and progress.loop.epoch == 3  # the loop's own counter
     stopped = _loop(by_epoch=False, max_iters=10)
-    stopped.stop_training = True
+    assert type(stopped.loop) is IterBasedTrainLoop and not stopped.by_epoch
+    stopped.loop.stop_training = True  # as mmengine's EarlyStoppingHook sets it
     assert stopped.finished
 
 
@@ -125,13 +133,24 @@ def test_custom_validation_loops_match_mmengine(tmp_path, val_cfg):
 def test_a_training_loop_subclass_that_keeps_the_iteration_runs(tmp_path):
     from parity import assert_same_run, run_both
     assert parse_train_cfg(dict(type='NamedEpochLoop', max_epochs=2))['by_epoch'] is True
-    assert_same_run(*run_both(dict(CUSTOM, train_cfg=dict(type='NamedEpochLoop', max_epochs=2), val_cfg=dict()),
-                              tmp_path), atol=0)
+    reference, ours = run_both(dict(CUSTOM, train_cfg=dict(type='NamedEpochLoop', max_epochs=2), val_cfg=dict()),
+                               tmp_path)
+    assert_same_run(reference, ours, atol=0)
+    # runner.train_loop is the configured class, and its counters are the run's
+    assert type(ours.runner.train_loop).__name__ == 'NamedEpochLoop'
+    assert (ours.runner.train_loop.epoch, ours.runner.train_loop.iter) == (2, 8) == (ours.runner.epoch,
+                                                                                     ours.runner.iter)
 
 
-def test_a_training_loop_that_iterates_otherwise_is_refused_by_name():
+def test_a_training_loop_that_iterates_otherwise_is_built_but_refused_by_name_at_train(tmp_path):
     message = r'train_cfg.type: SkippingTrainLoop overrides EpochBasedTrainLoop.run_iter\(\)'
     with pytest.raises(ConfigError, match=message):
         parse_train_cfg(dict(type='SkippingTrainLoop', max_epochs=2))
-    with pytest.raises(ConfigError, match='train_cfg.type: .NoSuchLoop. is not in the LOOPS registry'):
+    with pytest.raises(KeyError, match='train_cfg.type: .NoSuchLoop. is not in the LOOPS registry'):
         parse_train_cfg(dict(type='NoSuchLoop', max_epochs=2))
+    cfg = dict(CUSTOM, train_cfg=dict(type='SkippingTrainLoop', max_epochs=2), val_cfg=dict(),
+               work_dir=str(tmp_path), experiment_name=f'skipping_{tmp_path.name}')
+    runner = FlexibleRunner.from_cfg(cfg)  # mmengine builds its loops lazily: nothing refused yet
+    assert type(runner.train_loop).__name__ == 'SkippingTrainLoop' and runner.max_epochs == 2
+    with pytest.raises(TypeError, match=message):  # Lightning's fit loop cannot run its run_iter
+        runner.train()

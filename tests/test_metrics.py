@@ -1,4 +1,4 @@
-"""Evaluators as torchmetrics: parity with mmengine, native metrics, padding, DDP."""
+"""Evaluators are mmengine's own objects: parity with mmengine, custom evaluators, native torchmetrics, DDP."""
 import copy
 import json
 import os
@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from toy import ToyAccuracy
 
 from mm_lightning import ConfigError, FlexibleRunner
-from mm_lightning.metrics import BaseMetricAdapter, TorchMetricAdapter
+from mm_lightning.metrics import TorchMetricAdapter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VAL = data(size=13, seed=1, shuffle=False, batch_size=4)
@@ -67,7 +67,39 @@ def test_every_evaluator_form(tmp_path, evaluator):
                             experiment_name=f'forms_{tmp_path.name}', val_dataloader=VAL, val_cfg=dict(),
                             val_evaluator=evaluator)
     assert runner.val()['toy/count'] == 13
-    assert isinstance(runner.val_evaluator.metrics[0], BaseMetricAdapter)
+    assert type(runner.val_evaluator) is Evaluator and isinstance(runner.val_evaluator.metrics[0], ToyAccuracy)
+    if isinstance(evaluator, Evaluator):
+        assert runner.val_evaluator is evaluator  # a built evaluator stays as it is
+    elif isinstance(evaluator, list):
+        assert runner.val_evaluator.metrics[0] is evaluator[0]
+
+
+class PrefixingEvaluator(Evaluator):
+    """A custom Evaluator type from a config, with a method of its own (as mmagic's prepare_metrics)."""
+
+    def __init__(self, metrics, tag):
+        super().__init__(metrics)
+        self.tag = tag
+
+    def evaluate(self, size):
+        return {f'{self.tag}/{key}': value for key, value in super().evaluate(size).items()}
+
+
+def test_custom_evaluator_types_and_built_metrics_are_mmengines_objects(tmp_path):
+    from mmengine.registry import EVALUATOR
+    EVALUATOR.register_module(module=PrefixingEvaluator, force=True)
+    metric = ToyAccuracy(collect_device='gpu')
+    cfg = dict(CFG, val_evaluator=dict(type='PrefixingEvaluator', tag='mine', metrics=[dict(type='ToyAccuracy')]))
+    results = {}
+    for name, cls in (('mm', Runner), ('ours', FlexibleRunner)):
+        runner = _runner(cls, cfg, tmp_path, name)
+        results[name] = runner.val()
+        assert type(runner.val_evaluator) is PrefixingEvaluator and runner.val_evaluator.tag == 'mine'
+    assert results['ours'] == results['mm'] and results['ours']['mine/toy/count'] == 13
+    runner = FlexibleRunner(model=dict(type='ToyClassifier'), work_dir=str(tmp_path),
+                            experiment_name=f'built_{tmp_path.name}', val_dataloader=VAL, val_cfg=dict(),
+                            val_evaluator=metric)
+    assert runner.val_evaluator.metrics == [metric] and metric.collect_device == 'gpu'  # kept as built
 
 
 def test_native_torchmetrics_equals_mmengine_style_metric(tmp_path):
@@ -117,19 +149,16 @@ def test_dump_results(tmp_path):
     assert [d['index'] for d in dumped] == list(range(13))
 
 
-def test_padding_is_dropped_for_each_rank(monkeypatch):
-    """Rank 1 of 2 over 13 samples holds positions 1, 3, ..., 13; position 13 is padding."""
-    monkeypatch.setattr('mm_lightning.metrics._rank_and_world', lambda: (1, 2))
-    adapter = BaseMetricAdapter(ToyAccuracy())
-    adapter.start(13)
-    samples = [dict(pred=0, label=0, index=i) for i in range(7)]
-    adapter.update(None, samples)
-    assert adapter.positions[-1].tolist() == [1, 3, 5, 7, 9, 11]
+def test_native_metric_drops_the_padding_of_each_rank(monkeypatch):
+    """Rank 1 of 2 over 13 samples holds positions 1, 3, ..., 13; position 13 is the sampler's padding."""
+    monkeypatch.setattr('mm_lightning.metrics.get_dist_info', lambda: (1, 2))
     native = TorchMetricAdapter(torchmetrics.classification.MulticlassAccuracy(num_classes=3, average='micro'),
                                 input_keys=dict(preds='pred', target='label'))
-    native.start(13)
-    native.update(None, [dict(pred=torch.tensor(1), label=torch.tensor(1 if i < 6 else 0)) for i in range(7)])
-    assert float(native.metric.compute()) == 1.0  # the padded, wrong 7th sample is not counted
+    samples = [dict(pred=torch.tensor(1), label=torch.tensor(1 if i < 6 else 0)) for i in range(7)]
+    native.process(None, samples[:4])
+    native.process(None, samples[4:])
+    monkeypatch.setattr(native.metric, 'sync_on_compute', False)  # one process stands in for rank 1
+    assert native.evaluate(13) == {'MulticlassAccuracy': 1.0}  # the padded, wrong 7th sample is not counted
 
 
 @pytest.mark.skipif(shutil.which('torchrun') is None and not os.path.exists(

@@ -24,7 +24,7 @@ def test_every_form_mmengine_accepts():
     assert build_optim_wrapper(model, built) is built
     wrappers = build_optim_wrapper(model, dict(a=built, b=OptimWrapper(torch.optim.Adam(model.parameters()))))
     assert isinstance(wrappers, OptimWrapperDict) and [w.optimizer for w in wrappers_of(wrappers)][0] is built.optimizer
-    with pytest.raises(ConfigError, match='optim_wrapper.a: without `optimizer` or `constructor`'):
+    with pytest.raises(ConfigError, match='optim_wrapper.a: each item mush be an optimizer object'):
         build_optim_wrapper(model, dict(a=dict(lr=0.1)))
 
 
@@ -34,7 +34,7 @@ def test_linear_scaling_rule_uses_the_real_batch():
     logger = _Logger()
     scale_lr(wrapper, dict(enable=True, base_batch_size=16), batch_size=8, world_size=4, logger=logger)
     assert wrapper.get_lr()['lr'] == [pytest.approx(0.2)] and 'Scaling the original LR by 2.0' in logger.lines[0]
-    with pytest.raises(ConfigError, match='auto_scale_lr: `base_batch_size` is required'):
+    with pytest.raises(ConfigError, match='auto_scale_lr: Lack of `base_batch_size`'):
         scale_lr(wrapper, dict(enable=True), batch_size=8, world_size=1, logger=logger)
 
 

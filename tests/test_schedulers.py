@@ -21,7 +21,7 @@ def test_one_list_or_one_per_optimizer():
     assert sorted(built) == ['d', 'g'] and type(built['d'][0]).__name__ == 'StepLR'
     with pytest.raises(ConfigError, match=r"param_scheduler: no entry for optimizer 'd'"):
         build_param_schedulers(dict(g=dict(type='ConstantLR', end=2)), wrappers, None)
-    with pytest.raises(ConfigError, match=r'param_scheduler\[1\]: expected a scheduler config dict'):
+    with pytest.raises(ConfigError, match=r'param_scheduler\[1\]: scheduler should be a _ParamScheduler object'):
         build_param_schedulers([dict(type='ConstantLR', end=2), 'cosine'], _wrapper(), None)
 
 

@@ -175,10 +175,22 @@ def test_shipped_configs_pass():
     validate_config(load_config(os.path.join(ROOT, 'examples', 'spiral', 'mlp_spiral.py')))
 
 
-def test_trainer_kwargs_validates(tmp_path):
-    cfg = dict(work_dir=str(tmp_path), train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=0))
+def test_trainer_kwargs_checks_the_runs_keys_and_leaves_each_stages_to_its_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"^log_level: expected a logging level"):
+        trainer_kwargs(dict(work_dir=str(tmp_path), log_level='LOUD'))
+    # training keys are checked when fitting starts (a test-only user of the same config is not refused)
+    assert trainer_kwargs(dict(work_dir=str(tmp_path), train_cfg=dict(by_epoch=True, max_epochs=1,
+                                                                        val_interval=0)))['max_epochs'] == 1
+
+
+def test_each_stage_checks_its_own_keys():
+    cfg = dict(train_cfg=dict(by_epoch=True, max_epochs=1, val_interval=0),
+               test_dataloader=dict(batch_size=0))
+    validate_config(cfg, stages=('run',))
     with pytest.raises(ConfigError, match=r'^train_cfg\.val_interval: expected a positive integer, got 0'):
-        trainer_kwargs(cfg)
+        validate_config(cfg, stages=('train',))
+    with pytest.raises(ConfigError, match=r'^test_dataloader\.batch_size: expected a positive integer, got 0'):
+        validate_config(cfg, stages=('test',))
 
 
 def test_progress_bar_names_agree_with_the_trainer():

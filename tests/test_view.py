@@ -7,11 +7,10 @@ import torch
 from conftest import data
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
+from mmengine.runner import EpochBasedTrainLoop, Runner, ValLoop
 from mmengine.runner import FlexibleRunner as MMFlexibleRunner
-from mmengine.runner import Runner, ValLoop
 
 from mm_lightning import FlexibleRunner
-from mm_lightning.loops import TrainLoop
 
 #: Runner (not FlexibleRunner) methods that hooks and OpenMMLab tools call.
 RUNNER_METHODS = ('build_optim_wrapper', 'build_param_scheduler', 'build_model', 'wrap_model', 'scale_lr',
@@ -54,8 +53,12 @@ def test_every_public_name_of_mmengines_runner_api_exists_with_its_parameters(na
 
 def test_lazily_built_parts_answer_before_training(tmp_path):
     runner = _runner(tmp_path)
+    # as mmengine's: configs until something asks for the built part
+    assert runner._train_loop == CFG['train_cfg'] and runner._val_loop == {} and runner.optim_wrapper == \
+        CFG['optim_wrapper'] and runner._train_dataloader == CFG['train_dataloader']
     assert (runner.max_epochs, runner.max_iters, runner.epoch, runner.iter) == (4, 28, 0, 0)
-    assert isinstance(runner.train_loop, TrainLoop) and isinstance(runner.val_loop, ValLoop)
+    assert type(runner.train_loop) is EpochBasedTrainLoop and isinstance(runner.val_loop, ValLoop)
+    assert runner._train_loop is runner.train_loop and runner._val_loop is runner.val_loop
     assert runner.train_dataloader is runner.datamodule.loader('train') and len(runner.val_dataloader.dataset) == 8
     assert runner.test_loop is None and runner.strategy is None  # no test config; no Trainer running yet
     runner.train()
@@ -77,7 +80,7 @@ def test_build_methods(tmp_path):
     wrapper = runner.build_optim_wrapper(dict(optimizer=dict(type='SGD', lr=0.1)))
     assert isinstance(wrapper, OptimWrapper) and runner.build_optim_wrapper(wrapper) is wrapper
     assert isinstance(runner.build_optim_wrapper(torch.optim.SGD(runner.model.parameters(), lr=0.1)), OptimWrapper)
-    with pytest.raises(RuntimeError, match='build_optim_wrapper` should be called before'):
+    with pytest.raises(AssertionError, match='build_optimizer` should be called before'):
         runner.build_param_scheduler(dict(type='MultiStepLR', milestones=[1]))
     runner.scale_lr(wrapper, dict(enable=True, base_batch_size=2))
     assert wrapper.get_lr()['lr'] == [pytest.approx(0.2)]  # batch 4 against base 2

@@ -136,7 +136,7 @@ def main():
         stage, count = args.kill.split(':')
         runner.register_hook(Kill(stage, int(count)))
     runner.train()
-    if not runner.train_loop.finished:  # stopped by SIGTERM: resumable, not finished
+    if not runner.module.progress.finished:  # stopped by SIGTERM: resumable, not finished
         return
     torch.save({k: v.detach().clone() for k, v in runner.model.state_dict().items()},
                os.path.join(args.out, 'final.pt'))
