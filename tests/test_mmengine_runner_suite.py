@@ -33,7 +33,7 @@ RUN_SUITE = os.path.join(HERE, 'mmengine_suite', 'run_suite.py')
 #: Tests the three files hold.
 TOTAL = 66
 #: Tests that pass under our runner today (raise it as EXPECTED_FAILURES shrinks).
-MIN_PASSING = 41
+MIN_PASSING = 61
 _T = 'test_runner/test_runner.py::TestRunner::'
 #: They skip unless CUDA and torch.compile work (mmengine's SKIP_TEST_COMPILE).
 COMPILE_SKIP = 'torch.compile is not valid'
@@ -41,94 +41,17 @@ COMPILE_TESTS = {f'{_T}test_{stage}_with_compile' for stage in ('train', 'val', 
 #: Tests expected to fail under our runner: id -> (text in ``where: message``, why).
 #: ``where`` is the failing line of mmengine's file; the reasons name mm_lightning's code.
 EXPECTED_FAILURES = {
-    _T + 'test_init': (
-        '"either all None or not None" does not match',
-        "config.require_together words mmengine's ValueError differently (also 'should be None' for "
-        "param_scheduler without optim_wrapper). Behind it: no _train_dataloader/_val_dataloader/"
-        '_test_dataloader, _val_loop/_test_loop (dict until built); _train_loop is mm_lightning.loops.TrainLoop, '
-        'not a BaseLoop; loop evaluators are ConfigEvaluator, not Evaluator; a built MultiStepLR as '
-        "param_scheduler refused by validation's (param_scheduler: DICT | LIST) rule; "
-        "dict(linear1='error_type') not refused (mmengine asserts 'Each value of'); 'error_type' raises "
-        'ConfigError, not TypeError'),
-    _T + 'test_build_logger': (
-        "!= 'test_build_logger3'",
-        'runner._experiment_name = ... is ignored: RunnerView.build_logger reads experiment_name from the '
-        'context; mmengine reads self._experiment_name'),
-    _T + 'test_build_message_hub': (
-        "!= 'test_build_message_hub3'", 'the same _experiment_name cause, in RunnerView.build_message_hub'),
-    _T + 'test_build_visualizer': (
-        "!= 'test_build_visualizer3'",
-        'the same _experiment_name cause, in RunnerView.build_visualizer; then build_visualizer(str) raises '
-        "ConfigError, mmengine TypeError('visualizer should be ...')"),
-    _T + 'test_build_model': (
-        "model: expected a dict with a 'type' key",
-        "build_model(str) raises ConfigError (registry.build); mmengine TypeError('model should be ...')"),
-    _T + 'test_build_optim_wrapper': (
-        'optim_wrapper: expected a dict or an OptimWrapper',
-        "build_optim_wrapper(str) raises ConfigError, mmengine TypeError('optimizer wrapper should be ...'); "
-        "then a dict entry that is not a built wrapper: mmengine's ValueError reads 'each item mush be an "
-        "optimizer object'"),
-    _T + 'test_build_param_scheduler': (
-        '`build_optim_wrapper` should be called before',
-        'RunnerView.build_param_scheduler raises RuntimeError; mmengine asserts (AssertionError); then '
-        '`runner._train_loop = ...`: _train_loop has no setter'),
-    _T + 'test_build_evaluator': (
-        'test_runner.py:1191: AssertionError',
-        "build_evaluator returns mm_lightning's ConfigEvaluator (torchmetrics): a built Evaluator is not "
-        'returned as is, the result is no mmengine Evaluator, built metrics are wrapped (no collect_device), '
-        "a custom EVALUATOR type is refused and a bare metric accepted (mmengine: TypeError 'evaluator should be')"),
-    _T + 'test_build_log_processor': (
-        'dictionary update sequence element',
-        "context.build_log_processor does dict('invalid-type'); mmengine TypeError('log processor should be ...')"),
-    _T + 'test_build_train_loop': (
-        "train_cfg: expected a dict, got 'invalid-type'",
-        "loops.parse_train_cfg raises ConfigError, mmengine TypeError('train_loop should be ...') and "
-        "RuntimeError('Only one of `type` or `by_epoch` ...'); then the loop is mm_lightning.loops.TrainLoop, "
-        'not EpochBasedTrainLoop/IterBasedTrainLoop, and a BaseLoop train_cfg.type (CustomTrainLoop) is refused'),
-    _T + 'test_build_val_loop': (
-        "test_cfg: expected a dict, got 'invalid-type'",
-        "loops.parse_eval_cfg raises ConfigError; mmengine TypeError('test_loop should be ...')"),
-    _T + 'test_build_test_loop': (
-        "test_cfg: expected a dict, got 'invalid-type'", 'the same as test_build_val_loop'),
-    _T + 'test_scale_lr': (
-        'auto_scale_lr: `base_batch_size` is required',
-        'optim.scale_lr raises ConfigError; mmengine asserts (AssertionError)'),
-    _T + 'test_train': (
-        '"should not be None" does not match',
-        "FlexibleRunner.train's RuntimeError words it differently ('train() needs ...'). Behind it: "
-        'train_loop is not EpochBasedTrainLoop/IterBasedTrainLoop (no dataloader_iterator); a model without '
-        "val_step raises ConfigError (module.bind_eval), mmengine AssertionError('If you want to validate'); "
-        '_train_loop not a BaseLoop, no _val_loop/_test_loop'),
-    _T + 'test_val': (
-        '"should not be None" does not match',
-        "FlexibleRunner.val's RuntimeError words it differently. Behind it: _train_loop is never a dict: "
-        "val() builds the training loader (LoggerHook.after_val_epoch -> LogProcessor._get_epoch reads "
-        'runner._train_loop -> FlexibleRunner.train_loop -> ConfigModule.bind_train); no _test_loop'),
-    _T + 'test_test': (
-        '"should not be None" does not match',
-        "FlexibleRunner._require's RuntimeError words it differently. Behind it: _train_loop is never a dict "
-        '(reading it builds the training loader), no _val_loop'),
-    _T + 'test_register_hook': (
-        'custom_hooks: expected an mmengine Hook or a config dict',
-        "HookList.register raises ConfigError; mmengine TypeError('hook should be an instance of Hook or "
-        "dict'). Then the _hooks cause"),
-    _T + 'test_default_hooks': (
-        '0 != 6',
-        'runner._hooks: no such attribute; `runner._hooks = []` makes a new one that register_* never fill '
-        '(they fill module.hooks.hooks)'),
-    _T + 'test_custom_hooks': ("object has no attribute '_hooks'", 'the _hooks cause'),
-    _T + 'test_register_hooks': ('0 != 7', 'the _hooks cause'),
     _T + 'test_custom_loop': (
         'CustomTrainLoop2 overrides IterBasedTrainLoop.run()',
-        "a train_cfg.type whose run() drives training is refused at construction (loops._train_loop_kind); "
-        "Lightning's fit loop iterates instead"),
+        "its run() drives training itself (a warm-up pass, then iterations); Lightning's fit loop iterates "
+        'here, so the loop is built and inspectable but refused by name when training starts '
+        '(loops.check_drivable)'),
     _T + 'test_checkpoint': (
-        "optim_wrapper.type: 'SGD' is not in the",
-        "fails under mmengine's Runner too (weights_only). Here: dict(type='SGD') as optim_wrapper is refused "
-        'at construction (validation, optim_wrapper.type) where mmengine only fails if it is built; no '
-        '_has_loaded; resume()/load_or_resume() before train() calls load_state_dict on the optim_wrapper '
-        "config (checkpoint.load_optimizer_state); mmengine builds wrapper and schedulers first. Then "
-        "torch.load of our safe checkpoint does not re-register HistoryBuffer._statistics_methods (by design)"),
+        "'min' not found in {}",
+        "fails under mmengine's Runner too. It expects torch.load of a checkpoint to re-register "
+        "HistoryBuffer._statistics_methods, which only unpickling mmengine's HistoryBuffer objects does; "
+        'mm_lightning writes the message hub in a form torch.load(weights_only=True) reads (serialization.to_safe), '
+        'holding no pickled objects. Everything before that line passes'),
 }
 #: What the subprocess needs besides the project: mmengine's tests import these.
 SUITE_IMPORTS = {'parameterized': 'parameterized', 'pkg_resources': 'setuptools<82'}
