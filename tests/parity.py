@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -56,10 +56,19 @@ def run(runner_cls: type, cfg: dict, work_dir: str, name: str, test: bool = Fals
     return RunRecord(recorder.iterations, recorder.val_metrics, weights, test_metrics, runner)
 
 
-def run_both(cfg: dict, tmp_path, test: bool = False):
-    """(mmengine's record, ours) for ``cfg``; each in its own work_dir."""
+def run_both(cfg: dict, tmp_path, test: bool = False, before_each: Optional[Callable[[], None]] = None):
+    """(mmengine's record, ours) for ``cfg``; each in its own work_dir.
+
+    ``before_each``, if given, is called before each runner is built: it resets process-wide state that a
+    fresh process starts from and the config's seed does not reach (imgaug's global generator, say), so
+    the second run does not start where the first left it.
+    """
     # Experiment names key mmengine's global loggers/visualizers: keep them unique per test.
+    if before_each is not None:
+        before_each()
     reference = run(Runner, cfg, str(tmp_path / 'mmengine'), f'mmengine_{tmp_path.name}', test)
+    if before_each is not None:
+        before_each()
     ours = run(FlexibleRunner, cfg, str(tmp_path / 'ours'), f'ours_{tmp_path.name}', test)
     return reference, ours
 

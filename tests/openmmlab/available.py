@@ -21,7 +21,11 @@ def missing(*modules: str) -> List[str]:
     return failures
 
 
-def requires(*modules: str) -> pytest.MarkDecorator:
+#: For the modules of mmpose, mmaction2 and mmocr, which install beside the stack above.
+INSTALL_EXTRA = 'then the packages of .ci/openmmlab-extra.txt, in its order'
+
+
+def requires(*modules: str, install: str = INSTALL) -> pytest.MarkDecorator:
     """Skip (with the import errors as the reason) unless ``modules`` import."""
     failures = missing(*modules)
-    return pytest.mark.skipif(bool(failures), reason=f'needs {", ".join(failures)}; {INSTALL}')
+    return pytest.mark.skipif(bool(failures), reason=f'needs {", ".join(failures)}; {install}')

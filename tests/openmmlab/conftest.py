@@ -1,7 +1,9 @@
-"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg and mmpretrain under both runners.
+"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg, mmpretrain, mmpose, mmaction2 and mmocr
+under both runners.
 
 These packages are not dependencies of mm_lightning (mmcv's compiled ops need a wheel built
-for the installed torch, mmpretrain needs torchvision). Each test module names what it needs
+for the installed torch, mmpretrain needs torchvision; mmpose, mmaction2 and mmocr install as
+``.ci/openmmlab-extra.txt`` says, with the import fixes of :mod:`compat`). Each test module names what it needs
 (``available.requires``) and is skipped, with the reason, where that does not import; the
 fixtures below import nothing of OpenMMLab until a test asks for them.
 """
@@ -44,6 +46,52 @@ def cifar10_unchecked(cifar10_root, monkeypatch):
 def imagenet_root(tmp_path_factory):
     from .synthetic import write_imagenet
     return write_imagenet(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.fixture(scope='session')
+def coco_keypoints_root(tmp_path_factory):
+    from .synthetic_pose import write_coco_keypoints
+    return write_coco_keypoints(str(tmp_path_factory.mktemp('coco_keypoints')))
+
+
+@pytest.fixture(scope='session')
+def flow_rawframes_root(tmp_path_factory):
+    from .synthetic_action import write_rawframes
+    return write_rawframes(str(tmp_path_factory.mktemp('kinetics_flow')), modality='Flow')
+
+
+@pytest.fixture(scope='session')
+def videos_root(tmp_path_factory):
+    from .synthetic_action import write_videos
+    return write_videos(str(tmp_path_factory.mktemp('kinetics_videos')))
+
+
+@pytest.fixture(scope='session')
+def torchvision_resnet50_file(tmp_path_factory):
+    """A torchvision ResNet-50 ``state_dict`` at its own random initialisation (seed 0), in place of the
+    ImageNet weights that configs name with ``pretrained``: their 2D-to-video conversion code runs on it."""
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp('weights') / 'resnet50_random_init.pth')
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def icdar2015_textdet_root(tmp_path_factory):
+    from .synthetic_ocr import write_icdar2015_textdet
+    return write_icdar2015_textdet(str(tmp_path_factory.mktemp('icdar2015')))
+
+
+@pytest.fixture(scope='session')
+def textrecog_roots(tmp_path_factory):
+    """(MJSynth-like training root, {benchmark name: root}) for mmocr's recognition configs."""
+    from .small_configs_tasks import CRNN_BENCHMARKS
+    from .synthetic_ocr import write_textrecog, write_textrecog_benchmarks
+    root = tmp_path_factory.mktemp('textrecog')
+    return (write_textrecog(str(root / 'mjsynth'), train=8, test=0),
+            write_textrecog_benchmarks(str(root), [name for _, name in CRNN_BENCHMARKS], seed=1))
 
 
 @pytest.fixture(autouse=True)
