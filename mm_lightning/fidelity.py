@@ -21,6 +21,9 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
 - An epoch stopped at ``len(loader)``, the iterator left unfinished; mmengine's
   ``for batch in loader`` runs the sampler to ``StopIteration`` (its post-``yield`` code
   included); the hook bridge ends each pass before ``after_train_epoch``.
+- The epoch's length fixed when fitting starts (``num_training_batches``); mmengine's ``for``
+  loop iterates whatever ``train_loop.dataloader`` is when each epoch starts; the stream follows
+  the loop's loader, and one longer than Lightning's epoch is refused (:func:`check_epoch_length`).
 - A batch prefetched ahead for unsized loaders; mmengine fetches when its loop asks; the
   views are sized, so Lightning does not prefetch.
 - Gradients zeroed before validation; mmengine keeps accumulated gradients;

@@ -1,7 +1,12 @@
 """mmengine's loops on Lightning: its own loop objects, the validation rule, progress state for checkpoints."""
+import copy
+
 import pytest
 from conftest import data
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner import Runner as MMRunner
 
 from mm_lightning import ConfigError, FlexibleRunner
 from mm_lightning.data import build_dataloader
@@ -154,3 +159,33 @@ def test_a_training_loop_that_iterates_otherwise_is_built_but_refused_by_name_at
     assert type(runner.train_loop).__name__ == 'SkippingTrainLoop' and runner.max_epochs == 2
     with pytest.raises(TypeError, match=message):  # Lightning's fit loop cannot run its run_iter
         runner.train()
+
+
+@HOOKS.register_module(force=True)
+class SwapLoaderHook(Hook):
+    """Gives the training loop a new dataloader for the last epochs, as mmyolo's YOLOXModeSwitchHook does."""
+
+    def __init__(self, switch_epoch, batches=None):
+        self.switch_epoch, self.batches = switch_epoch, batches
+
+    def before_train_epoch(self, runner):
+        if runner.epoch == self.switch_epoch:
+            cfg = copy.deepcopy(runner.cfg.train_dataloader)
+            cfg.dataset.seed = 7  # other samples
+            if self.batches is not None:
+                cfg.dataset.size = self.batches * cfg.batch_size
+            runner.train_loop.dataloader = MMRunner.build_dataloader(cfg)
+
+
+def test_a_dataloader_a_hook_assigns_is_what_the_next_epochs_iterate(tmp_path):
+    from parity import assert_same_run, run_both
+    cfg = dict(CUSTOM, train_cfg=dict(by_epoch=True, max_epochs=3), val_cfg=dict(),
+               custom_hooks=[dict(type='SwapLoaderHook', switch_epoch=1)])
+    reference, ours = run_both(cfg, tmp_path)
+    assert_same_run(reference, ours, atol=0)
+    assert ours.runner.train_dataloader.dataset.labels.equal(reference.runner.train_dataloader.dataset.labels)
+    longer = dict(cfg, custom_hooks=[dict(type='SwapLoaderHook', switch_epoch=1, batches=6)],
+                  work_dir=str(tmp_path / 'longer'), experiment_name=f'longer_{tmp_path.name}')
+    with pytest.raises(ConfigError, match='train_dataloader: a hook gave runner.train_loop a dataloader of 6 '
+                                          'batches per epoch; Lightning fixed the epoch at 4'):
+        FlexibleRunner.from_cfg(longer).train()
