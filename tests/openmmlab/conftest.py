@@ -1,7 +1,8 @@
-"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg and mmpretrain under both runners.
+"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg, mmpretrain, mmyolo and mmagic under both runners.
 
 These packages are not dependencies of mm_lightning (mmcv's compiled ops need a wheel built
-for the installed torch, mmpretrain needs torchvision). Each test module names what it needs
+for the installed torch, mmpretrain needs torchvision; mmyolo and mmagic need the extra steps of
+``.ci/openmmlab-extra-b.txt``). Each test module names what it needs
 (``available.requires``) and is skipped, with the reason, where that does not import; the
 fixtures below import nothing of OpenMMLab until a test asks for them.
 """
@@ -44,6 +45,18 @@ def cifar10_unchecked(cifar10_root, monkeypatch):
 def imagenet_root(tmp_path_factory):
     from .synthetic import write_imagenet
     return write_imagenet(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.fixture(scope='session')
+def gan_image_folder(tmp_path_factory):
+    from .synthetic_mmagic import write_image_folder
+    return write_image_folder(str(tmp_path_factory.mktemp('gan_images')))
+
+
+@pytest.fixture(scope='session')
+def sisr_x4_root(tmp_path_factory):
+    from .synthetic_mmagic import write_sisr_x4
+    return write_sisr_x4(str(tmp_path_factory.mktemp('sisr_x4')))
 
 
 @pytest.fixture(autouse=True)
