@@ -20,6 +20,7 @@ class ParityRecorder(Hook):
     def __init__(self) -> None:
         self.iterations: List[Dict[str, Any]] = []
         self.val_metrics: List[dict] = []
+        self.test_epoch_metrics: List[dict] = []
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         record = {key: float(value) for key, value in outputs.items()}
@@ -32,6 +33,10 @@ class ParityRecorder(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.val_metrics.append(dict(metrics or {}))
 
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        # What the test loop handed its hooks: loops whose run() returns nothing (mmagic's) report only here.
+        self.test_epoch_metrics.append(dict(metrics or {}))
+
 
 @dataclass
 class RunRecord:
@@ -40,6 +45,7 @@ class RunRecord:
     weights: Dict[str, torch.Tensor]
     test_metrics: Optional[dict] = None
     runner: Any = field(default=None, repr=False)
+    test_epoch_metrics: List[dict] = field(default_factory=list)
 
 
 def run(runner_cls: type, cfg: dict, work_dir: str, name: str, test: bool = False) -> RunRecord:
@@ -53,7 +59,8 @@ def run(runner_cls: type, cfg: dict, work_dir: str, name: str, test: bool = Fals
     test_metrics = runner.test() if test else None
     model = runner.model.module if hasattr(runner.model, 'module') else runner.model
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return RunRecord(recorder.iterations, recorder.val_metrics, weights, test_metrics, runner)
+    return RunRecord(recorder.iterations, recorder.val_metrics, weights, test_metrics, runner,
+                     recorder.test_epoch_metrics)
 
 
 def run_both(cfg: dict, tmp_path, test: bool = False, before_each: Optional[Callable[[], None]] = None):

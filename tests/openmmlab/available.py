@@ -1,12 +1,14 @@
 """Whether the OpenMMLab packages a test module needs import here, and why not."""
 import importlib
+import os
 from typing import List
 
 import pytest
 
-INSTALL = ('install an mmcv 2.1 wheel built for this torch, then mmdet==3.3.0 mmsegmentation==1.2.2 '
-           'mmpretrain==1.2.0 pycocotools ftfy regex (mmpretrain also needs a torchvision that imports '
-           'beside this torch)')
+INSTALL = ('install the OpenMMLab stack with .ci/install-openmmlab in a fresh venv (torch 2.14.1 + torchvision '
+           '0.29.1, mmcv 2.1 with its compiled ops from ../shared/wheels, the OpenMMLab packages)')
+#: Set to ``required`` (as CI does where it installed the stack) to make a missing package an error, not a skip.
+REQUIRED_VARIABLE = 'MM_LIGHTNING_OPENMMLAB'
 
 
 def missing(*modules: str) -> List[str]:
@@ -21,11 +23,12 @@ def missing(*modules: str) -> List[str]:
     return failures
 
 
-#: For the modules of mmpose, mmaction2 and mmocr, which install beside the stack above.
-INSTALL_EXTRA = 'then the packages of .ci/openmmlab-extra.txt, in its order'
-
-
 def requires(*modules: str, install: str = INSTALL) -> pytest.MarkDecorator:
-    """Skip (with the import errors as the reason) unless ``modules`` import."""
+    """Skip (with the import errors as the reason, and how to install) unless ``modules`` import.
+
+    Under ``MM_LIGHTNING_OPENMMLAB=required`` a missing module is an error instead.
+    """
     failures = missing(*modules)
+    if failures and os.environ.get(REQUIRED_VARIABLE) == 'required':
+        raise ImportError(f'{REQUIRED_VARIABLE}=required, but this needs {", ".join(failures)}; {install}')
     return pytest.mark.skipif(bool(failures), reason=f'needs {", ".join(failures)}; {install}')

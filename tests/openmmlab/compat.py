@@ -18,20 +18,7 @@ def allow_mmocr_on_mmdet_3_3() -> None:
     mmocr's main branch lifts the cap to 3.4.0 with no code change (open-mmlab/mmocr#2023). Show
     mmocr's ``__init__`` a 3.1 version while it imports, then put the real one back.
     """
-    if 'mmocr' in sys.modules:
-        return
-    try:
-        import mmdet
-    except Exception:  # no mmdet: available.requires reports it
-        return
-    real = mmdet.__version__
-    mmdet.__version__ = '3.1.0'
-    try:
-        importlib.import_module('mmocr')
-    except Exception:  # reported by available.requires, which imports it again
-        pass
-    finally:
-        mmdet.__version__ = real
+    _import_showing_version('mmocr', 'mmdet', '3.1.0')
 
 
 def stub_mmaction_drn() -> None:
@@ -73,6 +60,48 @@ def numpy_sctypes_for_imgaug() -> None:
                   'float': [np.float16, np.float32, np.float64, np.longdouble],
                   'complex': [np.complex64, np.complex128, np.clongdouble],
                   'others': [bool, object, bytes, str, np.void]}
+
+
+def _import_showing_version(package: str, dependency: str, version: str) -> None:
+    """Import ``package`` while ``dependency.__version__`` reads ``version`` (a version cap at import)."""
+    if package in sys.modules or importlib.util.find_spec(package) is None:
+        return
+    try:
+        needed = importlib.import_module(dependency)
+    except Exception:  # reported by available.requires
+        return
+    real = needed.__version__
+    needed.__version__ = version
+    try:
+        importlib.import_module(package)
+    except Exception:  # reported by available.requires, which imports it again
+        pass
+    finally:
+        needed.__version__ = real
+
+
+def allow_mmyolo_on_mmcv_2_1() -> None:
+    """mmyolo 0.6.0 (its last release) asserts ``mmcv < 2.1.0`` at import; the suite's mmcv is 2.1.0, the
+    one the other repos need. Nothing else in mmyolo depends on it (open-mmlab/mmyolo#922, where raising
+    the bound is the known workaround): show its ``__init__`` 2.0.1 while it imports."""
+    _import_showing_version('mmyolo', 'mmcv', '2.0.1')
+
+
+def numpy_bool8_for_mmagic() -> None:
+    """mmagic 1.2.0's ``mmagic/utils/trans_utils.py`` names ``np.bool8`` (as a duplicate key of
+    ``np.bool_``), removed in numpy 2: put the alias back."""
+    import numpy as np
+    if 'bool8' not in vars(np):
+        np.bool8 = np.bool_
+
+
+def mmyolo() -> None:
+    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # mmdet's Albu: no update check against PyPI
+    allow_mmyolo_on_mmcv_2_1()
+
+
+def mmagic() -> None:
+    numpy_bool8_for_mmagic()
 
 
 def mmocr() -> None:

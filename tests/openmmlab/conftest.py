@@ -1,9 +1,9 @@
-"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg, mmpretrain, mmpose, mmaction2 and mmocr
-under both runners.
+"""OpenMMLab conformance suite: shipped configs of mmdet, mmseg, mmpretrain, mmpose, mmaction2, mmocr,
+mmyolo and mmagic under both runners.
 
 These packages are not dependencies of mm_lightning (mmcv's compiled ops need a wheel built
-for the installed torch, mmpretrain needs torchvision; mmpose, mmaction2 and mmocr install as
-``.ci/openmmlab-extra.txt`` says, with the import fixes of :mod:`compat`). Each test module names what it needs
+for the installed torch, several need torchvision; ``.ci/install-openmmlab`` installs them, with
+the import fixes of :mod:`compat`). Each test module names what it needs
 (``available.requires``) and is skipped, with the reason, where that does not import; the
 fixtures below import nothing of OpenMMLab until a test asks for them.
 """
@@ -92,6 +92,18 @@ def textrecog_roots(tmp_path_factory):
     root = tmp_path_factory.mktemp('textrecog')
     return (write_textrecog(str(root / 'mjsynth'), train=8, test=0),
             write_textrecog_benchmarks(str(root), [name for _, name in CRNN_BENCHMARKS], seed=1))
+
+
+@pytest.fixture(scope='session')
+def gan_image_folder(tmp_path_factory):
+    from .synthetic_mmagic import write_image_folder
+    return write_image_folder(str(tmp_path_factory.mktemp('gan_images')))
+
+
+@pytest.fixture(scope='session')
+def sisr_x4_root(tmp_path_factory):
+    from .synthetic_mmagic import write_sisr_x4
+    return write_sisr_x4(str(tmp_path_factory.mktemp('sisr_x4')))
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,12 @@ import pytest
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
 from . import compat
-from .available import INSTALL, INSTALL_EXTRA, requires
+from .available import requires
 from .shipped import override
 from .small_configs_tasks import tsm_r50_video_config, tsn_flow_rawframes_config
 
 compat.mmaction()
-pytestmark = requires('mmaction.datasets', 'mmaction.models', 'mmaction.evaluation',
-                      install=f'{INSTALL}, {INSTALL_EXTRA}')
+pytestmark = requires('mmaction.datasets', 'mmaction.models', 'mmaction.evaluation')
 
 
 def test_tsn_r50_flow_rawframes(flow_rawframes_root, tmp_path):
@@ -31,7 +30,7 @@ def test_tsn_r50_flow_rawframes(flow_rawframes_root, tmp_path):
                            os.path.join(ours.runner.work_dir, 'epoch_3.pth'))
 
 
-@requires('decord', install=f'{INSTALL}, {INSTALL_EXTRA}')
+@requires('decord')
 def test_tsm_r50_videos_tsm_optim_constructor(videos_root, torchvision_resnet50_file, tmp_path):
     """TSM on ``VideoDataset`` (decord): 8 segments, temporal shift in ResNet-50 initialised from 2D
     torchvision weights, ``TSMOptimWrapperConstructor`` (mmaction scope: 5x LR for the classifier, no decay on

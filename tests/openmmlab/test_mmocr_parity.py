@@ -4,13 +4,12 @@ import os
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
 from . import compat
-from .available import INSTALL, INSTALL_EXTRA, requires
+from .available import requires
 from .shipped import override
 from .small_configs_tasks import CRNN_BENCHMARKS, crnn_mj_config, dbnet_r18_icdar2015_config
 
 compat.mmocr()
-pytestmark = requires('mmocr.datasets', 'mmocr.models', 'mmocr.evaluation', 'mmcv.ops',
-                      install=f'{INSTALL}, {INSTALL_EXTRA}')
+pytestmark = requires('mmocr.datasets', 'mmocr.models', 'mmocr.evaluation', 'mmcv.ops')
 
 
 def fresh_imgaug() -> None:

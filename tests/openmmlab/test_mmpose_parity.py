@@ -4,13 +4,12 @@ import os
 from parity import assert_same_checkpoint, assert_same_run, run_both
 
 from . import compat
-from .available import INSTALL, INSTALL_EXTRA, requires
+from .available import requires
 from .shipped import override
 from .small_configs_tasks import rtmpose_t_config, topdown_heatmap_res50_config
 
 compat.mmpose()
-pytestmark = requires('mmpose.datasets', 'mmpose.models', 'mmpose.evaluation', 'xtcocotools.cocoeval',
-                      install=f'{INSTALL}, {INSTALL_EXTRA}')
+pytestmark = requires('mmpose.datasets', 'mmpose.models', 'mmpose.evaluation', 'xtcocotools.cocoeval')
 
 
 def assert_same_checkpoints(reference, ours, names) -> None:
@@ -33,7 +32,7 @@ def test_topdown_heatmap_res50(coco_keypoints_root, tmp_path):
     assert_same_checkpoints(reference, ours, ('epoch_2.pth', 'best_coco_AP_epoch_1.pth'))
 
 
-@requires('mmdet.models', 'albumentations', install=f'{INSTALL}, {INSTALL_EXTRA}')
+@requires('mmdet.models', 'albumentations')
 def test_rtmpose_t_pipeline_switch(coco_keypoints_root, tmp_path):
     """RTMPose-t: CSPNeXt (mmdet scope) and an RTMCC head on SimCC labels, mmdet's HSV augmentation and
     albumentations' blur/dropout, AdamW without decay on norms and biases, warmup then cosine per iteration,
