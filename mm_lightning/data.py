@@ -389,11 +389,10 @@ class ConfigDataModule(pl.LightningDataModule):
 
     @override
     def setup(self, stage: str) -> None:
-        # Only the loader the stage starts with; an evaluation loader is built with its loop, after
-        # the training loop, in mmengine's order.
-        split = {'fit': 'train', 'validate': 'val', 'test': 'test'}.get(stage)
-        if split is not None and self.has(split) and self.is_loader(split):
-            self.loader(split)
+        # Only the training loader (fitting starts with it): an evaluation loader is built with its loop,
+        # after the training loop, in mmengine's order, or by the loop itself.
+        if stage == 'fit' and self.has('train'):
+            self.loader('train')
 
     def evaluate_in_one_step(self, split: str, one_step: bool) -> None:
         """Serve ``split`` as one step without a batch (its evaluation loop's own ``run`` iterates)."""

@@ -327,7 +327,16 @@ def build_eval_loop(mode: str, loop_cfg: Any, runner: Any, dataloader: Any, eval
         raise config_error(f'{key}: {cls.__name__}: {err}', TypeError) from err
 
 
-def runs_itself(loop: BaseLoop, mode: str) -> bool:
-    """Whether an evaluation loop's own ``run`` must run (it does more than iterate once)."""
+def eval_loop_class(mode: str, loop_cfg: Any) -> type:
+    """The class of the evaluation loop ``loop_cfg`` describes (or is), without building it."""
+    if isinstance(loop_cfg, BaseLoop):
+        return type(loop_cfg)
+    return parse_eval_cfg(loop_cfg, f'{mode}_cfg')['type']
+
+
+def runs_itself(loop: Any, mode: str) -> bool:
+    """Whether an evaluation loop (or loop class)'s own ``run`` must run: it does more than iterate one
+    loader once (and builds the loaders it is given, as mmagic's loops do)."""
+    cls = loop if inspect.isclass(loop) else type(loop)
     base = EVAL_LOOPS[mode]
-    return not isinstance(loop, base) or type(loop).run is not base.run
+    return not issubclass(cls, base) or cls.run is not base.run

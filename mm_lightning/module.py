@@ -37,7 +37,15 @@ from .context import RunContext
 from .data import ConfigDataModule
 from .fidelity import drop_loop_state, neutralise
 from .hooks import HookList
-from .loops import EVAL_LOSSES, TrainProgress, build_eval_loop, build_train_loop, check_drivable, runs_itself
+from .loops import (
+    EVAL_LOSSES,
+    TrainProgress,
+    build_eval_loop,
+    build_train_loop,
+    check_drivable,
+    eval_loop_class,
+    runs_itself,
+)
 from .metrics import evaluator_key, scalar_metrics
 from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
 from .schedulers import build_param_schedulers, load_scheduler_states
@@ -219,9 +227,13 @@ class ConfigModule(pl.LightningModule):
             raise config_error(f'model: {type(self.model).__name__} has no {mode}_step, needed by {mode}_cfg. If you '
                                f'want to {task} your model, please make sure your model has implemented '
                                f'`{mode}_step`.', AssertionError)
-        source = datamodule.loop_dataloader(mode)
+        loop_cfg = self._eval_cfgs[mode][0]
+        # A loop that runs itself gets the loader config, as mmengine gives it, and builds its loaders its way
+        # (mmagic's with the run's seed only); one Lightning iterates gets the loader it iterates.
+        source = datamodule.spec(mode) if runs_itself(eval_loop_class(mode, loop_cfg), mode) \
+            else datamodule.loop_dataloader(mode)
         if mode not in self._eval_loops or self._eval_sources.get(mode) is not source:
-            self._eval_loops[mode] = self.build_eval_loop(mode, self._eval_cfgs[mode][0], source)
+            self._eval_loops[mode] = self.build_eval_loop(mode, loop_cfg, source)
             self._eval_sources[mode] = source
         datamodule.evaluate_in_one_step(mode, self.eval_runs_itself(mode))
 
