@@ -35,6 +35,7 @@ from .config import ConfigError
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
+from .strategies import shards_parameters
 
 #: Where mm_lightning's own state sits in a checkpoint of either format.
 STATE_KEY = 'mm_lightning'
@@ -378,6 +379,10 @@ def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool
     context.message_hub.load_state_dict(checkpoint['message_hub'])
     if ('optimizer' in checkpoint and resume_optimizer) or ('param_schedulers' in checkpoint and resume_param_scheduler
                                                             and module.param_schedulers is not None):
+        if module.attached_trainer is None and not isinstance(module.optim_wrapper, OptimWrapper) \
+                and shards_parameters(module.keywords):
+            raise ConfigError('strategy: resume() before train() would build the optimizer over the model before '
+                              'the strategy shards it; give the checkpoint as resume=PATH (--resume PATH) instead')
         module.build_optimization()  # as mmengine's resume builds them, before train() if called then
     if 'optimizer' in checkpoint and resume_optimizer:
         load_optimizer_state(module, checkpoint['optimizer'])

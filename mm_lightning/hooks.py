@@ -106,7 +106,7 @@ class HookList:
 
     def stage(self, name: str) -> List[Callable[..., Any]]:
         """The methods to call for ``name``; rebuilt when ``hooks`` was replaced or changed length (mmengine
-        code may assign ``runner._hooks`` or append to it)."""
+        code may assign the runner's ``_hooks`` or append to it)."""
         if self._stages is None or self._dispatched != (id(self.hooks), len(self.hooks)):
             self._dispatched = (id(self.hooks), len(self.hooks))
             self._stages = {stage: [] for stage in Hook.stages}

@@ -210,7 +210,7 @@ class ConfigModule(pl.LightningModule):
         datamodule.train_stream.follow(self.train_loop, self.progress.by_epoch, self._first_pass_rng)
 
     def use_train_loop(self, loop: Any) -> None:
-        """What ``runner._train_loop = loop`` means: a built loop becomes the run's, a config is built later."""
+        """What assigning the runner's ``_train_loop`` means: a built loop becomes the run's; a config, built later."""
         if isinstance(loop, BaseLoop):
             if loop is not self.train_loop:
                 self.train_loop = loop

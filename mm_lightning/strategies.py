@@ -49,6 +49,21 @@ from .registry import resolve_type, type_name
 GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
 
 
+#: Strategies (mmengine's names, Lightning's names) under which parameters are sharded: an optimizer must be
+#: built after the strategy has wrapped the model.
+SHARDING_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy', 'ModelParallelStrategy',
+                                        'MMFullyShardedDataParallel', 'fsdp', 'deepspeed')
+
+
+def shards_parameters(cfg: Mapping[str, Any]) -> bool:
+    """Whether the config's ``strategy`` (or Runner-style ``model_wrapper_cfg``) shards the parameters."""
+    specs = (cfg.get('strategy'), cfg.get('model_wrapper_cfg'))
+    names = [spec if isinstance(spec, str) else
+             type_name(spec.get('type')) if isinstance(spec, Mapping) else type(spec).__name__
+             for spec in specs if spec is not None]
+    return any(name.split('_')[0] in SHARDING_STRATEGIES or name in SHARDING_STRATEGIES for name in names)
+
+
 def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout) -> List[str]:
     """What a run of the translated strategy would refuse on ``layout`` (each names its config key)."""
     refusals = []

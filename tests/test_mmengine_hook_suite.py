@@ -10,18 +10,13 @@ Expected: every runner-building test that passes with mmengine's ``Runner`` pass
 three that fail there only because mmengine's checkpoints do not load under
 ``torch.load(weights_only=True)`` (ours do).
 """
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+from mmengine_suite.outcomes import SUITE as TESTS
+from mmengine_suite.outcomes import suite_outcomes
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SUITE = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'mmengine-tests', 'test_hooks'))
-RUN_SUITE = os.path.join(HERE, 'mmengine_suite', 'run_suite.py')
+SUITE = os.path.join(TESTS, 'test_hooks')
 
 #: Tests that build a runner in pytest's own process (mmengine's ``Runner`` passes 30 of them).
 RUNNER_BUILDING = 34
@@ -46,23 +41,10 @@ EXPECTED_FAILURES = {
 }
 #: mmengine's MultiProcessTestCase reports spawned processes that raised nothing as this skip.
 SPAWNED_SUCCESS = 'due to the program abort'
-#: What the subprocess needs besides the project: mmengine's tests import these.
-SUITE_IMPORTS = {'parameterized': 'parameterized', 'pkg_resources': 'setuptools<82'}
 
 
 def outcomes(tmp_path) -> dict:
-    missing = [package for module, package in SUITE_IMPORTS.items() if importlib.util.find_spec(module) is None]
-    assert not missing, f"mmengine's hook tests need {missing}: pip install -e '.[test]'"
-    report = tmp_path / 'outcomes.json'
-    python_path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))
-    env = dict(os.environ, PYTHONPATH=python_path,
-               OMP_NUM_THREADS='1', MMENGINE_SUITE_RUNNER='mm_lightning.FlexibleRunner')
-    result = subprocess.run(
-        [sys.executable, RUN_SUITE, SUITE, '-q', '-c', os.devnull, '--rootdir', SUITE,
-         f'--suite-report={report}'],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    assert report.exists(), result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(report.read_text())['tests']
+    return suite_outcomes(tmp_path, SUITE, timeout=1200, rootdir=SUITE)
 
 
 def passed(test: dict) -> bool:

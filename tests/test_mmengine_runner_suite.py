@@ -16,19 +16,12 @@ checkpoint under ``weights_only=True``), mmengine's ``FlexibleRunner`` 49.
 the causes behind it. It shrinks as the runner is fixed: a test that starts passing must be taken
 off it, and any other failing test fails this one.
 """
-import importlib.util
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+from mmengine_suite.outcomes import SUITE, suite_outcomes
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-SUITE = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'mmengine-tests'))
 FILES = ('test_runner/test_runner.py', 'test_runner/test_log_processor.py', 'test_testing/test_runner_test_case.py')
-RUN_SUITE = os.path.join(HERE, 'mmengine_suite', 'run_suite.py')
 
 #: Tests the three files hold.
 TOTAL = 66
@@ -53,23 +46,10 @@ EXPECTED_FAILURES = {
         'mm_lightning writes the message hub in a form torch.load(weights_only=True) reads (serialization.to_safe), '
         'holding no pickled objects. Everything before that line passes'),
 }
-#: What the subprocess needs besides the project: mmengine's tests import these.
-SUITE_IMPORTS = {'parameterized': 'parameterized', 'pkg_resources': 'setuptools<82'}
 
 
 def outcomes(tmp_path) -> dict:
-    missing = [package for module, package in SUITE_IMPORTS.items() if importlib.util.find_spec(module) is None]
-    assert not missing, f"mmengine's runner tests need {missing}: pip install -e '.[test]'"
-    report = tmp_path / 'outcomes.json'
-    python_path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))
-    env = dict(os.environ, PYTHONPATH=python_path,
-               OMP_NUM_THREADS='1', MMENGINE_SUITE_RUNNER='mm_lightning.FlexibleRunner')
-    result = subprocess.run(
-        [sys.executable, RUN_SUITE, *(os.path.join(SUITE, name) for name in FILES), '-q', '-c', os.devnull,
-         '--rootdir', SUITE, f'--suite-report={report}'],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert report.exists(), result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(report.read_text())['tests']
+    return suite_outcomes(tmp_path, *(os.path.join(SUITE, name) for name in FILES), timeout=900)
 
 
 def located(test: dict) -> str:

@@ -1,12 +1,13 @@
 """FlexibleRunner: mmengine's lazy construction, standalone evaluation, resume before train()."""
 import copy
 
+import pytest
 from conftest import data
 from mmengine.hooks import Hook
 from mmengine.registry import DATASETS
 from torch.utils.data import Dataset
 
-from mm_lightning import FlexibleRunner
+from mm_lightning import ConfigError, FlexibleRunner
 
 
 @DATASETS.register_module(force=True)
@@ -90,3 +91,12 @@ def test_resume_and_load_checkpoint_before_train(tmp_path):
     assert (resumed.epoch, resumed.iter) == (4, 24)
     for key, value in full.model.state_dict().items():
         assert value.equal(resumed.model.state_dict()[key]), key
+
+
+def test_resume_before_train_under_a_sharding_strategy_is_refused_by_name(tmp_path):
+    """Building the optimizer before the strategy shards the model would be silently wrong."""
+    full = _runner(tmp_path / 'full', dict(TRAINING, train_cfg=dict(by_epoch=True, max_epochs=1)))
+    full.train()
+    sharded = _runner(tmp_path / 'sharded', dict(TRAINING, strategy=dict(type='FSDPStrategy')))
+    with pytest.raises(ConfigError, match=r'^strategy: resume\(\) before train\(\) would build the optimizer'):
+        sharded.resume(str(tmp_path / 'full' / 'epoch_1.pth'))
