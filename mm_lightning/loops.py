@@ -247,9 +247,6 @@ class TrainProgress:
         self.loop.val_interval = rule.interval_at(progress)
         return self.has_validation and rule.due(progress, self._last())
 
-    def validation_points(self) -> List[int]:
-        return self.rule.points(self._last())
-
     # -- state (saved in both checkpoint formats) --------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         return dict(epoch=self.epoch, iter=self.iter, stop_training=self.loop.stop_training,
