@@ -149,7 +149,9 @@ class TrainStream:
     def __len__(self) -> int:
         if self.by_epoch:
             return len(self.loader)
-        return max(self.total_iters - self._drawn, 0)  # type: ignore[operator]
+        # Lightning does not start a fit with no batches (no before_train, no validation that was due,
+        # no after_train): a finished stream, resumed, claims one batch, never drawn as the run stops first.
+        return max(self.total_iters - self._drawn, 1)  # type: ignore[operator]
 
     def __iter__(self) -> Iterator[Any]:
         return self._epoch_batches() if self.by_epoch else self._stream_batches()

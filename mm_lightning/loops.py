@@ -21,10 +21,11 @@ runs its ``run`` as one step of Lightning's evaluation, where validation or test
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
@@ -194,6 +195,18 @@ class TrainProgress:
         self.has_validation = has_validation
         self.validation_pending = False
         self.optimizer_steps = 0
+        #: The hooks running now: 'iteration' (after_train_iter) or 'epoch' (after_train_epoch), which
+        #: run before the counters advance; None between them (validation included).
+        self.ending: Optional[str] = None
+
+    @contextlib.contextmanager
+    def ending_hooks(self, unit: str) -> Iterator[None]:
+        """Mark the ``after_train_iter`` (``unit='iteration'``) or ``after_train_epoch`` hooks as running."""
+        self.ending = unit
+        try:
+            yield
+        finally:
+            self.ending = None
 
     @property
     def epoch(self) -> int:
@@ -253,19 +266,21 @@ class TrainProgress:
                     validation_pending=self.validation_pending, optimizer_steps=self.optimizer_steps,
                     max_epochs=self.max_epochs, max_iters=self.max_iters)
 
-    def snapshot(self, *, after_iteration: bool = False, after_epoch: bool = False) -> Dict[str, Any]:
-        """The state as it will be once the iteration (or epoch) whose hooks are running ends.
+    def snapshot(self) -> Dict[str, Any]:
+        """The state to continue from, now: a file written at this moment must describe it.
 
-        ``CheckpointHook`` saves inside ``after_train_iter``/``after_train_epoch``, before the
-        counters advance; the file must describe the point the run continues from.
+        Inside ``after_train_iter``/``after_train_epoch`` (where ``CheckpointHook`` saves on an
+        interval) the counters have not advanced yet: the run continues from the point after
+        that iteration or epoch. Anywhere else (``after_val_epoch``, where a new best is saved,
+        or between iterations) the state is as it stands.
         """
         state = self.state_dict()
         due = self.rule.due
-        if after_iteration:
+        if self.ending == 'iteration':
             state['iter'] += 1
             state['validation_pending'] = not self.by_epoch and self.has_validation and due(state['iter'],
                                                                                             self._last())
-        if after_epoch:
+        elif self.ending == 'epoch':
             state['epoch'] += 1
             state['validation_pending'] = self.has_validation and due(state['epoch'], self._last())
         return state

@@ -83,12 +83,23 @@ def test_snapshot_describes_the_point_after_the_running_iteration_or_epoch():
     loop = _loop(by_epoch=False, max_iters=10, val_interval=4)
     for _ in range(3):
         loop.iteration_done()
-    after = loop.snapshot(after_iteration=True)  # inside after_train_iter of the 4th iteration
+    with loop.ending_hooks('iteration'):  # inside after_train_iter of the 4th iteration
+        after = loop.snapshot()
     assert (after['iter'], after['validation_pending']) == (4, True)
     assert loop.iter == 3  # the loop itself has not moved
     epochs = _loop(by_epoch=True, max_epochs=4, val_interval=2)
     epochs.epoch_done()
-    assert epochs.snapshot(after_epoch=True)['epoch'] == 2 and epochs.snapshot(after_epoch=True)['validation_pending']
+    with epochs.ending_hooks('epoch'):
+        assert epochs.snapshot()['epoch'] == 2 and epochs.snapshot()['validation_pending']
+
+
+def test_snapshot_outside_the_ending_hooks_is_the_state_as_it_stands():
+    """A best checkpoint is written in after_val_epoch, once the epoch has been counted: the file says so."""
+    epochs = _loop(by_epoch=True, max_epochs=8, val_interval=2)
+    epochs.epoch_done()
+    epochs.epoch_done()
+    assert epochs.snapshot() == epochs.state_dict() and epochs.snapshot()['epoch'] == 2
+    assert epochs.ending is None
 
 
 def test_state_round_trip_keeps_the_configured_lengths():
