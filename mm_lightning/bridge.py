@@ -21,7 +21,8 @@ on_validation_start / _end    before_val, before_val_epoch (train mode) /
                               run_iter calls the iteration hooks (a loop with its
                               own run calls all of them)
 on_train_end / on_fit_end     after_train / after_run
-on_exception (SIGTERM)        a resumable checkpoint, then the run ends
+on_train_batch_end, after a    SIGTERM on any rank (:mod:`mm_lightning.preemption`): a
+validation (safe points)      resumable checkpoint of that moment, then the run ends
 ============================  =====================================================
 
 The bridge holds no run state of its own: progress lives in mmengine's training loop object
@@ -30,15 +31,15 @@ saved in checkpoints.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from .fidelity import check_epoch_length, position_fit_loop, schedule_validation, validate_now
+from .preemption import Preemption, stop
 
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
 #: evaluation loop's ``run_iter`` in the module's step).
@@ -75,6 +76,7 @@ class HookBridge(Callback):
 
     def __init__(self) -> None:
         self._epoch_open = False  # before_train_epoch called, after_train_epoch not yet
+        self._preemption: Optional[Preemption] = None
 
     @staticmethod
     def _call(module: Any, stage: str, **kwargs: Any) -> None:
@@ -94,12 +96,14 @@ class HookBridge(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_open = False
+        self._preemption = Preemption.install(trainer)  # after Lightning registered its signal handlers
         self._call(pl_module, 'before_train')
         if pl_module.resumed:
             self._continue(trainer, pl_module)
 
     def _continue(self, trainer: pl.Trainer, module: Any) -> None:
         """Carry on exactly where the checkpoint was taken (see module doc)."""
+        module.restore_data_position(trainer.datamodule)
         loop, stream = module.progress, trainer.datamodule.train_stream
         if not loop.by_epoch or stream.mid_pass:
             self._open_epoch(trainer, module)
@@ -124,7 +128,8 @@ class HookBridge(Callback):
         """The end of an epoch-based pass: the loader's end, after_train_epoch, the validation rule."""
         loop = module.progress
         trainer.datamodule.train_stream.finish_pass()
-        self._call(module, 'after_train_epoch')
+        with loop.ending_hooks('epoch'):
+            self._call(module, 'after_train_epoch')
         self._epoch_open = False
         loop.epoch_done()
         loop.validation_pending = loop.validation_due()
@@ -149,7 +154,8 @@ class HookBridge(Callback):
                            batch: Any, batch_idx: int) -> None:
         loop, stream = pl_module.progress, trainer.datamodule.train_stream
         index = stream.batch_index if loop.by_epoch else loop.iter
-        self._call(pl_module, 'after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
+        with loop.ending_hooks('iteration'):
+            self._call(pl_module, 'after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
         loop.iteration_done()
         loop.optimizer_steps = trainer.global_step
         if loop.by_epoch:
@@ -162,6 +168,13 @@ class HookBridge(Callback):
             schedule_validation(trainer, loop.validation_pending)
             if loop.finished:
                 trainer.should_stop = True
+        self._stop_if_preempted(pl_module)
+
+    def _stop_if_preempted(self, module: Any) -> None:
+        """A safe point: between two iterations, or after a validation, on every rank at once."""
+        if self._preemption is not None and self._preemption.agreed():
+            module.runner.save_resumable_checkpoint()
+            stop()
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -179,11 +192,6 @@ class HookBridge(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call(pl_module, 'after_run')
 
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == TrainerFn.FITTING:
-            pl_module.runner.save_resumable_checkpoint()
-
     # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
     def _eval_start(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
@@ -196,16 +204,19 @@ class HookBridge(Callback):
             self._call(module, f'before_{mode}_epoch')
 
     def _eval_end(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting:  # evaluated: a file written by after_val_epoch (a new best) continues after it
+            module.progress.validation_pending = False
         if not module.eval_runs_itself(mode):
             self._call(module, f'after_{mode}_epoch', metrics=module.metrics.get(mode))
             self._call(module, f'after_{mode}')
-        if trainer.state.fn != TrainerFn.FITTING:
+        if not fitting:
             self._call(module, 'after_run')
             return
         loop = module.progress
-        loop.validation_pending = False
         if not loop.by_epoch and loop.stop_training:
             trainer.should_stop = True  # epoch-based runs stop at the epoch's end
+        self._stop_if_preempted(module)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

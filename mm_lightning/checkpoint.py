@@ -20,18 +20,18 @@ import re
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import mmengine
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 
 from . import rng, serialization
-from .config import ConfigError
+from .config import ConfigError, config_error
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
@@ -62,40 +62,107 @@ def run_meta(module: Any, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> D
 
 
 def training_state(module: Any, loop_state: Dict[str, Any],
-                   gradients: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, Any]:
+                   ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """What a resumed run needs besides weights and optimizers, in the safe form.
 
-    ``gradients`` are :func:`accumulated_gradients`, when already taken on every rank.
+    ``ranks`` is :func:`rank_states` when already taken (a collective: every rank calls it).
     """
-    state: Dict[str, Any] = dict(loop=loop_state, rng=rng.capture(),
-                                 message_hub=_to_cpu(module.context.message_hub.state_dict()))
+    ranks = rank_states(module) if ranks is None else ranks
+    state: Dict[str, Any] = dict(loop=loop_state, message_hub=_to_cpu(module.context.message_hub.state_dict()),
+                                 world_size=module.context.world_size, ranks=ranks)
     if module.param_schedulers is not None:
         state['param_schedulers'] = scheduler_states(module.param_schedulers)
-    gradients = accumulated_gradients(module) if gradients is None else gradients
-    if gradients:
-        state['gradients'] = gradients
     return to_safe(state)
 
 
-def accumulated_gradients(module: Any) -> Dict[str, torch.Tensor]:
-    """Gradients of an accumulation window that has not stepped yet (wrappers zero them after a step).
+def rank_states(module: Any, everywhere: bool = False) -> Optional[List[Dict[str, Any]]]:
+    """Each rank's own part of the run's state, gathered on rank 0 (None elsewhere, unless ``everywhere``);
+    every rank calls it.
 
-    Under DDP each rank accumulates its own without synchronising; their mean, restored on
-    every rank, gives the same mean at the window's synchronised step. That mean is a
-    collective: every rank calls this.
+    A rank's random state, its position in the data (the random state its pass started from),
+    and the gradients of an accumulation window that has not stepped yet (wrappers zero them
+    after a step): under DDP each rank accumulates its own until the window's synchronised step.
     """
-    gradients = {name: param.grad.detach() for name, param in module.model.named_parameters()
+    own: Dict[str, Any] = dict(rng=rng.capture(), data=module.runner.datamodule.state_dict())
+    gradients = {name: param.grad.detach().cpu() for name, param in module.model.named_parameters()
                  if param.grad is not None}
-    strategy = _strategy(module)
-    if gradients and isinstance(strategy, ParallelStrategy) and strategy.world_size > 1:
-        gradients = {name: strategy.reduce(grad.clone(), reduce_op='mean') for name, grad in gradients.items()}
-    return {name: grad.cpu() for name, grad in gradients.items()}
+    if gradients:
+        own['gradients'] = gradients
+    world_size = module.context.world_size
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [own]
+    payload, gathered = serialization.to_bytes(own), [None] * world_size  # bytes: tensors do not pickle across
+    if everywhere:
+        torch.distributed.all_gather_object(gathered, payload)
+    else:
+        torch.distributed.gather_object(payload, gathered if module.context.rank == 0 else None, dst=0)
+        if module.context.rank != 0:
+            return None
+    return [serialization.from_bytes(part) for part in gathered]
+
+
+def check_world_size(state: Dict[str, Any], world_size: int, auto_scale_lr: Optional[dict]) -> None:
+    """Refuse to resume on another number of processes where the run cannot continue as it would have.
+
+    As mmengine's Runner, a different number needs ``auto_scale_lr.enable``; and only at an epoch's end
+    of an epoch-based run, where no rank is inside a pass over the data or an accumulation window.
+    """
+    saved = state.get('world_size')
+    if saved is None or saved == world_size:
+        return
+    if not (auto_scale_lr or {}).get('enable', False):
+        raise config_error(f'resume: the checkpoint was written by {saved} processes and this run has {world_size}. '
+                           'Number of GPUs used for current experiment is not consistent with the checkpoint being '
+                           'resumed from: resume with the same number, or set auto_scale_lr.enable=True', RuntimeError)
+    rank0 = own_rank_state(state, 0)
+    position = (rank0.get('data') or {}).get('train') or {}
+    if position.get('drained') is False or any('gradients' in rank for rank in state.get('ranks') or ()):
+        raise ConfigError(f'resume: the checkpoint was written by {saved} processes inside a pass over the data and '
+                          f'this run has {world_size}; each rank\'s position cannot move to another number of ranks. '
+                          f'Resume with {saved} processes, or from a checkpoint written at an epoch\'s end')
+
+
+def own_rank_state(state: Dict[str, Any], rank: int) -> Dict[str, Any]:
+    """This rank's part of a checkpoint's state (files of one process before per-rank state: the top level)."""
+    ranks = state.get('ranks')
+    if not ranks:
+        return {key: state[key] for key in ('rng', 'gradients', 'data') if key in state}
+    return ranks[rank] if rank < len(ranks) else ranks[0]
 
 
 def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
     parameters = dict(module.model.named_parameters())
     for name, grad in gradients.items():
         parameters[name].grad = grad.to(device=parameters[name].device, dtype=parameters[name].dtype)
+
+
+# -- Lightning checkpoints, as mmengine's hooks see them ---------------------------------------------
+#: Where mm_lightning's state lists the entries hooks added to a Lightning checkpoint (EMAHook's
+#: ``ema_state_dict``...), which travel at its top level as in an mmengine file.
+HOOK_KEYS = 'hook_keys'
+
+
+def hook_view(checkpoint: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str, Any]:
+    """A Lightning checkpoint in mmengine's layout, for ``before_save``/``after_load_checkpoint`` hooks:
+    bare model keys (the same tensors) and ``meta``."""
+    view = dict(checkpoint)
+    view['state_dict'] = OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in
+                                     checkpoint['state_dict'].items() if key.startswith(MODULE_PREFIX))
+    view['meta'] = meta
+    return view
+
+
+def apply_hook_view(checkpoint: Dict[str, Any], view: Dict[str, Any]) -> List[str]:
+    """What the hooks changed in ``view``, written back into the Lightning checkpoint; returns the keys added."""
+    weights = OrderedDict((key, value) for key, value in checkpoint['state_dict'].items()
+                          if not key.startswith(MODULE_PREFIX))
+    weights.update((MODULE_PREFIX + key, value) for key, value in view['state_dict'].items())
+    checkpoint['state_dict'] = weights
+    added = [key for key in view if key not in ('state_dict', 'meta') and key not in checkpoint]
+    for key in view:
+        if key not in ('state_dict', 'meta'):
+            checkpoint[key] = view[key]
+    return added
 
 
 def optimizer_names(optim_wrapper: Any) -> Optional[list]:
@@ -196,28 +263,29 @@ def load_optimizer_state(module: Any, state: dict) -> None:
 
 # -- writing -------------------------------------------------------------------------------------------
 def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool,
-                     loop_state: Dict[str, Any], gradients: Dict[str, torch.Tensor]) -> dict:
+                     loop_state: Dict[str, Any], ranks: List[Dict[str, Any]]) -> dict:
     """The dict mmengine's ``Runner.save_checkpoint`` writes, plus mm_lightning's state."""
     _check_supported(module, 'save')
     runner = module.runner
-    state = training_state(module, loop_state, gradients)
+    state = training_state(module, loop_state, ranks)
     checkpoint: Dict[str, Any] = {
         'meta': run_meta(module, meta, loop_state),
         'state_dict': weights_to_cpu(model_state_dict(module)),
         'message_hub': state.pop('message_hub'),
     }
-    if save_optimizer:
-        if not isinstance(module.optim_wrapper, OptimWrapper):
-            raise TypeError(f'runner.optim_wrapper should be an OptimWrapper or OptimWrapperDict, '
-                            f'got {module.optim_wrapper!r}')
-        checkpoint['optimizer'] = optimizer_state_dict(module)
+    # What mmengine leaves out of a file (a best checkpoint's optimizer and schedulers) is kept in
+    # mm_lightning's part, so every file continues the run exactly; mmengine's loaders do not see it.
+    if save_optimizer and not isinstance(module.optim_wrapper, OptimWrapper):
+        raise TypeError(f'runner.optim_wrapper should be an OptimWrapper or OptimWrapperDict, '
+                        f'got {module.optim_wrapper!r}')
+    if isinstance(module.optim_wrapper, OptimWrapper):
+        (checkpoint if save_optimizer else state)['optimizer'] = optimizer_state_dict(module)
     schedulers = state.pop('param_schedulers', None)
     if save_param_scheduler and module.param_schedulers is None:
         runner.logger.warning('`save_param_scheduler` is True but `self.param_schedulers` is None, '
                               'so skip saving parameter schedulers')
-    elif save_param_scheduler:
-        checkpoint['param_schedulers'] = schedulers
-    state['data'] = module.runner.datamodule.state_dict()
+    elif schedulers is not None:
+        (checkpoint if save_param_scheduler else state)['param_schedulers'] = schedulers
     checkpoint[STATE_KEY] = state
     return checkpoint
 
@@ -238,11 +306,10 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
          loop_state: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """mmengine's ``Runner.save_checkpoint``; returns the path written on this rank.
 
-    ``CheckpointHook`` calls it inside ``after_train_epoch``/``after_train_iter``, before the
-    counters advance: the file describes the point after that epoch or iteration.
+    The file describes the moment it is written (:meth:`TrainProgress.snapshot`), whoever calls it.
     """
     parts = writes_parts(module)
-    gradients = accumulated_gradients(module)  # every rank takes part
+    ranks = rank_states(module, everywhere=parts or gathers_state(module))  # every rank takes part
     if module.context.rank != 0 and not (parts or gathers_state(module)):
         return None
     if meta is None:
@@ -250,9 +317,9 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     elif not isinstance(meta, dict):
         raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
     if loop_state is None:
-        loop_state = module.progress.snapshot(after_epoch=by_epoch, after_iteration=not by_epoch)
+        loop_state = module.progress.snapshot()
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
-    checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, gradients)
+    checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, ranks)
     if parts:  # mmengine's layout: <filename>/rank<r>.pth
         os.makedirs(filepath, exist_ok=True)
         filepath = os.path.join(filepath, f'rank{module.context.rank}.pth')
@@ -358,12 +425,6 @@ def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool
     """What a resume restores besides weights (mmengine's checks and warnings included)."""
     meta = checkpoint['meta']
     context, runner = module.context, module.runner
-    if 'config' in meta:
-        previous_gpu_ids = mmengine.Config.fromstring(meta['config'], file_format='.py').get('gpu_ids')
-        if previous_gpu_ids and len(previous_gpu_ids) != context.world_size:
-            if not module.auto_scale_lr or not module.auto_scale_lr.get('enable', False):
-                raise RuntimeError('Number of GPUs used for current experiment is not consistent with the '
-                                   'checkpoint being resumed from. Set auto_scale_lr.enable=True.')
     resumed_seed = meta.get('seed')
     current_seed = context.randomness.get('seed')
     if resumed_seed is not None and resumed_seed != current_seed:
@@ -377,21 +438,21 @@ def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool
                                'training dataset, please check the correctness of the checkpoint or the '
                                'training dataset.')
     context.message_hub.load_state_dict(checkpoint['message_hub'])
-    if ('optimizer' in checkpoint and resume_optimizer) or ('param_schedulers' in checkpoint and resume_param_scheduler
-                                                            and module.param_schedulers is not None):
+    state = dict(checkpoint.get(STATE_KEY) or {})
+    optimizer_state = checkpoint.get('optimizer', state.get('optimizer'))
+    scheduler_states = checkpoint.get('param_schedulers', state.get('param_schedulers'))
+    if (optimizer_state is not None and resume_optimizer) or (scheduler_states is not None and resume_param_scheduler
+                                                              and module.param_schedulers is not None):
         if module.attached_trainer is None and not isinstance(module.optim_wrapper, OptimWrapper) \
                 and shards_parameters(module.keywords):
             raise ConfigError('strategy: resume() before train() would build the optimizer over the model before '
                               'the strategy shards it; give the checkpoint as resume=PATH (--resume PATH) instead')
         module.build_optimization()  # as mmengine's resume builds them, before train() if called then
-    if 'optimizer' in checkpoint and resume_optimizer:
-        load_optimizer_state(module, checkpoint['optimizer'])
+    if optimizer_state is not None and resume_optimizer:
+        load_optimizer_state(module, optimizer_state)
     if resume_param_scheduler and module.param_schedulers is None:
         context.logger.warning('`resume_param_scheduler` is True but `self.param_schedulers` is None, '
                                'so skip resuming parameter schedulers')
-    elif 'param_schedulers' in checkpoint and resume_param_scheduler:
-        load_scheduler_states(module.param_schedulers, checkpoint['param_schedulers'])
-    state = dict(checkpoint.get(STATE_KEY) or {})
-    if state.get('data') is not None:
-        module.runner.datamodule.load_state_dict(state['data'])
+    elif scheduler_states is not None and resume_param_scheduler:
+        load_scheduler_states(module.param_schedulers, scheduler_states)
     module.set_resume_state(state, meta)

@@ -16,13 +16,15 @@ from typing import Any, Dict
 import lightning.pytorch as pl
 
 from . import serialization
-from .checkpoint import MODULE_PREFIX, STATE_KEY
+from .checkpoint import HOOK_KEYS, MODULE_PREFIX, STATE_KEY, own_rank_state
 from .config import ConfigError
 
 LIGHTNING_VERSION_KEY = 'pytorch-lightning_version'
 #: Where Lightning's precision plugins keep the AMP scaler's state.
 PRECISION_KEYS = ('MixedPrecision', 'FSDPPrecision')
 DATAMODULE_KEY = 'ConfigDataModule'
+#: The entries of an mmengine-format file that are not a hook's (EMAHook's ``ema_state_dict``, say).
+MMENGINE_KEYS = ('meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers', STATE_KEY)
 
 
 def is_lightning_checkpoint(checkpoint: Dict[str, Any]) -> bool:
@@ -34,16 +36,15 @@ def lightning_from_mmengine(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     meta = checkpoint.get('meta') or {}
     ours = dict(checkpoint.get(STATE_KEY) or {})
     loop = ours.get('loop') or dict(epoch=meta.get('epoch', 0), iter=meta.get('iter', 0), from_meta=True)
-    optimizer = dict(checkpoint.get('optimizer') or {})
+    optimizer = dict(checkpoint.get('optimizer') or ours.get('optimizer') or {})
     scaler = optimizer.pop('loss_scaler', None)
     names = [name for name, value in optimizer.items() if isinstance(value, dict) and 'param_groups' in value]
     optimizer_states = [optimizer[name] for name in names] if names else ([optimizer] if optimizer else [])
-    state = dict(loop=loop, message_hub=checkpoint.get('message_hub', {}), meta=meta,
-                 optimizer_names=names or None)
-    for key in ('rng', 'param_schedulers'):
-        value = ours.get(key, checkpoint.get(key))
-        if value is not None:
-            state[key] = value
+    # mm_lightning's own state travels as it is (random state, gradients of an open window, ...).
+    state = {key: value for key, value in ours.items() if key not in ('data', 'optimizer')}
+    state.update(loop=loop, message_hub=checkpoint.get('message_hub', {}), meta=meta, optimizer_names=names or None)
+    if checkpoint.get('param_schedulers') is not None:
+        state['param_schedulers'] = checkpoint['param_schedulers']
     converted: Dict[str, Any] = {
         'epoch': loop['epoch'], 'global_step': loop.get('optimizer_steps', loop['iter']),
         LIGHTNING_VERSION_KEY: pl.__version__,
@@ -51,10 +52,13 @@ def lightning_from_mmengine(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         'callbacks': {}, 'optimizer_states': optimizer_states, 'lr_schedulers': [],
         STATE_KEY: state,
     }
+    state[HOOK_KEYS] = [key for key in checkpoint if key not in MMENGINE_KEYS]
+    converted.update((key, checkpoint[key]) for key in state[HOOK_KEYS])
     if scaler is not None:
         converted['MixedPrecision'] = scaler
-    if ours.get('data') is not None:
-        converted[DATAMODULE_KEY] = ours['data']
+    data = own_rank_state(ours, 0).get('data')  # Lightning's datamodule entry: rank 0's, as Lightning saves it
+    if data is not None:
+        converted[DATAMODULE_KEY] = data
     return converted
 
 
@@ -77,11 +81,13 @@ def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     meta.update(epoch=state['loop']['epoch'], iter=state['loop']['iter'])
     converted: Dict[str, Any] = {'meta': meta, 'state_dict': model_state,
                                  'message_hub': state.pop('message_hub', {})}
+    converted.update((key, checkpoint[key]) for key in state.pop(HOOK_KEYS, []) if key in checkpoint)
     if optimizer:
         converted['optimizer'] = optimizer
     if 'param_schedulers' in state:
         converted['param_schedulers'] = state.pop('param_schedulers')
-    state['data'] = checkpoint.get(DATAMODULE_KEY)
+    if 'ranks' not in state:  # written before each rank's part was kept
+        state['data'] = checkpoint.get(DATAMODULE_KEY)
     converted[STATE_KEY] = state
     return converted
 

@@ -100,6 +100,7 @@ class ConfigModule(pl.LightningModule):
         # A checkpoint's random state and accumulated gradients, restored where the run continues
         self._random_state: Optional[rng.RngState] = None
         self._gradients: Optional[Dict[str, torch.Tensor]] = None
+        self._data_position: Optional[Dict[str, Any]] = None
         self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
         self._weights_ready = False
         self._lr_scaled = False
@@ -323,36 +324,58 @@ class ConfigModule(pl.LightningModule):
 
         A checkpoint mmengine wrote has only ``meta``'s counters: the position follows from them.
         """
+        ckpt.check_world_size(state, self.context.world_size, self.auto_scale_lr)
+        own = ckpt.own_rank_state(state, self.context.rank)
         loop = state.get('loop')
+        self._data_position = own.get('data')
         if loop is None or loop.get('from_meta'):
             loop = self.progress.state_from_meta(meta['epoch'], meta['iter'])
-            datamodule = self.runner.datamodule
-            datamodule.load_state_dict({'train': datamodule.train_stream.state_from_meta(meta['epoch'], meta['iter'])})
+            self._data_position = {'train': self.runner.datamodule.train_stream.state_from_meta(meta['epoch'],
+                                                                                                 meta['iter'])}
         self.progress.load_state_dict(loop)
-        self._random_state = state.get('rng')
-        self._gradients = state.get('gradients')
+        self._random_state = own.get('rng')
+        self._gradients = own.get('gradients')
         self.resumed = True
+
+    def restore_data_position(self, datamodule: Any) -> None:
+        """This rank's position in the training data from the checkpoint (once, where the run continues;
+        after Lightning restored the datamodule's own state, which is rank 0's)."""
+        if self._data_position is not None:
+            datamodule.load_state_dict(self._data_position)
+            self._data_position = None
 
     # -- Lightning checkpoints -----------------------------------------------------------------------
     @override
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """mm_lightning's state, and the hooks' ``before_save_checkpoint`` (as for an mmengine file)."""
         if self.progress is not None and self.trainer.state.fn == TrainerFn.FITTING:
-            loop_state = self.progress.state_dict()
+            loop_state = self.progress.snapshot()
             state = ckpt.training_state(self, loop_state)
-            state['meta'] = to_safe(ckpt.run_meta(self, {}, loop_state))
+            meta = ckpt.run_meta(self, {}, loop_state)
+            view = ckpt.hook_view(checkpoint, meta)
+            self.runner.call_hook('before_save_checkpoint', checkpoint=view)
+            state[ckpt.HOOK_KEYS] = ckpt.apply_hook_view(checkpoint, view)
+            state['meta'] = to_safe(meta)
             state['optimizer_names'] = ckpt.optimizer_names(self.optim_wrapper)
             checkpoint[ckpt.STATE_KEY] = state
 
     @override
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """The hooks' ``after_load_checkpoint`` (before Lightning loads the weights), and, when fitting, the
+        training state."""
         drop_loop_state(checkpoint)
-        if self.trainer.state.fn != TrainerFn.FITTING:
-            return
-        if ckpt.STATE_KEY not in checkpoint:
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and ckpt.STATE_KEY not in checkpoint:
             raise ConfigError('ckpt_path: this Lightning checkpoint has no mm_lightning state (it was not '
                               'written from a ConfigModule); convert an mmengine checkpoint with '
                               '`mm-lightning convert-checkpoint SRC.pth DST.ckpt`')
-        state = from_safe(checkpoint[ckpt.STATE_KEY])
+        state = from_safe(checkpoint.get(ckpt.STATE_KEY) or {})
+        self.resumed = fitting  # what hooks read as runner._resume (EMAHook restores its average)
+        view = ckpt.hook_view(checkpoint, state.get('meta', {}))
+        self.runner.call_hook('after_load_checkpoint', checkpoint=view)
+        ckpt.apply_hook_view(checkpoint, view)
+        if not fitting:
+            return
         self.context.message_hub.load_state_dict(state['message_hub'])
         self._scheduler_states = state.get('param_schedulers')
         self.set_resume_state(state, state.get('meta', {}))

@@ -69,6 +69,17 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that ``torch.load(weights_only=True)`` refuses (see :func:`make_safe`)."""
 
 
+def to_bytes(obj: Any) -> bytes:
+    """``obj`` in the safe form, as bytes (to send between processes without pickling tensors)."""
+    buffer = io.BytesIO()
+    torch.save(to_safe(obj), buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(payload: bytes) -> Any:
+    return from_safe(torch.load(io.BytesIO(payload), map_location='cpu', weights_only=True))
+
+
 def read(filename: str, map_location: Any = 'cpu') -> dict:
     """Load a checkpoint with ``weights_only=True`` and restore tagged values."""
     try:

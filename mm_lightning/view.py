@@ -200,8 +200,9 @@ class RunnerView:
 
     @property
     def _resume(self) -> Union[bool, str]:
-        """mmengine's EMAHook reads it (and its tests set it)."""
-        return self.module.resume
+        """Whether this run resumes: the config's ``resume``, or a checkpoint given to ``Trainer.fit``
+        (mmengine's EMAHook reads it, and its tests set it)."""
+        return self.module.resume or self.module.resumed
 
     @_resume.setter
     def _resume(self, resume: Union[bool, str]) -> None:
