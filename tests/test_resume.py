@@ -133,3 +133,20 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, uninte
     assert stopped + records(tmp_path / 'resumed') == full_records  # nothing lost, nothing repeated
     weights = torch.load(tmp_path / 'resumed' / 'final.pt')
     assert all(torch.equal(weights[key], value) for key, value in full_weights.items())
+
+
+@pytest.mark.parametrize('case, signal_at', [
+    ('epoch_dropout', 'after_val_iter:2:TERM'),   # during a validation (the file is written after it)
+    ('iter_infinite', 'after_val_iter:1:TERM'),   # during the validation due at an iteration checkpoint
+    ('accumulation', 'after_train_iter:5:TERM'),  # inside an accumulation window
+], ids=lambda value: value.replace(':', '_'))
+def test_sigterm_at_any_moment_stops_at_a_safe_point_and_resumes_exactly(tmp_path, uninterrupted, case, signal_at):
+    """The file holds the training weights and the state after the iteration or validation the signal fell in."""
+    full_records, full_weights = uninterrupted(case)
+    work_dir = str(tmp_path / 'work')
+    run_case(tmp_path / 'stopped', case, '--work-dir', work_dir, '--kill', signal_at)
+    assert not os.path.exists(tmp_path / 'stopped' / 'final.pt')
+    run_case(tmp_path / 'resumed', case, '--work-dir', work_dir, '--resume')
+    assert records(tmp_path / 'stopped') + records(tmp_path / 'resumed') == full_records
+    weights = torch.load(tmp_path / 'resumed' / 'final.pt')
+    assert all(torch.equal(weights[key], value) for key, value in full_weights.items())

@@ -5,9 +5,10 @@
 Appends to OUT/records.jsonl one line per training iteration (losses, LRs, counters) and per
 validation (metrics), and writes OUT/final.pt (the model's weights) when training ends.
 ``--kill after_train_iter:7`` SIGKILLs the process after the 7th ``after_train_iter`` of this
-process; stages: after_train_iter, after_train_epoch (after that epoch's checkpoint is
-written), after_val_iter (during a validation). ``--resume`` resumes from the latest
-checkpoint in the work_dir. A run stopped by SIGTERM exits 0 without final.pt.
+process (``after_val_iter:2:TERM`` sends SIGTERM instead); stages: after_train_iter,
+after_train_epoch (after that epoch's checkpoint is written), after_val_iter (during a
+validation). ``--resume`` resumes from the latest checkpoint in the work_dir. A run stopped by
+SIGTERM exits 0 without final.pt.
 """
 import argparse
 import json
@@ -91,19 +92,21 @@ class Recorder(Hook):
 
 
 class Kill(Hook):
-    """SIGKILL this process at the ``count``-th call of ``stage`` (after every other hook of that stage)."""
+    """Signal this process (SIGKILL unless named) at the ``count``-th call of ``stage`` (after every other
+    hook of that stage)."""
 
     priority = 'LOWEST'
 
-    def __init__(self, stage, count):
+    def __init__(self, stage, count, signum=signal.SIGKILL):
         self.stage = stage
         self.count = count
+        self.signum = signum
 
     def _tick(self, stage):
         if stage == self.stage:
             self.count -= 1
             if self.count == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), self.signum)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self._tick('after_train_iter')
@@ -133,8 +136,8 @@ def main():
     runner = FlexibleRunner.from_cfg(cfg)
     runner.register_hook(Recorder(os.path.join(args.out, 'records.jsonl')))
     if args.kill:
-        stage, count = args.kill.split(':')
-        runner.register_hook(Kill(stage, int(count)))
+        stage, count, *name = args.kill.split(':')
+        runner.register_hook(Kill(stage, int(count), *(getattr(signal, f'SIG{n}') for n in name)))
     runner.train()
     if not runner.module.progress.finished:  # stopped by SIGTERM: resumable, not finished
         return

@@ -1,0 +1,147 @@
+"""A 2-process run (torchrun, gloo) that can be signalled, killed and resumed; every rank records.
+
+    torchrun --nproc_per_node=2 tests/scripts/ddp_resume.py OUT [--work-dir D] [--resume]
+        [--at STAGE:N:SIGNAL[:RANK]] [--own-trainer] [--ckpt-path FILE]
+
+The config has everything that makes ranks differ: a shuffled sampler, dropout, random noise in
+``__getitem__`` (drawn from each rank's global random state), ``diff_rank_seed``, EMA,
+``accumulative_counts=2`` with checkpoints every 5 iterations (inside windows) and validation
+every epoch. Each rank appends to OUT/records_rank<r>.jsonl one line per training iteration
+(losses, LRs) and per validation, and writes OUT/final_rank<r>.pt (weights and EMA weights)
+when training has finished. ``--at after_train_iter:7:KILL:1`` sends SIGKILL to rank 1
+itself after its 7th ``after_train_iter`` (omit the rank for every rank). ``--own-trainer``
+runs a ConfigModule in a Trainer of ``trainer_kwargs`` with Lightning's ModelCheckpoint every
+2 optimizer steps (4 iterations) instead of mmengine's CheckpointHook; ``--ckpt-path`` resumes it.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import toy  # noqa: E402,F401
+from mmengine.hooks import Hook  # noqa: E402
+
+RANK = int(os.environ.get('RANK', 0))
+
+
+def config(work_dir, own_trainer):
+    checkpoint = None if own_trainer else dict(type='CheckpointHook', interval=5, by_epoch=False)
+    return dict(
+        model=dict(type='ToyClassifier', dropout=0.3),
+        work_dir=work_dir, experiment_name=f'ddp_resume_{os.getpid()}',
+        train_dataloader=dict(dataset=dict(type='AugmentedBlobDataset', size=32), batch_size=4, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True)),
+        val_dataloader=dict(dataset=dict(type='BlobDataset', size=12, seed=1), batch_size=4, num_workers=0,
+                            sampler=dict(type='DefaultSampler', shuffle=False)),
+        val_evaluator=dict(type='ToyAccuracy'), val_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9), accumulative_counts=2),
+        param_scheduler=dict(type='CosineAnnealingLR', T_max=12, by_epoch=False),
+        train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint),
+        custom_hooks=[dict(type='EMAHook', momentum=0.2)],
+        launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        randomness=dict(seed=7, diff_rank_seed=True))
+
+
+class Recorder(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self, path):
+        self.path = path
+
+    def _write(self, record):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        record = {key: float(value) for key, value in outputs.items()}
+        record.update({f'lr/{k}': v for k, v in runner.optim_wrapper.get_lr().items()})
+        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, **record))
+
+    def after_val_epoch(self, runner, metrics=None):
+        self._write(dict(kind='val', iter=runner.iter, epoch=runner.epoch, metrics=metrics))
+
+
+class Signal(Hook):
+    """Send ``signum`` to this process at the ``count``-th call of ``stage``, on ``rank`` (None: every rank)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, stage, count, signum, rank=None):
+        self.stage, self.count, self.signum, self.rank = stage, count, signum, rank
+
+    def _tick(self, stage):
+        if stage == self.stage and self.rank in (None, RANK):
+            self.count -= 1
+            if self.count == 0:
+                os.kill(os.getpid(), self.signum)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self._tick('after_train_iter')
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self._tick('after_val_iter')
+
+
+def _hooks(args):
+    hooks = [Recorder(os.path.join(args.out, f'records_rank{RANK}.jsonl'))]
+    if args.at:
+        stage, count, name, *rank = args.at.split(':')
+        hooks.append(Signal(stage, int(count), getattr(signal, f'SIG{name}'), int(rank[0]) if rank else None))
+    return hooks
+
+
+def _final(model, ema):
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights.update({f'ema.{k}': v.detach().clone() for k, v in ema.ema_model.state_dict().items()})
+    return weights
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('out')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--resume', action='store_true')
+    parser.add_argument('--at')
+    parser.add_argument('--own-trainer', action='store_true')
+    parser.add_argument('--ckpt-path')
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer)
+    if args.own_trainer:
+        import lightning as L
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
+        cfg = load_config(cfg)
+        module = ConfigModule.from_config(cfg)
+        for hook in _hooks(args):
+            module.runner.register_hook(hook)
+        kwargs = trainer_kwargs(cfg)
+        kwargs.update(enable_checkpointing=True, callbacks=kwargs['callbacks'] + [ModelCheckpoint(
+            dirpath=os.path.join(cfg.work_dir, 'lightning'), every_n_train_steps=2, save_top_k=-1)])
+        trainer = L.Trainer(**kwargs)
+        trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg), ckpt_path=args.ckpt_path)
+        runner, finished = module.runner, module.progress.finished
+    else:
+        from mm_lightning import FlexibleRunner
+        cfg['resume'] = args.resume
+        runner = FlexibleRunner.from_cfg(cfg)
+        for hook in _hooks(args):
+            runner.register_hook(hook)
+        runner.train()
+        finished = runner.module.progress.finished
+    if finished:  # not stopped by SIGTERM
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        ema = next(hook for hook in runner.hooks if type(hook).__name__ == 'EMAHook')
+        torch.save(_final(model, ema), os.path.join(args.out, f'final_rank{RANK}.pt'))
+
+
+if __name__ == '__main__':
+    main()
