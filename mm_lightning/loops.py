@@ -302,6 +302,10 @@ class TrainProgress:
         self.loop.stop_training = bool(state.get('stop_training', False))
         self.validation_pending = bool(state.get('validation_pending', False))
         self.optimizer_steps = int(state.get('optimizer_steps', state['iter']))
+        length_key = 'max_epochs' if self.by_epoch else 'max_iters'
+        if self.validation_pending and state.get(length_key, self._last()) != self._last():
+            # a run given another length: the validation due at the old end is due only by the config's rule
+            self.validation_pending = self.rule.due(self.epoch if self.by_epoch else self.iter, self._last())
 
 
 # -- evaluation loops -------------------------------------------------------------------------------

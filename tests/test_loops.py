@@ -200,3 +200,18 @@ def test_a_dataloader_a_hook_assigns_is_what_the_next_epochs_iterate(tmp_path):
     with pytest.raises(ConfigError, match='train_dataloader: a hook gave runner.train_loop a dataloader of 6 '
                                           'batches per epoch; Lightning fixed the epoch at 4'):
         FlexibleRunner.from_cfg(longer).train()
+
+
+def test_a_longer_run_validates_at_the_old_end_only_by_the_rule():
+    """A finished 5-epoch run validated at epoch 5 because it was the last; extended to 8 it is not due there."""
+    short = _loop(by_epoch=True, max_epochs=5, val_interval=2)
+    for _ in range(5):
+        short.epoch_done()
+    short.validation_pending = short.validation_due()
+    assert short.validation_pending
+    longer = _loop(by_epoch=True, max_epochs=8, val_interval=2)
+    longer.load_state_dict(short.state_dict())
+    assert not longer.validation_pending and longer.epoch == 5
+    same = _loop(by_epoch=True, max_epochs=5, val_interval=2)
+    same.load_state_dict(short.state_dict())
+    assert same.validation_pending
