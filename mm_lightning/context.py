@@ -10,7 +10,7 @@ import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Tuple, Union
+from typing import Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from lightning.pytorch.loggers import Logger
@@ -20,7 +20,7 @@ from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import LOG_PROCESSORS, VISUALIZERS, DefaultScope
 from mmengine.runner import LogProcessor
 from mmengine.runner.utils import set_random_seed
-from mmengine.utils import mkdir_or_exist
+from mmengine.utils import ManagerMixin, mkdir_or_exist
 from mmengine.utils.dl_utils import collect_env, set_multi_processing
 from mmengine.visualization import Visualizer
 
@@ -159,7 +159,7 @@ def create_context(
 
     if experiment_name is None and cfg.filename is not None:
         experiment_name = osp.splitext(osp.basename(cfg.filename))[0]
-    experiment_name = f'{experiment_name}_{timestamp}' if experiment_name else timestamp
+    experiment_name = unused_name(f'{experiment_name}_{timestamp}' if experiment_name else timestamp)
     log_dir = osp.join(work_dir, timestamp)
 
     scope = None
@@ -173,6 +173,28 @@ def create_context(
         deterministic=randomness.get('deterministic', False), env_cfg=dict(env_cfg), randomness=randomness,
         log_level=log_level, message_hub=MessageHub.get_instance(experiment_name), visualizer=vis,
         log_processor=build_log_processor(log_processor), default_scope=scope, lightning_loggers=loggers)
+
+
+def unused_name(name: str) -> str:
+    """``name``, or ``name_1``, ``name_2``... when an mmengine manager already holds an instance of it.
+
+    mmengine looks the run's logger, message hub, visualizer and scope up by the experiment name,
+    ``<config name>_<timestamp>``: a run built in the same second as an earlier one in this
+    process (a sweep, a notebook retrying a failed build) would get that run's instances, and
+    write to its files or fail with its error.
+    """
+    candidate, count = name, 0
+    while any(manager.check_instance_created(candidate) for manager in _manager_classes(ManagerMixin)):
+        count += 1
+        candidate = f'{name}_{count}'
+    return candidate
+
+
+def _manager_classes(cls: type) -> Iterator[type]:
+    """``cls`` and its subclasses: each keeps its own instances (a Visualizer subclass apart from Visualizer)."""
+    yield cls
+    for subclass in cls.__subclasses__():
+        yield from _manager_classes(subclass)
 
 
 def build_log_processor(log_processor: Union[dict, LogProcessor, None]) -> LogProcessor:

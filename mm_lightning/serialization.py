@@ -15,9 +15,9 @@ import copy
 import io
 import os
 import pickle
-import tempfile
+import secrets
 import zipfile
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -120,12 +120,28 @@ def write(checkpoint: dict, filepath: str, file_client_args: Optional[dict] = No
 
 def write_atomically(obj: Any, filepath: str) -> None:
     """``torch.save`` to a temporary file beside ``filepath``, fsync, then rename over it."""
-    directory = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(filepath)}.', suffix='.tmp', dir=directory)
+    os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
+    _replace(filepath, 'wb', lambda f: torch.save(obj, f))
+
+
+def write_text_atomically(text: str, filepath: str) -> None:
+    """Replace a small text file (``last_checkpoint``) in one rename."""
+    _replace(filepath, 'w', lambda f: f.write(text))
+
+
+def _replace(filepath: str, mode: str, write_to: Callable[[IO], Any]) -> None:
+    """Write a new file beside ``filepath`` through ``write_to``, fsync it, rename it over ``filepath``.
+
+    The temporary file is created with mode 0o666, as ``open()`` creates files, so the umask
+    (and a directory's default ACL) decide who may read the result; ``tempfile.mkstemp``'s
+    0o600 would survive the rename and lock a shared work_dir's group out.
+    """
+    directory, name = os.path.split(os.path.abspath(filepath))
+    tmp_path = os.path.join(directory, f'.{name}.{secrets.token_hex(8)}.tmp')
+    handle = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
     try:
-        with os.fdopen(handle, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(handle, mode) as f:
+            write_to(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, filepath)
@@ -133,18 +149,6 @@ def write_atomically(obj: Any, filepath: str) -> None:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
         raise
-    _fsync_directory(directory)
-
-
-def write_text_atomically(text: str, filepath: str) -> None:
-    """Replace a small text file (``last_checkpoint``) in one rename."""
-    directory = os.path.dirname(os.path.abspath(filepath))
-    handle, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(filepath)}.', suffix='.tmp', dir=directory)
-    with os.fdopen(handle, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, filepath)
     _fsync_directory(directory)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numbers
 import os
 import os.path as osp
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -109,15 +110,21 @@ TYPE_NAME = Expect('a type name or a class', lambda v: isinstance(v, str) or cal
 
 
 def _creatable_dir_problem(path: Any) -> Optional[str]:
-    """Why ``path`` cannot be (or become) a writable directory, or ``None``."""
+    """Why ``path`` cannot be (or become) a writable directory, or ``None``.
+
+    Tried rather than predicted: ``os.access`` grants root ``/proc``, where nothing can be
+    created. A directory made and removed in the nearest existing ancestor gets the OS's answer.
+    """
     path = osp.abspath(os.fspath(path))
     existing = path
     while not osp.exists(existing):
         existing = osp.dirname(existing)
     if not osp.isdir(existing):
         return f'{existing!r} is not a directory'
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f'{existing!r} is not writable' if existing != path else 'it is not writable'
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.work_dir_check_', dir=existing))
+    except OSError as err:
+        return f'cannot create a directory in {existing!r}: {err.strerror or err}'
     return None
 
 

@@ -80,6 +80,15 @@ def test_uncreatable_work_dir(tmp_path, capsys):
                           f"got '{tmp_path / 'file' / 'wd'}' ('{tmp_path / 'file'}' is not a directory)"), err
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='needs /proc')
+def test_work_dir_where_nothing_can_be_created(capsys):
+    assert main(['train', CONFIG, '--work-dir', '/proc/no/such']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mm-lightning: error: work_dir: expected a directory that exists or can be created, "
+                          "got '/proc/no/such' (cannot create a directory in '/proc': "), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize('where', ['before', 'after'])
 def test_debug_shows_the_traceback(where, tmp_path, capsys):
     command = ['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.val_interval=0']

@@ -1,12 +1,15 @@
 """Checkpoint files: safe to load with weights_only=True, never half-written."""
 import os
+import stat
 
 import numpy as np
 import pytest
 import torch
+from conftest import data
 from mmengine.logging import HistoryBuffer
 
-from mm_lightning.serialization import from_safe, is_whole, to_safe, write, write_atomically
+from mm_lightning import FlexibleRunner
+from mm_lightning.serialization import from_safe, is_whole, to_safe, write, write_atomically, write_text_atomically
 
 
 def test_safe_form_round_trip():
@@ -48,3 +51,33 @@ def test_is_whole_recognises_a_truncated_checkpoint(tmp_path):
     with open(path, 'wb') as f:
         f.write(head)
     assert not is_whole(path) and not is_whole(str(tmp_path / 'missing.pth'))
+
+
+@pytest.fixture(params=[0o022, 0o002], ids=['umask_022', 'umask_002'])
+def umask(request):
+    """Run the test under a umask (a shared cluster's group members read files under 0o002)."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    checkpoint, text = str(tmp_path / 'a.pth'), str(tmp_path / 'last_checkpoint')
+    write({'step': 1}, checkpoint)
+    write({'step': 2}, checkpoint)  # replacing a file too
+    write_text_atomically(checkpoint, text)
+    assert _mode(checkpoint) == _mode(text) == 0o666 & ~umask
+
+
+def test_a_training_runs_checkpoints_get_the_mode_the_umask_gives(tmp_path, umask):
+    runner = FlexibleRunner.from_cfg(dict(
+        model=dict(type='ToyClassifier'), work_dir=str(tmp_path), experiment_name=f'mode_{tmp_path.name}',
+        train_dataloader=data(size=8, batch_size=4), train_cfg=dict(by_epoch=True, max_epochs=1),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), randomness=dict(seed=0)))
+    runner.train()
+    for name in ('epoch_1.pth', 'last_checkpoint'):
+        assert _mode(tmp_path / name) == 0o666 & ~umask, name

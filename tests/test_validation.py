@@ -134,6 +134,24 @@ def test_malformed_config(where, value, key, text, tmp_path):
     assert text in first_line, first_line
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='needs /proc')
+def test_work_dir_where_nothing_can_be_created_is_refused():
+    """Even for root, whom os.access lets write anywhere: the check tries to create a directory."""
+    with pytest.raises(ConfigError) as info:
+        validate_config(dict(VALID, work_dir='/proc/no/such'))
+    message = str(info.value)
+    assert message.startswith("work_dir: expected a directory that exists or can be created, got '/proc/no/such' "
+                              "(cannot create a directory in '/proc': "), message
+    assert '\n' not in message
+
+
+def test_creatable_work_dir_passes_and_nothing_is_left_behind(tmp_path):
+    validate_config(dict(VALID, work_dir=str(tmp_path / 'new' / 'work_dir')))
+    (tmp_path / 'existing').mkdir()
+    validate_config(dict(VALID, work_dir=str(tmp_path / 'existing')))
+    assert sorted(os.listdir(tmp_path)) == ['existing'] and os.listdir(tmp_path / 'existing') == []
+
+
 def test_first_problem_in_rule_order_is_reported():
     cfg = with_value(with_value(VALID, 'train_cfg.val_interval', 0), 'randomness.seed', 'abc')
     with pytest.raises(ConfigError, match=r'^randomness\.seed: '):
