@@ -130,22 +130,36 @@ def test_a_rank_that_dies_ends_the_job_without_a_hang_and_keeps_the_last_checkpo
     assert os.path.basename(last) == 'iter_5.pth' and serialization.is_whole(last)
 
 
-def test_resuming_on_another_number_of_processes_inside_an_epoch_is_refused(tmp_path):
+def test_resuming_on_another_number_of_processes(tmp_path):
+    """Refused inside a pass, and without auto_scale_lr (as mmengine); continued at an epoch's end."""
     work_dir = str(tmp_path / 'work')
-    torchrun(tmp_path / 'stopped', '--work-dir', work_dir, '--at', 'after_train_iter:6:TERM')
+    torchrun(tmp_path / 'stopped', '--work-dir', work_dir, '--at', 'after_train_iter:8:TERM')  # epoch 2's end
     sys.path.insert(0, os.path.dirname(SCRIPT))
     try:
-        from ddp_resume import config
+        from ddp_resume import Recorder, config
     finally:
         sys.path.remove(os.path.dirname(SCRIPT))
-    cfg = dict(config(work_dir, own_trainer=False), launcher='none', resume=True,
-               auto_scale_lr=dict(enable=True, base_batch_size=8))
-    runner = FlexibleRunner.from_cfg(cfg)
+    scaled = dict(enable=True, base_batch_size=8)
+
+    def one_process(name, resume, auto_scale_lr):
+        cfg = dict(config(str(tmp_path / name), own_trainer=False), launcher='none', resume=resume,
+                   auto_scale_lr=auto_scale_lr, experiment_name=name)
+        return FlexibleRunner.from_cfg(cfg)
+
+    inside = one_process('inside', os.path.join(work_dir, 'iter_5.pth'), scaled)
     with pytest.raises(ConfigError, match=r'written by 2 processes inside a pass over the data and this run has 1'):
-        runner.train()
-    cfg['auto_scale_lr'] = None
+        inside.train()
+    unscaled = one_process('unscaled', os.path.join(work_dir, 'iter_8.pth'), None)
     with pytest.raises(RuntimeError, match=r'written by 2 processes and this run has 1'):
-        FlexibleRunner.from_cfg(dict(cfg, experiment_name='again')).train()
+        unscaled.train()
+    runner = one_process('continued', os.path.join(work_dir, 'iter_8.pth'), scaled)
+    runner.register_hook(Recorder(str(tmp_path / 'continued.jsonl')))
+    runner.train()
+    with open(tmp_path / 'continued.jsonl') as f:
+        continued = [json.loads(line) for line in f]
+    # epoch 2's validation (due when the file was written), then epoch 3: 8 batches of 4 in one process
+    assert [r['kind'] for r in continued] == ['val'] + ['iter'] * 8 + ['val']
+    assert (continued[1]['iter'], continued[1]['epoch'], runner.iter) == (8, 2, 16)
 
 
 def test_own_trainer_with_ema_and_model_checkpoint_resumes_every_rank_exactly(tmp_path, full):
