@@ -30,9 +30,13 @@ if rank == 1:  # record what rank 1 writes under the work_dir
             writes.append(str(file))
         return real_open(file, mode, *args, **kwargs)
 
+    def under_work_dir(file):
+        return isinstance(file, (str, os.PathLike)) and os.path.abspath(str(file)).startswith(os.path.abspath(work_dir))
+
     builtins.open = recording_open
     real_save = torch.save
-    torch.save = lambda obj, f, *a, **k: (writes.append(str(f)), real_save(obj, f, *a, **k))[1]
+    # in memory (a rank's state sent to rank 0) is not a write
+    torch.save = lambda obj, f, *a, **k: (under_work_dir(f) and writes.append(str(f)), real_save(obj, f, *a, **k))[1]
 
 cfg = dict(
     model=dict(type='ToyClassifier'),
