@@ -38,7 +38,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from .fidelity import check_epoch_length, position_fit_loop, schedule_validation, validate_now
+from .fidelity import (
+    check_epoch_length,
+    position_fit_loop,
+    restore_validation_cadence,
+    schedule_validation,
+    validate_now,
+)
 
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
 #: evaluation loop's ``run_iter`` in the module's step).
@@ -174,6 +180,7 @@ class HookBridge(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call(pl_module, 'after_train')
+        restore_validation_cadence(trainer)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -181,6 +188,7 @@ class HookBridge(Callback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        restore_validation_cadence(trainer)
         if isinstance(exception, SIGTERMException) and trainer.state.fn == TrainerFn.FITTING:
             pl_module.runner.save_resumable_checkpoint()
 
