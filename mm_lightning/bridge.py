@@ -38,7 +38,13 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
-from .fidelity import check_epoch_length, position_fit_loop, schedule_validation, validate_now
+from .fidelity import (
+    check_epoch_length,
+    position_fit_loop,
+    restore_validation_cadence,
+    schedule_validation,
+    validate_now,
+)
 from .preemption import Preemption, stop
 
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
@@ -187,10 +193,15 @@ class HookBridge(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call(pl_module, 'after_train')
+        restore_validation_cadence(trainer)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call(pl_module, 'after_run')
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        restore_validation_cadence(trainer)
 
     # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
     def _eval_start(self, trainer: pl.Trainer, module: Any, mode: str) -> None:

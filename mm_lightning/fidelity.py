@@ -95,6 +95,12 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
 
 
+def restore_validation_cadence(trainer: pl.Trainer) -> None:
+    """Give the Trainer back the ``check_val_every_n_epoch`` that :func:`schedule_validation` rewrites (fitting
+    starts only with that one, :mod:`mm_lightning.agreement`), so a later fit with it finds its own setting."""
+    trainer.check_val_every_n_epoch = TRAINER_SETTINGS['check_val_every_n_epoch']
+
+
 def check_epoch_length(trainer: pl.Trainer, batches: int) -> None:
     """Refuse an epoch longer than Lightning's: it fixes the epoch length (``num_training_batches``) when
     fitting starts. A hook that gives mmengine's loop a new ``dataloader`` (mmyolo's ``YOLOXModeSwitchHook``)

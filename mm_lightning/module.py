@@ -30,6 +30,7 @@ from typing_extensions import override
 
 from . import checkpoint as ckpt
 from . import rng
+from .agreement import check_trainer
 from .assembly import module_parts
 from .bridge import HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
@@ -254,6 +255,12 @@ class ConfigModule(pl.LightningModule):
 
     @override
     def configure_callbacks(self) -> List[Callback]:
+        """The hook bridge. Lightning asks for it before checking the Trainer itself, so a fit's config and the
+        Trainer's agreement with it are checked here first (see :mod:`mm_lightning.agreement`)."""
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self.check_stage('fit')
+            check_trainer(self.trainer, self.train_loop if self.train_loop is not None else self.train_cfg,
+                          self.optim_wrapper)
         return [self._bridge]
 
     def build_optimization(self) -> None:

@@ -5,7 +5,7 @@ import lightning as L
 from conftest import data
 from parity import assert_same_run, run_both
 
-from mm_lightning import ConfigDataModule, ConfigModule, load_config
+from mm_lightning import ConfigDataModule, ConfigModule, FlexibleRunner, load_config
 
 QUIET = dict(logger=dict(type='LoggerHook', interval=1), checkpoint=dict(type='CheckpointHook', interval=100))
 VAL = dict(val_dataloader=data(size=12, seed=1, shuffle=False, batch_size=4),
@@ -62,3 +62,16 @@ def test_a_plain_user_trainer_is_neutralised_too(tmp_path):
     L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False).fit(
         module, datamodule=ConfigDataModule.from_config(own))
     assert recorder.iterations == reference.iterations and recorder.val_metrics == reference.val_metrics
+
+
+def test_the_trainer_gets_its_validation_cadence_back_after_fitting(tmp_path):
+    """The hook bridge rewrites check_val_every_n_epoch while it fits (here: no validation in the next epoch);
+    the Trainer is handed back with its own, so it can fit again."""
+    cfg = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=16, batch_size=8),
+               optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), train_cfg=dict(by_epoch=True, max_epochs=2),
+               default_hooks=QUIET, work_dir=str(tmp_path))
+    runner = FlexibleRunner.from_cfg(cfg)
+    runner.train()
+    assert runner.trainer.check_val_every_n_epoch == 1
+    runner.train()  # the run is complete: nothing more to train
+    assert runner.iter == 4

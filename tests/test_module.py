@@ -54,10 +54,11 @@ def test_own_trainer_with_callbacks_and_logger_matches_mmengine(tmp_path):
 
 
 def test_plain_trainer_still_follows_the_config(tmp_path):
-    """No trainer_kwargs: the module's hook bridge keeps mmengine's loop length and cadence."""
+    """No trainer_kwargs, max_epochs unset (Lightning's 1000): the hook bridge keeps mmengine's loop length
+    and cadence."""
     cfg = load_config(CFG, dict(work_dir=str(tmp_path), experiment_name=f'plain_{tmp_path.name}'))
     module = ConfigModule.from_config(cfg)
-    trainer = L.Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         num_sanity_val_steps=0, use_distributed_sampler=False)
     trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
     assert module.runner.epoch == 3 and trainer.current_epoch == 3
