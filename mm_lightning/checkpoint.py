@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import time
 import warnings
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 
-from . import rng, serialization
+from . import rng, serialization, weights
 from .config import ConfigError
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
@@ -161,15 +160,27 @@ def optimizer_state_dict(module: Any) -> dict:
     return _to_cpu(state)
 
 
-def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
-    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP."""
+def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list, filename: str,
+                    purpose: str) -> dict:
+    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP.
+
+    The fit is checked first (:mod:`mm_lightning.weights`; under FSDP Lightning's ``strict`` alone
+    decides): a fit ``purpose`` refuses is an error, and a partial fit it accepts is one warning
+    line instead of mmengine's list of keys.
+    """
     _check_supported(module, 'load')
     strategy = _strategy(module)
     if not isinstance(strategy, FSDPStrategy):
-        return _load_checkpoint_to_model(module.model, checkpoint, strict, revise_keys=revise_keys)
-    state = checkpoint.get('state_dict', checkpoint)
-    for pattern, replacement in revise_keys:
-        state = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in state.items())
+        fit = weights.fit_of(module.model, weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys))
+        if not strict:
+            weights.check(fit, filename, purpose)
+        # mmengine loads (and raises when strict); its warning is replaced by the line below
+        checkpoint = _load_checkpoint_to_model(module.model, checkpoint, strict, logger='silent',
+                                               revise_keys=revise_keys)
+        if not fit.exact:
+            module.context.logger.warning(f'The checkpoint does not fit the model exactly: {fit.describe(filename)}')
+        return checkpoint
+    state = weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys)
     strategy.load_model_state_dict({'state_dict': {MODULE_PREFIX + k: v for k, v in state.items()}}, strict=strict)
     return checkpoint
 
@@ -325,16 +336,17 @@ def load_or_resume(module: Any, weights_only: bool = False) -> bool:
         resume(module, resume_from)
         return True
     if resume_from is not None or load_from is not None:
-        load_checkpoint(module, resume_from or load_from)
+        load_checkpoint(module, resume_from or load_from, purpose='evaluate' if weights_only else 'fine-tune')
     return False
 
 
 def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
-                    revise_keys: list = [(r'^module.', '')]) -> dict:
-    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``."""
+                    revise_keys: list = [(r'^module.', '')], purpose: str = 'load') -> dict:
+    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``. ``purpose`` is why:
+    see :data:`weights.REFUSED`."""
     checkpoint = serialization.read(filename, map_location)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-    checkpoint = load_into_model(module, checkpoint, strict, revise_keys)
+    checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
     module.loaded = True
     module.context.logger.info(f'Load checkpoint from {filename}')
     return checkpoint
