@@ -31,15 +31,14 @@ from mmengine.utils import apply_to, get_git_hash
 
 from . import rng, serialization, weights
 from .config import ConfigError
+from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
 from .strategies import shards_parameters
 
-#: Where mm_lightning's own state sits in a checkpoint of either format.
-STATE_KEY = 'mm_lightning'
-#: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
-MODULE_PREFIX = 'model.'
+#: What a checkpoint needs to resume a run (a file with weights only can be given as load_from).
+RESUME_KEYS = ('meta', 'message_hub')
 
 
 def _to_cpu(state: Any) -> Any:
@@ -342,9 +341,9 @@ def load_or_resume(module: Any, weights_only: bool = False) -> bool:
 
 def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
                     revise_keys: list = [(r'^module.', '')], purpose: str = 'load') -> dict:
-    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``. ``purpose`` is why:
-    see :data:`weights.REFUSED`."""
-    checkpoint = serialization.read(filename, map_location)
+    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``; a file of either
+    format (a Lightning one is converted in memory). ``purpose`` is why: see :data:`weights.REFUSED`."""
+    checkpoint = as_mmengine(serialization.read(filename, map_location), filename)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
     module.loaded = True
@@ -361,6 +360,10 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
         raise RuntimeError('resume: the training loop is not built; resume a run that trains (train_cfg), '
                            "through the runner's train_loop or a Trainer that fits")
     checkpoint = load_checkpoint(module, filename, map_location=map_location)
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        raise ConfigError(f'resume: {filename} holds no {" or ".join(missing)}: it has weights but no run to continue; '
+                          'give it as load_from to start from its weights')
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
     module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
 

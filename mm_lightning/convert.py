@@ -6,6 +6,10 @@ different places: mmengine keeps bare model keys and its own ``optimizer``,
 a list of optimizer states, the AMP scaler with its precision plugin and the data position
 with the datamodule. A converted ``.ckpt`` resumes with ``Trainer.fit(ckpt_path=...)``; a
 converted ``.pth`` with ``resume=`` and loads with mmengine's ``load_checkpoint``.
+
+The mmengine side (``load_from``, ``resume``, ``runner.load_checkpoint``) also reads Lightning
+files, converted in memory by the same rules (:func:`as_mmengine`). The format is recognised
+by content, not by the file's name.
 """
 from __future__ import annotations
 
@@ -16,9 +20,13 @@ from typing import Any, Dict
 import lightning.pytorch as pl
 
 from . import serialization
-from .checkpoint import MODULE_PREFIX, STATE_KEY
 from .config import ConfigError
 
+#: Where mm_lightning's own state sits in a checkpoint of either format.
+STATE_KEY = 'mm_lightning'
+#: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
+MODULE_PREFIX = 'model.'
+#: What every Lightning checkpoint has and no mmengine one does.
 LIGHTNING_VERSION_KEY = 'pytorch-lightning_version'
 #: Where Lightning's precision plugins keep the AMP scaler's state.
 PRECISION_KEYS = ('MixedPrecision', 'FSDPPrecision')
@@ -27,6 +35,12 @@ DATAMODULE_KEY = 'ConfigDataModule'
 
 def is_lightning_checkpoint(checkpoint: Dict[str, Any]) -> bool:
     return LIGHTNING_VERSION_KEY in checkpoint
+
+
+def bare_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """The mmengine model's keys of a ConfigModule's state dict (``model.`` taken off)."""
+    return OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in state_dict.items()
+                       if key.startswith(MODULE_PREFIX))
 
 
 def lightning_from_mmengine(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
@@ -64,8 +78,7 @@ def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError('convert-checkpoint: this Lightning checkpoint has no mm_lightning state (it was not '
                           'written from a ConfigModule)')
     state = dict(checkpoint[STATE_KEY])
-    model_state = OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in checkpoint['state_dict'].items()
-                              if key.startswith(MODULE_PREFIX))
+    model_state = bare_keys(checkpoint['state_dict'])
     names = state.pop('optimizer_names', None)
     optimizer_states = checkpoint.get('optimizer_states') or []
     optimizer: Dict[str, Any] = dict(zip(names, optimizer_states)) if names else \
@@ -84,6 +97,26 @@ def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     state['data'] = checkpoint.get(DATAMODULE_KEY)
     converted[STATE_KEY] = state
     return converted
+
+
+def as_mmengine(checkpoint: Any, filename: str) -> Dict[str, Any]:
+    """A checkpoint of either format, as what reads mmengine's (``load_from``, ``resume``) reads it.
+
+    A Lightning checkpoint without mm_lightning's state (not written from a ConfigModule while
+    fitting) gives its model's weights only.
+    """
+    checkpoint = _as_dict(checkpoint, filename)
+    if not is_lightning_checkpoint(checkpoint):
+        return checkpoint
+    if STATE_KEY not in checkpoint:
+        return {'state_dict': bare_keys(checkpoint.get('state_dict') or {})}
+    return mmengine_from_lightning(checkpoint)
+
+
+def _as_dict(checkpoint: Any, filename: str) -> Dict[str, Any]:
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f'{filename}: not a checkpoint (it holds a {type(checkpoint).__name__}, not a dict)')
+    return checkpoint
 
 
 def convert(src: str, dst: str) -> str:
