@@ -7,17 +7,21 @@ a list of optimizer states, the AMP scaler with its precision plugin and the dat
 with the datamodule. A converted ``.ckpt`` resumes with ``Trainer.fit(ckpt_path=...)``; a
 converted ``.pth`` with ``resume=`` and loads with mmengine's ``load_checkpoint``.
 
-The mmengine side (``load_from``, ``resume``, ``runner.load_checkpoint``) also reads Lightning
-files, converted in memory by the same rules (:func:`as_mmengine`). The format is recognised
-by content, not by the file's name.
+Every entry point also reads the other format, converted in memory by the same rules: the
+mmengine side (``load_from``, ``resume``, ``runner.load_checkpoint``) through
+:func:`as_mmengine`, a Trainer's ``ckpt_path`` through :class:`EitherFormatCheckpointIO`.
+The format is recognised by content, not by the file's name.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
 from typing import Any, Dict
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins import CheckpointIO
+from typing_extensions import override
 
 from . import serialization
 from .config import ConfigError
@@ -113,10 +117,55 @@ def as_mmengine(checkpoint: Any, filename: str) -> Dict[str, Any]:
     return mmengine_from_lightning(checkpoint)
 
 
+def as_lightning(checkpoint: Any, filename: str) -> Dict[str, Any]:
+    """A checkpoint of either format, in the form Lightning's ``ckpt_path`` loading expects (the safe form,
+    as :func:`convert` writes it)."""
+    checkpoint = _as_dict(checkpoint, filename)
+    if is_lightning_checkpoint(checkpoint):
+        return checkpoint
+    if 'state_dict' not in checkpoint:
+        raise ConfigError(f'ckpt_path: {filename} is neither a Lightning nor an mmengine checkpoint '
+                          f'(keys: {sorted(map(str, checkpoint))[:8]})')
+    return serialization.to_safe(lightning_from_mmengine(serialization.from_safe(checkpoint)))
+
+
 def _as_dict(checkpoint: Any, filename: str) -> Dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise ConfigError(f'{filename}: not a checkpoint (it holds a {type(checkpoint).__name__}, not a dict)')
     return checkpoint
+
+
+class EitherFormatCheckpointIO(CheckpointIO):
+    """A Trainer's checkpoint IO that also reads mmengine-format files (``ckpt_path='epoch_4.pth'``).
+
+    Lightning reads ``ckpt_path`` through its strategy's checkpoint IO and then migrates the
+    dict, which needs Lightning's version key; an mmengine-format file is converted here, right
+    after loading. Saving, removing and loading itself stay the wrapped IO's.
+    """
+
+    def __init__(self, io: CheckpointIO) -> None:
+        super().__init__()
+        self.io = io
+
+    @override
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        self.io.save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    @override
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        try:
+            checkpoint = self.io.load_checkpoint(path, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise serialization.unsafe_checkpoint_error(str(path)) from err
+        return as_lightning(checkpoint, str(path))
+
+    @override
+    def remove_checkpoint(self, path: Any) -> None:
+        self.io.remove_checkpoint(path)
+
+    @override
+    def teardown(self) -> None:
+        self.io.teardown()
 
 
 def convert(src: str, dst: str) -> str:

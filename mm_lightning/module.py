@@ -293,8 +293,9 @@ class ConfigModule(pl.LightningModule):
         self.compile_model()
 
     def load_for_evaluation(self) -> None:
-        """``load_from`` before a standalone validation or test (once)."""
-        if not self.loaded:
+        """``load_from`` before a standalone validation or test (once), unless the weights came from the
+        Trainer's ``ckpt_path``."""
+        if not self.loaded and self.trainer.ckpt_path is None:
             ckpt.load_or_resume(self, weights_only=True)
             self.loaded = True
 
