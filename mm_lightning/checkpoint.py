@@ -31,14 +31,11 @@ from mmengine.utils import apply_to, get_git_hash
 
 from . import rng, serialization, weights
 from .config import ConfigError
-from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine
+from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine, check_resumable
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
 from .strategies import shards_parameters
-
-#: What a checkpoint needs to resume a run (a file with weights only can be given as load_from).
-RESUME_KEYS = ('meta', 'message_hub')
 
 
 def _to_cpu(state: Any) -> Any:
@@ -360,10 +357,7 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
         raise RuntimeError('resume: the training loop is not built; resume a run that trains (train_cfg), '
                            "through the runner's train_loop or a Trainer that fits")
     checkpoint = load_checkpoint(module, filename, map_location=map_location)
-    missing = [key for key in RESUME_KEYS if key not in checkpoint]
-    if missing:
-        raise ConfigError(f'resume: {filename} holds no {" or ".join(missing)}: it has weights but no run to continue; '
-                          'give it as load_from to start from its weights')
+    check_resumable(checkpoint, filename, 'resume')
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
     module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
 

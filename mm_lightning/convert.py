@@ -21,6 +21,7 @@ from typing import Any, Dict
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from . import serialization
@@ -32,6 +33,8 @@ STATE_KEY = 'mm_lightning'
 MODULE_PREFIX = 'model.'
 #: What every Lightning checkpoint has and no mmengine one does.
 LIGHTNING_VERSION_KEY = 'pytorch-lightning_version'
+#: What a checkpoint needs to continue a run (one with weights only can be given as load_from).
+RESUME_KEYS = ('meta', 'message_hub')
 #: Where Lightning's precision plugins keep the AMP scaler's state.
 PRECISION_KEYS = ('MixedPrecision', 'FSDPPrecision')
 DATAMODULE_KEY = 'ConfigDataModule'
@@ -117,16 +120,26 @@ def as_mmengine(checkpoint: Any, filename: str) -> Dict[str, Any]:
     return mmengine_from_lightning(checkpoint)
 
 
-def as_lightning(checkpoint: Any, filename: str) -> Dict[str, Any]:
+def as_lightning(checkpoint: Any, filename: str, resuming: bool) -> Dict[str, Any]:
     """A checkpoint of either format, in the form Lightning's ``ckpt_path`` loading expects (the safe form,
-    as :func:`convert` writes it)."""
+    as :func:`convert` writes it); ``resuming``: for ``Trainer.fit``, which needs a run to continue."""
     checkpoint = _as_dict(checkpoint, filename)
     if is_lightning_checkpoint(checkpoint):
         return checkpoint
     if 'state_dict' not in checkpoint:
         raise ConfigError(f'ckpt_path: {filename} is neither a Lightning nor an mmengine checkpoint '
                           f'(keys: {sorted(map(str, checkpoint))[:8]})')
+    if resuming:
+        check_resumable(checkpoint, filename, 'ckpt_path')
     return serialization.to_safe(lightning_from_mmengine(serialization.from_safe(checkpoint)))
+
+
+def check_resumable(checkpoint: Dict[str, Any], filename: str, key: str) -> None:
+    """Refuse by name to resume from an mmengine-format checkpoint that holds weights only."""
+    missing = [name for name in RESUME_KEYS if name not in checkpoint]
+    if missing:
+        raise ConfigError(f'{key}: {filename} holds no {" or ".join(missing)}: it has weights but no run to '
+                          'continue; give it as load_from to start from its weights')
 
 
 def _as_dict(checkpoint: Any, filename: str) -> Dict[str, Any]:
@@ -143,9 +156,10 @@ class EitherFormatCheckpointIO(CheckpointIO):
     after loading. Saving, removing and loading itself stay the wrapped IO's.
     """
 
-    def __init__(self, io: CheckpointIO) -> None:
+    def __init__(self, io: CheckpointIO, trainer: pl.Trainer) -> None:
         super().__init__()
         self.io = io
+        self.trainer = trainer  # whose stage says whether the file must hold a run to continue
 
     @override
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -157,7 +171,7 @@ class EitherFormatCheckpointIO(CheckpointIO):
             checkpoint = self.io.load_checkpoint(path, *args, **kwargs)
         except pickle.UnpicklingError as err:
             raise serialization.unsafe_checkpoint_error(str(path)) from err
-        return as_lightning(checkpoint, str(path))
+        return as_lightning(checkpoint, str(path), resuming=self.trainer.state.fn == TrainerFn.FITTING)
 
     @override
     def remove_checkpoint(self, path: Any) -> None:

@@ -91,7 +91,7 @@ def neutralise(trainer: pl.Trainer) -> None:
     strategy = trainer.strategy
     if type(strategy).load_checkpoint is Strategy.load_checkpoint \
             and not isinstance(strategy.checkpoint_io, EitherFormatCheckpointIO):
-        strategy.checkpoint_io = EitherFormatCheckpointIO(strategy.checkpoint_io)
+        strategy.checkpoint_io = EitherFormatCheckpointIO(strategy.checkpoint_io, trainer)
 
 
 def schedule_validation(trainer: pl.Trainer, due: bool) -> None:

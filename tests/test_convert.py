@@ -123,7 +123,7 @@ def test_in_memory_conversion_refuses_what_is_no_checkpoint():
         as_mmengine(torch.zeros(1), 'w.pth')
     with pytest.raises(ConfigError, match=r"^ckpt_path: x.pth is neither a Lightning nor an mmengine checkpoint "
                                           r"\(keys: \['loss'\]\)$"):
-        as_lightning({'loss': 1.0}, 'x.pth')
+        as_lightning({'loss': 1.0}, 'x.pth', resuming=False)
 
 
 def test_a_plain_lightning_checkpoint_gives_its_model_weights():
@@ -131,3 +131,16 @@ def test_a_plain_lightning_checkpoint_gives_its_model_weights():
     plain = {'pytorch-lightning_version': '2.6.0', 'state_dict': weights, 'epoch': 0, 'global_step': 3}
     converted = as_mmengine(plain, 'plain.ckpt')
     assert list(converted) == ['state_dict'] and list(converted['state_dict']) == ['net.0.weight', 'net.0.bias']
+
+
+def test_trainer_evaluates_a_file_with_weights_only_but_does_not_resume_from_it(tmp_path):
+    runner, _ = _runner(tmp_path, 'init')
+    weights = {key: value.clone() + 1 for key, value in runner.model.state_dict().items()}
+    path = str(tmp_path / 'weights.pth')
+    torch.save({'state_dict': weights}, path)
+    module = _own_trainer_evaluate(tmp_path, 'val', 'validate', path)
+    for key, value in weights.items():
+        assert torch.equal(module.model.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match=r'^ckpt_path: .*weights.pth holds no meta or message_hub: it has weights '
+                                          'but no run to continue; give it as load_from'):
+        _own_trainer_fit(tmp_path, 'fit', ckpt_path=path)
