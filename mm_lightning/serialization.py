@@ -92,13 +92,14 @@ def read(filename: str, map_location: Any = 'cpu') -> dict:
     A local file that is not a whole one is refused by name before torch reads it (torch's own
     errors for such files range from ``KeyError: 101`` to ``OSError: Invalid argument``).
     """
-    local = os.path.isfile(os.path.expanduser(filename))
-    if local and not _looks_whole(os.path.expanduser(filename)):
+    path = os.path.expanduser(filename)
+    local = os.path.isfile(path)
+    if local and not _looks_whole(path):
         raise _unreadable(filename)
     try:
         checkpoint = _load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
-        if local and not is_whole(os.path.expanduser(filename)):  # a legacy-format file cut short
+        if local and not is_whole(path):  # a legacy-format file cut short
             raise _unreadable(filename) from err
         raise unsafe_checkpoint_error(filename) from err
     return from_safe(checkpoint)

@@ -84,6 +84,14 @@ def test_weights_that_fit_evaluate_as_before(files, tmp_path):
     assert 'does not fit' not in _log(runner)
 
 
+def test_evaluating_with_extra_tensors_in_the_file_is_one_line(tmp_path):
+    """Every model tensor comes from the file (say a training-only head it also holds): the evaluation is right."""
+    extra = _save(tmp_path, 'with_aux_head.pth', OrderedDict(_state(batch_norm=True), **{'aux.weight': torch.ones(2)}))
+    runner = _runner(tmp_path, 'extra', EVAL, load_from=extra)
+    runner.test()
+    assert f'loaded 9 of 9 tensors from {extra}; unexpected (1): aux.weight' in _log(runner)
+
+
 def test_load_from_before_training_fine_tunes_from_a_partial_fit_with_one_line(files, tmp_path):
     runner = _runner(tmp_path, 'fine_tune', TRAIN, load_from=files['partial'])
     runner.train()
