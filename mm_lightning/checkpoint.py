@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import time
 import warnings
 from collections import OrderedDict
@@ -30,17 +29,13 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 
-from . import rng, serialization
+from . import rng, serialization, weights
 from .config import ConfigError, config_error
+from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine, check_resumable, own_rank_state
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
 from .strategies import shards_parameters
-
-#: Where mm_lightning's own state sits in a checkpoint of either format.
-STATE_KEY = 'mm_lightning'
-#: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
-MODULE_PREFIX = 'model.'
 
 
 def _to_cpu(state: Any) -> Any:
@@ -122,14 +117,6 @@ def check_world_size(state: Dict[str, Any], world_size: int, auto_scale_lr: Opti
                           f'Resume with {saved} processes, or from a checkpoint written at an epoch\'s end')
 
 
-def own_rank_state(state: Dict[str, Any], rank: int) -> Dict[str, Any]:
-    """This rank's part of a checkpoint's state (files of one process before per-rank state: the top level)."""
-    ranks = state.get('ranks')
-    if not ranks:
-        return {key: state[key] for key in ('rng', 'gradients', 'data') if key in state}
-    return ranks[rank] if rank < len(ranks) else ranks[0]
-
-
 def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
     parameters = dict(module.model.named_parameters())
     for name, grad in gradients.items():
@@ -137,11 +124,6 @@ def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
 
 
 # -- Lightning checkpoints, as mmengine's hooks see them ---------------------------------------------
-#: Where mm_lightning's state lists the entries hooks added to a Lightning checkpoint (EMAHook's
-#: ``ema_state_dict``...), which travel at its top level as in an mmengine file.
-HOOK_KEYS = 'hook_keys'
-
-
 def hook_view(checkpoint: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str, Any]:
     """A Lightning checkpoint in mmengine's layout, for ``before_save``/``after_load_checkpoint`` hooks:
     bare model keys (the same tensors) and ``meta``."""
@@ -228,15 +210,27 @@ def optimizer_state_dict(module: Any) -> dict:
     return _to_cpu(state)
 
 
-def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list) -> dict:
-    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP."""
+def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list, filename: str,
+                    purpose: str) -> dict:
+    """mmengine's weight loading (key revision, strictness); through Lightning under FSDP.
+
+    The fit is checked first (:mod:`mm_lightning.weights`; under FSDP Lightning's ``strict`` alone
+    decides): a fit ``purpose`` refuses is an error, and a partial fit it accepts is one warning
+    line instead of mmengine's list of keys.
+    """
     _check_supported(module, 'load')
     strategy = _strategy(module)
     if not isinstance(strategy, FSDPStrategy):
-        return _load_checkpoint_to_model(module.model, checkpoint, strict, revise_keys=revise_keys)
-    state = checkpoint.get('state_dict', checkpoint)
-    for pattern, replacement in revise_keys:
-        state = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in state.items())
+        fit = weights.fit_of(module.model, weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys))
+        if not strict:
+            weights.check(fit, filename, purpose)
+        # mmengine loads (and raises when strict); its warning is replaced by the line below
+        checkpoint = _load_checkpoint_to_model(module.model, checkpoint, strict, logger='silent',
+                                               revise_keys=revise_keys)
+        if not fit.exact:
+            module.context.logger.warning(f'The checkpoint does not fit the model exactly: {fit.describe(filename)}')
+        return checkpoint
+    state = weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys)
     strategy.load_model_state_dict({'state_dict': {MODULE_PREFIX + k: v for k, v in state.items()}}, strict=strict)
     return checkpoint
 
@@ -392,16 +386,17 @@ def load_or_resume(module: Any, weights_only: bool = False) -> bool:
         resume(module, resume_from)
         return True
     if resume_from is not None or load_from is not None:
-        load_checkpoint(module, resume_from or load_from)
+        load_checkpoint(module, resume_from or load_from, purpose='evaluate' if weights_only else 'fine-tune')
     return False
 
 
 def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
-                    revise_keys: list = [(r'^module.', '')]) -> dict:
-    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``."""
-    checkpoint = serialization.read(filename, map_location)
+                    revise_keys: list = [(r'^module.', '')], purpose: str = 'load') -> dict:
+    """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``; a file of either
+    format (a Lightning one is converted in memory). ``purpose`` is why: see :data:`weights.REFUSED`."""
+    checkpoint = as_mmengine(serialization.read(filename, map_location), filename)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-    checkpoint = load_into_model(module, checkpoint, strict, revise_keys)
+    checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
     module.loaded = True
     module.context.logger.info(f'Load checkpoint from {filename}')
     return checkpoint
@@ -416,6 +411,7 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
         raise RuntimeError('resume: the training loop is not built; resume a run that trains (train_cfg), '
                            "through the runner's train_loop or a Trainer that fits")
     checkpoint = load_checkpoint(module, filename, map_location=map_location)
+    check_resumable(checkpoint, filename, 'resume')
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
     module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
 

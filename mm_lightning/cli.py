@@ -12,8 +12,9 @@
 ``    [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]`` (exit 1 on a regression)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
-A bad config is reported as one ``mm-lightning: error: <key path>: ...`` message and
-exit status 2; ``--debug`` adds the traceback. As with ``python -m mm_lightning``, the
+A bad config, or a checkpoint that cannot be read or does not fit the model, is reported as
+one ``mm-lightning: error: <key path or file>: ...`` message and exit status 2; ``--debug``
+adds the traceback. As with ``python -m mm_lightning``, the
 working directory is importable, so ``custom_imports`` may name modules found there.
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('config', help='config file (.py, .json, .yaml)')
     train.add_argument('--work-dir', help='where logs and checkpoints go')
     train.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
-                       help='resume from PATH, or from the latest checkpoint in the work_dir')
+                       help='resume from PATH (an mmengine .pth or a Lightning .ckpt), or from the latest '
+                            'checkpoint in the work_dir')
     train.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
     train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                        help='override config entries, e.g. train_cfg.max_epochs=2')
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser('test', help='evaluate a checkpoint on the test set', parents=[_common_options()])
     test.add_argument('config', help='config file (.py, .json, .yaml)')
-    test.add_argument('checkpoint', help='mmengine-format checkpoint to load')
+    test.add_argument('checkpoint', help='checkpoint to evaluate: an mmengine .pth or a Lightning .ckpt')
     test.add_argument('--work-dir', help='where logs go')
     test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                       help='override config entries')

@@ -6,20 +6,38 @@ different places: mmengine keeps bare model keys and its own ``optimizer``,
 a list of optimizer states, the AMP scaler with its precision plugin and the data position
 with the datamodule. A converted ``.ckpt`` resumes with ``Trainer.fit(ckpt_path=...)``; a
 converted ``.pth`` with ``resume=`` and loads with mmengine's ``load_checkpoint``.
+
+Every entry point also reads the other format, converted in memory by the same rules: the
+mmengine side (``load_from``, ``resume``, ``runner.load_checkpoint``) through
+:func:`as_mmengine`, a Trainer's ``ckpt_path`` through :class:`EitherFormatCheckpointIO`.
+The format is recognised by content, not by the file's name.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
 from typing import Any, Dict
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from typing_extensions import override
 
 from . import serialization
-from .checkpoint import HOOK_KEYS, MODULE_PREFIX, STATE_KEY, own_rank_state
 from .config import ConfigError
 
+#: Where mm_lightning's own state sits in a checkpoint of either format.
+STATE_KEY = 'mm_lightning'
+#: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).
+MODULE_PREFIX = 'model.'
+#: Where mm_lightning's state lists the entries hooks added to a Lightning checkpoint (EMAHook's
+#: ``ema_state_dict``...), which travel at its top level as in an mmengine file.
+HOOK_KEYS = 'hook_keys'
+#: What every Lightning checkpoint has and no mmengine one does.
 LIGHTNING_VERSION_KEY = 'pytorch-lightning_version'
+#: What a checkpoint needs to continue a run (one with weights only can be given as load_from).
+RESUME_KEYS = ('meta', 'message_hub')
 #: Where Lightning's precision plugins keep the AMP scaler's state.
 PRECISION_KEYS = ('MixedPrecision', 'FSDPPrecision')
 DATAMODULE_KEY = 'ConfigDataModule'
@@ -29,6 +47,20 @@ MMENGINE_KEYS = ('meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedu
 
 def is_lightning_checkpoint(checkpoint: Dict[str, Any]) -> bool:
     return LIGHTNING_VERSION_KEY in checkpoint
+
+
+def bare_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """The mmengine model's keys of a ConfigModule's state dict (``model.`` taken off)."""
+    return OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in state_dict.items()
+                       if key.startswith(MODULE_PREFIX))
+
+
+def own_rank_state(state: Dict[str, Any], rank: int) -> Dict[str, Any]:
+    """This rank's part of a checkpoint's state (files of one process before per-rank state: the top level)."""
+    ranks = state.get('ranks')
+    if not ranks:
+        return {key: state[key] for key in ('rng', 'gradients', 'data') if key in state}
+    return ranks[rank] if rank < len(ranks) else ranks[0]
 
 
 def lightning_from_mmengine(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
@@ -68,8 +100,7 @@ def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError('convert-checkpoint: this Lightning checkpoint has no mm_lightning state (it was not '
                           'written from a ConfigModule)')
     state = dict(checkpoint[STATE_KEY])
-    model_state = OrderedDict((key[len(MODULE_PREFIX):], value) for key, value in checkpoint['state_dict'].items()
-                              if key.startswith(MODULE_PREFIX))
+    model_state = bare_keys(checkpoint['state_dict'])
     names = state.pop('optimizer_names', None)
     optimizer_states = checkpoint.get('optimizer_states') or []
     optimizer: Dict[str, Any] = dict(zip(names, optimizer_states)) if names else \
@@ -90,6 +121,82 @@ def mmengine_from_lightning(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         state['data'] = checkpoint.get(DATAMODULE_KEY)
     converted[STATE_KEY] = state
     return converted
+
+
+def as_mmengine(checkpoint: Any, filename: str) -> Dict[str, Any]:
+    """A checkpoint of either format, as what reads mmengine's (``load_from``, ``resume``) reads it.
+
+    A Lightning checkpoint without mm_lightning's state (not written from a ConfigModule while
+    fitting) gives its model's weights only.
+    """
+    checkpoint = _as_dict(checkpoint, filename)
+    if not is_lightning_checkpoint(checkpoint):
+        return checkpoint
+    if STATE_KEY not in checkpoint:
+        return {'state_dict': bare_keys(checkpoint.get('state_dict') or {})}
+    return mmengine_from_lightning(checkpoint)
+
+
+def as_lightning(checkpoint: Any, filename: str, resuming: bool) -> Dict[str, Any]:
+    """A checkpoint of either format, in the form Lightning's ``ckpt_path`` loading expects (the safe form,
+    as :func:`convert` writes it); ``resuming``: for ``Trainer.fit``, which needs a run to continue."""
+    checkpoint = _as_dict(checkpoint, filename)
+    if is_lightning_checkpoint(checkpoint):
+        return checkpoint
+    if 'state_dict' not in checkpoint:
+        raise ConfigError(f'ckpt_path: {filename} is neither a Lightning nor an mmengine checkpoint '
+                          f'(keys: {sorted(map(str, checkpoint))[:8]})')
+    if resuming:
+        check_resumable(checkpoint, filename, 'ckpt_path')
+    return serialization.to_safe(lightning_from_mmengine(serialization.from_safe(checkpoint)))
+
+
+def check_resumable(checkpoint: Dict[str, Any], filename: str, key: str) -> None:
+    """Refuse by name to resume from an mmengine-format checkpoint that holds weights only."""
+    missing = [name for name in RESUME_KEYS if name not in checkpoint]
+    if missing:
+        raise ConfigError(f'{key}: {filename} holds no {" or ".join(missing)}: it has weights but no run to '
+                          'continue; give it as load_from to start from its weights')
+
+
+def _as_dict(checkpoint: Any, filename: str) -> Dict[str, Any]:
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f'{filename}: not a checkpoint (it holds a {type(checkpoint).__name__}, not a dict)')
+    return checkpoint
+
+
+class EitherFormatCheckpointIO(CheckpointIO):
+    """A Trainer's checkpoint IO that also reads mmengine-format files (``ckpt_path='epoch_4.pth'``).
+
+    Lightning reads ``ckpt_path`` through its strategy's checkpoint IO and then migrates the
+    dict, which needs Lightning's version key; an mmengine-format file is converted here, right
+    after loading. Saving, removing and loading itself stay the wrapped IO's.
+    """
+
+    def __init__(self, io: CheckpointIO, trainer: pl.Trainer) -> None:
+        super().__init__()
+        self.io = io
+        self.trainer = trainer  # whose stage says whether the file must hold a run to continue
+
+    @override
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        self.io.save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    @override
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        try:
+            checkpoint = self.io.load_checkpoint(path, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise serialization.unsafe_checkpoint_error(str(path)) from err
+        return as_lightning(checkpoint, str(path), resuming=self.trainer.state.fn == TrainerFn.FITTING)
+
+    @override
+    def remove_checkpoint(self, path: Any) -> None:
+        self.io.remove_checkpoint(path)
+
+    @override
+    def teardown(self) -> None:
+        self.io.teardown()
 
 
 def convert(src: str, dst: str) -> str:

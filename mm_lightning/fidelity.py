@@ -48,6 +48,11 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
   (:mod:`mm_lightning.optim`).
 - Its own checkpoints, logger and progress bar; ``CheckpointHook``, ``LoggerHook``;
   :data:`TRAINER_SETTINGS`.
+- ``ckpt_path`` read in Lightning's format only (an mmengine file fails in Lightning's
+  migration with ``KeyError: 'pytorch-lightning_version'``); mmengine's loading reads its
+  own; the strategy's checkpoint IO converts an mmengine file when it loads one
+  (:class:`~mm_lightning.convert.EitherFormatCheckpointIO`). Strategies that load
+  ``ckpt_path`` without their checkpoint IO (FSDP, DeepSpeed, ModelParallel) need a ``.ckpt``.
 
 The optimizer is built in ``configure_optimizers``, after ``before_run`` and after the
 strategy has wrapped (or sharded) the model, as mmengine's ``FlexibleRunner`` builds it in
@@ -58,8 +63,10 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import Strategy
 
 from .config import ConfigError
+from .convert import EitherFormatCheckpointIO
 
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 TRAINER_SETTINGS: Dict[str, Any] = dict(
@@ -81,6 +88,10 @@ def neutralise(trainer: pl.Trainer) -> None:
     trainer.num_sanity_val_steps = 0
     trainer.validate_loop.inference_mode = False
     trainer.test_loop.inference_mode = False
+    strategy = trainer.strategy
+    if type(strategy).load_checkpoint is Strategy.load_checkpoint \
+            and not isinstance(strategy.checkpoint_io, EitherFormatCheckpointIO):
+        strategy.checkpoint_io = EitherFormatCheckpointIO(strategy.checkpoint_io, trainer)
 
 
 def schedule_validation(trainer: pl.Trainer, due: bool) -> None:

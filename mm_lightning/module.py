@@ -35,6 +35,7 @@ from .assembly import module_parts
 from .bridge import HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from .context import RunContext
+from .convert import HOOK_KEYS, STATE_KEY, own_rank_state
 from .data import ConfigDataModule
 from .fidelity import drop_loop_state, neutralise
 from .hooks import HookList
@@ -301,8 +302,9 @@ class ConfigModule(pl.LightningModule):
         self.compile_model()
 
     def load_for_evaluation(self) -> None:
-        """``load_from`` before a standalone validation or test (once)."""
-        if not self.loaded:
+        """``load_from`` before a standalone validation or test (once), unless the weights came from the
+        Trainer's ``ckpt_path``."""
+        if not self.loaded and self.trainer.ckpt_path is None:
             ckpt.load_or_resume(self, weights_only=True)
             self.loaded = True
 
@@ -332,7 +334,7 @@ class ConfigModule(pl.LightningModule):
         A checkpoint mmengine wrote has only ``meta``'s counters: the position follows from them.
         """
         ckpt.check_world_size(state, self.context.world_size, self.auto_scale_lr)
-        own = ckpt.own_rank_state(state, self.context.rank)
+        own = own_rank_state(state, self.context.rank)
         loop = state.get('loop')
         self._data_position = own.get('data')
         if loop is None or loop.get('from_meta'):
@@ -361,10 +363,10 @@ class ConfigModule(pl.LightningModule):
             meta = ckpt.run_meta(self, {}, loop_state)
             view = ckpt.hook_view(checkpoint, meta)
             self.runner.call_hook('before_save_checkpoint', checkpoint=view)
-            state[ckpt.HOOK_KEYS] = ckpt.apply_hook_view(checkpoint, view)
+            state[HOOK_KEYS] = ckpt.apply_hook_view(checkpoint, view)
             state['meta'] = to_safe(meta)
             state['optimizer_names'] = ckpt.optimizer_names(self.optim_wrapper)
-            checkpoint[ckpt.STATE_KEY] = state
+            checkpoint[STATE_KEY] = state
 
     @override
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
@@ -372,11 +374,11 @@ class ConfigModule(pl.LightningModule):
         training state."""
         drop_loop_state(checkpoint)
         fitting = self.trainer.state.fn == TrainerFn.FITTING
-        if fitting and ckpt.STATE_KEY not in checkpoint:
+        if fitting and STATE_KEY not in checkpoint:
             raise ConfigError('ckpt_path: this Lightning checkpoint has no mm_lightning state (it was not '
                               'written from a ConfigModule); convert an mmengine checkpoint with '
                               '`mm-lightning convert-checkpoint SRC.pth DST.ckpt`')
-        state = from_safe(checkpoint.get(ckpt.STATE_KEY) or {})
+        state = from_safe(checkpoint.get(STATE_KEY) or {})
         self.resumed = fitting  # what hooks read as runner._resume (EMAHook restores its average)
         view = ckpt.hook_view(checkpoint, state.get('meta', {}))
         self.runner.call_hook('after_load_checkpoint', checkpoint=view)

@@ -25,6 +25,8 @@ from mmengine.fileio import FileClient, LocalBackend, get_file_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from .config import ConfigError
+
 HISTORY_BUFFER_TAG = '__history_buffer__'
 NDARRAY_TAG = '__ndarray__'
 
@@ -65,7 +67,7 @@ def _map_containers(obj: Any, fn: Callable[[Any], Any]) -> Any:
     return obj
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(ConfigError):
     """A checkpoint that ``torch.load(weights_only=True)`` refuses (see :func:`make_safe`)."""
 
 
@@ -80,16 +82,50 @@ def from_bytes(payload: bytes) -> Any:
     return from_safe(torch.load(io.BytesIO(payload), map_location='cpu', weights_only=True))
 
 
+class UnreadableCheckpointError(ConfigError):
+    """A file that is not a whole checkpoint: cut short (a kill during a write), or not one at all."""
+
+
+#: How a file in ``torch.save``'s legacy format (before torch 1.6; not a zip archive) begins: a pickled magic number.
+LEGACY_HEAD = b'\x80\x02\x8a\n'
+
+
+def unsafe_checkpoint_error(filename: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f'{filename}: this checkpoint pickles Python objects that torch.load(weights_only=True) refuses '
+        '(mmengine 0.10 stores HistoryBuffer objects in its message hub). If you trust the file, convert '
+        f'it once: `mm-lightning convert-checkpoint {filename} OUT.pth`')
+
+
 def read(filename: str, map_location: Any = 'cpu') -> dict:
-    """Load a checkpoint with ``weights_only=True`` and restore tagged values."""
+    """Load a checkpoint with ``weights_only=True`` and restore tagged values.
+
+    A local file that is not a whole one is refused by name before torch reads it (torch's own
+    errors for such files range from ``KeyError: 101`` to ``OSError: Invalid argument``).
+    """
+    path = os.path.expanduser(filename)
+    local = os.path.isfile(path)
+    if local and not _looks_whole(path):
+        raise _unreadable(filename)
     try:
         checkpoint = _load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f'{filename}: this checkpoint pickles Python objects that torch.load(weights_only=True) refuses '
-            '(mmengine 0.10 stores HistoryBuffer objects in its message hub). If you trust the file, convert '
-            f'it once: `mm-lightning convert-checkpoint {filename} OUT.pth`') from err
+        if local and not is_whole(path):  # a legacy-format file cut short
+            raise _unreadable(filename) from err
+        raise unsafe_checkpoint_error(filename) from err
     return from_safe(checkpoint)
+
+
+def _looks_whole(filepath: str) -> bool:
+    if is_whole(filepath):
+        return True
+    with open(filepath, 'rb') as f:
+        return f.read(len(LEGACY_HEAD)) == LEGACY_HEAD
+
+
+def _unreadable(filename: str) -> UnreadableCheckpointError:
+    return UnreadableCheckpointError(f'{filename}: not a whole checkpoint (cut short, or not a file torch.save '
+                                     'wrote)')
 
 
 def read_trusted(filename: str) -> dict:

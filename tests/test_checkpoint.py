@@ -4,9 +4,10 @@ import copy
 import pytest
 import torch
 from conftest import data
+from lightning.pytorch.callbacks import ModelCheckpoint
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
-from parity import ParityRecorder
+from parity import ParityRecorder, fit_with_own_trainer
 
 from mm_lightning import FlexibleRunner
 from mm_lightning.cli import main
@@ -136,3 +137,42 @@ def test_missing_load_from(tmp_path):
     runner, _ = _runner(tmp_path, 'x', load_from=str(tmp_path / 'none.pth'))
     with pytest.raises(ConfigError, match='load_from: checkpoint file not found'):
         runner.test()
+
+
+def test_lightning_checkpoints_work_where_mmengine_checkpoints_do(tmp_path):
+    """A ModelCheckpoint file given to load_from, resume=PATH, runner.resume and runner.load_checkpoint."""
+    every_7 = ModelCheckpoint(dirpath=str(tmp_path / 'ckpts'), filename='step{step}', every_n_train_steps=7,
+                              save_top_k=-1, auto_insert_metric_name=False)
+    latest = ModelCheckpoint(dirpath=str(tmp_path / 'ckpts'), filename='last_epoch', every_n_epochs=1)
+    full, full_rec = fit_with_own_trainer(CFG, tmp_path, 'full', callbacks=[every_7, latest])
+    step14, last = str(tmp_path / 'ckpts' / 'step14.ckpt'), latest.best_model_path  # the newest
+    assert _runner(tmp_path, 'ckpt', load_from=last)[0].test() == \
+        _runner(tmp_path, 'pth', load_from=str(tmp_path / 'full' / 'epoch_4.pth'))[0].test()
+    resumed, rec = _runner(tmp_path, 'resume_path', resume=step14)
+    resumed.train()
+    explicit, explicit_rec = _runner(tmp_path, 'resume_call')
+    explicit.resume(step14)
+    explicit.train()
+    for run, record in ((resumed, rec), (explicit, explicit_rec)):
+        assert record.iterations[0]['iter'] == 14
+        assert record.iterations == full_rec.iterations[14:]  # as Trainer.fit(ckpt_path=step14) continues
+        for key, value in full.model.state_dict().items():
+            assert torch.equal(run.model.state_dict()[key], value), key
+    loaded, _ = _runner(tmp_path, 'load')
+    loaded.load_checkpoint(last)
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
+def test_a_file_with_weights_only_is_refused_by_resume(tmp_path):
+    from mm_lightning import ConfigError
+    weights = {'state_dict': FlexibleRunner.from_cfg(dict(copy.deepcopy(CFG), work_dir=str(tmp_path / 'w'),
+                                                          experiment_name=f'w_{tmp_path.name}')).model.state_dict()}
+    plain = dict(weights, **{'pytorch-lightning_version': '2.6.0', 'epoch': 0, 'global_step': 0})
+    plain['state_dict'] = {f'model.{key}': value for key, value in weights['state_dict'].items()}
+    for name, checkpoint in (('weights.pth', weights), ('plain.ckpt', plain)):
+        torch.save(checkpoint, tmp_path / name)
+        runner, _ = _runner(tmp_path, f'run_{name}', resume=str(tmp_path / name))
+        with pytest.raises(ConfigError, match=rf'^resume: .*{name} holds no meta or message_hub: it has weights '
+                                              'but no run to continue; give it as load_from'):
+            runner.train()

@@ -1,17 +1,23 @@
 """The command line: train, test and resume as OpenMMLab's tools do."""
+import glob
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
 from mmengine.runner.checkpoint import load_checkpoint
 from toy import ToyClassifier
 
 from mm_lightning.cli import main
+from mm_lightning.serialization import from_safe
 
 CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'scoped.py')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What `test` needs beyond the training config.
+TEST_OPTIONS = ['test_dataloader.dataset.type=BlobDataset', 'test_dataloader.sampler.type=DefaultSampler',
+                'test_dataloader.batch_size=4', 'test_evaluator.type=ToyAccuracy', 'test_cfg.fp16=False']
 
 
 def test_train_then_resume_then_test(tmp_path):
@@ -25,9 +31,83 @@ def test_train_then_resume_then_test(tmp_path):
     model = ToyClassifier(batch_norm=True)
     load_checkpoint(model, os.path.join(work_dir, 'epoch_2.pth'), strict=True)
     assert main(['test', CONFIG, os.path.join(work_dir, 'epoch_2.pth'), '--work-dir', work_dir, '--cfg-options',
-                 f'experiment_name=cli3_{tmp_path.name}',
-                 "test_dataloader.dataset.type=BlobDataset", 'test_dataloader.sampler.type=DefaultSampler',
-                 'test_dataloader.batch_size=4', 'test_evaluator.type=ToyAccuracy', 'test_cfg.fp16=False']) == 0
+                 f'experiment_name=cli3_{tmp_path.name}', *TEST_OPTIONS]) == 0
+
+
+@pytest.fixture(scope='module')
+def first_epoch(tmp_path_factory):
+    """(epoch_1.pth, the same converted to a Lightning .ckpt) of the scoped config."""
+    tmp_path = tmp_path_factory.mktemp('first_epoch')
+    assert main(['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.max_epochs=1',
+                 f'experiment_name=first_{tmp_path.name}']) == 0
+    pth, ckpt = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'epoch_1.ckpt')
+    assert main(['convert-checkpoint', pth, ckpt]) == 0
+    return pth, ckpt
+
+
+def _test_metrics(tmp_path, name, checkpoint):
+    work_dir = str(tmp_path / name)
+    assert main(['test', CONFIG, checkpoint, '--work-dir', work_dir, '--cfg-options',
+                 f'experiment_name={name}_{tmp_path.name}', *TEST_OPTIONS]) == 0
+    (log,) = glob.glob(os.path.join(work_dir, '*', '*.log'))
+    with open(log) as f:
+        (line,) = [line for line in f if 'test metrics:' in line]
+    return line.split('test metrics:')[1].strip()
+
+
+def test_test_gives_the_same_metrics_from_either_format(first_epoch, tmp_path):
+    pth, ckpt = first_epoch
+    assert _test_metrics(tmp_path, 'ckpt', ckpt) == _test_metrics(tmp_path, 'pth', pth)
+
+
+def test_train_resumes_from_a_lightning_checkpoint_as_from_its_pth(first_epoch, tmp_path):
+    finals = []
+    for checkpoint in first_epoch:
+        work_dir = str(tmp_path / os.path.basename(checkpoint).replace('.', '_'))
+        assert main(['train', CONFIG, '--work-dir', work_dir, '--resume', checkpoint, '--cfg-options',
+                     f'experiment_name={os.path.basename(work_dir)}_{tmp_path.name}']) == 0
+        finals.append(from_safe(torch.load(os.path.join(work_dir, 'epoch_2.pth'), weights_only=True)))
+    from_pth, from_ckpt = finals
+    assert from_ckpt['meta']['iter'] == from_pth['meta']['iter'] == 8
+    for part in ('state_dict', 'optimizer'):
+        torch.testing.assert_close(from_ckpt[part], from_pth[part], atol=0, rtol=0)
+    losses = [final['message_hub']['log_scalars']['train/loss'].data[0] for final in finals]  # every iteration's
+    assert len(losses[0]) == 8 and (losses[0] == losses[1]).all()
+
+
+#: A checkpoint `test` cannot use -> (what the file holds, the error after the file's name).
+UNUSABLE = {
+    'missing': (None, None),
+    'cut': ('cut', ': not a whole checkpoint (cut short, or not a file torch.save wrote)'),
+    'text': (b'model = dict()\n', ': not a whole checkpoint (cut short, or not a file torch.save wrote)'),
+    'other model': ({'meta': {}, 'state_dict': {'backbone.weight': torch.ones(2)}},
+                    "; missing (8): net.0.weight, net.0.bias, net.1.weight, ...; unexpected (1): backbone.weight"),
+}
+
+
+@pytest.mark.parametrize('kind', list(UNUSABLE))
+def test_test_refuses_an_unusable_checkpoint_in_one_line(kind, first_epoch, tmp_path, capsys):
+    content, message = UNUSABLE[kind]
+    path = str(tmp_path / 'bad.pth')
+    if isinstance(content, dict):
+        torch.save(content, path)
+    elif content is not None:
+        with open(first_epoch[0], 'rb') as f:
+            whole = f.read()
+        with open(path, 'wb') as f:
+            f.write(whole[:len(whole) // 2] if content == 'cut' else content)
+    assert main(['test', CONFIG, path, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                 f'experiment_name=bad_{tmp_path.name}', *TEST_OPTIONS]) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    (line,) = [line for line in err.splitlines() if line.startswith('mm-lightning: error:')]
+    if content is None:
+        assert line == f"mm-lightning: error: checkpoint file not found: '{path}'"
+    elif isinstance(content, dict):
+        assert line == ("mm-lightning: error: load_from: the checkpoint's weights fit none of the model's tensors: "
+                        f'loaded 0 of 8 tensors from {path}{message}')
+    else:
+        assert line == f'mm-lightning: error: {path}{message}'
 
 
 def test_amp_flag_on_cpu_explains_bf16(tmp_path, capsys):

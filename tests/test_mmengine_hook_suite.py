@@ -6,9 +6,10 @@ the README there). ``tests/mmengine_suite`` makes their ``RunnerTestCase.build_r
 ``FlexibleRunner.from_cfg(cfg)``; this test runs them in a pytest subprocess and compares the
 outcomes with the expected ones.
 
-Expected: every runner-building test that passes with mmengine's ``Runner`` passes, and so do
-three that fail there only because mmengine's checkpoints do not load under
-``torch.load(weights_only=True)`` (ours do).
+Expected: every runner-building test that passes with mmengine's ``Runner`` passes but one that
+tests a model with weights that do not fit it (mm_lightning refuses that by design, see
+:mod:`mm_lightning.weights`), and so do two that fail there only because mmengine's checkpoints
+do not load under ``torch.load(weights_only=True)`` (ours do).
 """
 import os
 
@@ -25,10 +26,16 @@ FIXED_HERE = {
     'test_checkpoint_hook.py::TestCheckpointHook::test_with_runner_0_iter':
         "resumes from the hook's checkpoint; mmengine's holds HistoryBuffer objects, refused by weights_only=True",
     'test_checkpoint_hook.py::TestCheckpointHook::test_with_runner_1_epoch': 'the same, epoch-based',
-    'test_ema_hook.py::TestEMAHook::test_with_runner': 'loads the EMA checkpoint it wrote; the same cause',
 }
 #: Tests expected to fail under our runner: id -> (text of the error line, why).
 EXPECTED_FAILURES = {
+    'test_ema_hook.py::TestEMAHook::test_with_runner': (
+        "load_from: the checkpoint's weights fit none of the model's tensors",
+        'tests models the checkpoint does not fit: its DummyWrapper around the saved model (no key fits: '
+        "mmengine tests the initial weights), then ToyModel2 (a layer missing) and ToyModel3 (other shapes); "
+        'mm_lightning refuses to evaluate weights that leave a model tensor unloaded (weights.REFUSED). Its '
+        'other checks (loading the EMA checkpoint it wrote, which fails under mmengine with weights_only=True) '
+        'pass'),
     'test_profiler_hook.py::TestProfilerHook::test_with_runner': (
         'No valid profiler activities found',
         'its first ProfilerHook sets activity_with_cpu=False and activity_with_cuda=False, which this torch '

@@ -8,8 +8,17 @@ import torch
 from conftest import data
 from mmengine.logging import HistoryBuffer
 
-from mm_lightning import FlexibleRunner
-from mm_lightning.serialization import from_safe, is_whole, to_safe, write, write_atomically, write_text_atomically
+from mm_lightning import ConfigError, FlexibleRunner
+from mm_lightning.serialization import (
+    UnreadableCheckpointError,
+    from_safe,
+    is_whole,
+    read,
+    to_safe,
+    write,
+    write_atomically,
+    write_text_atomically,
+)
 
 
 def test_safe_form_round_trip():
@@ -81,3 +90,23 @@ def test_a_training_runs_checkpoints_get_the_mode_the_umask_gives(tmp_path, umas
     runner.train()
     for name in ('epoch_1.pth', 'last_checkpoint'):
         assert _mode(tmp_path / name) == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize('content', ['cut', 'text', 'empty'])
+def test_a_file_that_is_not_a_whole_checkpoint_is_refused_by_name(content, tmp_path):
+    path = str(tmp_path / 'x.pth')
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    with open(path, 'rb') as f:
+        whole = f.read()
+    with open(path, 'wb') as f:
+        f.write({'cut': whole[:len(whole) // 2], 'text': b'model = dict(type="X")\n', 'empty': b''}[content])
+    with pytest.raises(UnreadableCheckpointError) as error:
+        read(path)
+    assert str(error.value) == f'{path}: not a whole checkpoint (cut short, or not a file torch.save wrote)'
+    assert isinstance(error.value, ConfigError)  # the command line reports it in one line, exit status 2
+
+
+def test_a_legacy_format_checkpoint_still_reads(tmp_path):
+    path = str(tmp_path / 'old.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(read(path)['state_dict']['w'], torch.ones(2))
