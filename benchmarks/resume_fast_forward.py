@@ -120,7 +120,8 @@ def checkpoints_at(root: str, work: str, at: int) -> Dict[str, str]:
     checkpoint['meta']['iter'] = at
     ours = checkpoint['mm_lightning']
     ours['loop'].update(iter=at, optimizer_steps=at)
-    ours['data']['train'].update(drawn=at, in_pass=at)
+    for rank in ours['ranks']:  # each process's own position (one here)
+        rank['data']['train'].update(drawn=at, in_pass=at)
     paths = dict(mm_lightning=os.path.join(work, 'ours.pth'), mmengine=os.path.join(work, 'mmengine.pth'))
     write(checkpoint, paths['mm_lightning'])
     plain = {key: value for key, value in copy.deepcopy(checkpoint).items() if key != 'mm_lightning'}
