@@ -133,7 +133,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 # -- tools: explain ------------------------------------------------------------------------------
 def _add_explain(commands: argparse._SubParsersAction) -> None:
-    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)')
+    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)',
+                                  parents=[_common_options()])
     explain.add_argument('config', help='config file (.py, .json, .yaml)')
     explain.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
     explain.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],

@@ -99,6 +99,20 @@ def test_debug_shows_the_traceback(where, tmp_path, capsys):
                                              'integer, got 0'
 
 
+def test_explain_takes_debug_after_its_name(tmp_path, capsys):
+    assert main(['explain', str(tmp_path / 'missing.py'), '--debug']) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback (most recent call last)' in err and 'config file not found' in err.splitlines()[-1]
+
+
+def test_explain_an_unreadable_custom_import_is_an_error_naming_it(tmp_path, capsys):
+    config = tmp_path / 'config.py'
+    config.write_text("custom_imports = dict(imports=['no_such_module_here'])\nmodel = dict(type='Toy')\n")
+    assert main(['explain', str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('mm-lightning: error: custom_imports: ') and 'no_such_module_here' in err, err
+
+
 CONSOLE_SCRIPT = '''
 import os, sys
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != os.getcwd()]
