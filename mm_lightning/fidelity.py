@@ -38,6 +38,11 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
 - Validation cadence from ``check_val_every_n_epoch``/``val_check_interval``, after
   ``on_train_epoch_end``; mmengine's ``val_begin``/``val_interval``/``dynamic_intervals``,
   after ``after_train_epoch``; :func:`schedule_validation` after each batch.
+- Callbacks that decide in ``setup`` where to read a monitored metric (``EarlyStopping``
+  with ``check_on_train_epoch_end=None``: at train epoch end when ``check_val_every_n_epoch``
+  is 1), and fail at an epoch without validation ("metric not available"); mmengine's rules
+  validate; :func:`check_after_validation` before callbacks' ``setup``, so they read it
+  after each validation.
 - Loop positions restored from a checkpoint, mid-epoch restarts with Lightning's own
   rules (epoch-start hooks skipped, a due validation skipped or repeated); mmengine
   resumes from ``meta``'s counters; :func:`drop_loop_state`, then the run is positioned
@@ -93,6 +98,15 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     """
     trainer.val_check_batch = 1
     trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+
+
+def check_after_validation(trainer: pl.Trainer) -> None:
+    """Make callbacks that choose in ``setup`` between train epoch end and validation end (``EarlyStopping``)
+    choose validation end: the Trainer shows no validation due in this epoch until the bridge schedules one.
+
+    Called for a fit that validates, before callbacks' ``setup`` (``ConfigModule.configure_callbacks``).
+    """
+    schedule_validation(trainer, False)
 
 
 def restore_validation_cadence(trainer: pl.Trainer) -> None:

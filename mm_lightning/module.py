@@ -36,7 +36,7 @@ from .bridge import HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from .context import RunContext
 from .data import ConfigDataModule
-from .fidelity import drop_loop_state, neutralise
+from .fidelity import check_after_validation, drop_loop_state, neutralise
 from .hooks import HookList
 from .loops import (
     EVAL_LOSSES,
@@ -261,6 +261,8 @@ class ConfigModule(pl.LightningModule):
             self.check_stage('fit')
             check_trainer(self.trainer, self.train_loop if self.train_loop is not None else self.train_cfg,
                           self.optim_wrapper)
+            if self.has_eval('val'):
+                check_after_validation(self.trainer)
         return [self._bridge]
 
     def build_optimization(self) -> None:
