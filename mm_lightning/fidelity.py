@@ -34,7 +34,7 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
   model-mode hooks do nothing, ``eval()`` follows ``before_val_epoch`` and the hook bridge
   calls ``train()`` where mmengine's loops do.
 - ``torch.inference_mode`` in ``validate``/``test``; mmengine uses ``torch.no_grad``;
-  ``inference_mode=False`` on both loops.
+  ``inference_mode=False`` on both loops (and on ``predict``, which runs the test step).
 - Validation cadence from ``check_val_every_n_epoch``/``val_check_interval``, after
   ``on_train_epoch_end``; mmengine's ``val_begin``/``val_interval``/``dynamic_intervals``,
   after ``after_train_epoch``; :func:`schedule_validation` after each batch.
@@ -86,6 +86,7 @@ def neutralise(trainer: pl.Trainer) -> None:
     trainer.num_sanity_val_steps = 0
     trainer.validate_loop.inference_mode = False
     trainer.test_loop.inference_mode = False
+    trainer.predict_loop.inference_mode = False
 
 
 def schedule_validation(trainer: pl.Trainer, due: bool) -> None:

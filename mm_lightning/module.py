@@ -186,6 +186,8 @@ class ConfigModule(pl.LightningModule):
 
     def bind(self, datamodule: Any, stage: str) -> None:
         """Point the loops a Lightning ``stage`` runs at ``datamodule``'s loaders (the ones it iterates)."""
+        if stage == 'predict':
+            return  # predict_step calls the model itself: no mmengine loop to bind
         if stage == 'fit':
             self.bind_train(datamodule)
             check_drivable(type(self.train_loop))
@@ -452,6 +454,19 @@ class ConfigModule(pl.LightningModule):
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step('test', batch, batch_idx)
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """The model's ``test_step`` outputs for one batch (a ``BaseModel``'s data samples with predictions).
+
+        mmengine has no predict loop: prediction is its test step over the test loader
+        (``ConfigDataModule.predict_dataloader``), without the evaluator and hooks.
+        """
+        return self.model.test_step(batch)
+
+    @override
+    def on_predict_start(self) -> None:
+        self.load_for_evaluation()
 
     @override
     def on_validation_epoch_start(self) -> None:
