@@ -3,6 +3,8 @@
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
 ``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N] [--progress-bar none|tqdm|rich]``
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...] [--progress-bar ...]``
+``mm-lightning predict CONFIG CHECKPOINT --out FILE [--work-dir D] [--cfg-options k=v ...]`` (the model's
+``    test_step`` outputs over the test loader, saved with torch.save)
 ``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
 ``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
@@ -61,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
                       help='override config entries')
     _add_distribution_options(test)
     _add_progress_bar_option(test)
+
+    predict = commands.add_parser('predict', help="save the model's test_step outputs over the test loader",
+                                  parents=[_common_options()])
+    predict.add_argument('config', help='config file (.py, .json, .yaml)')
+    predict.add_argument('checkpoint', help='mmengine-format checkpoint to load')
+    predict.add_argument('--out', required=True, help='file the outputs are saved to (torch.save)')
+    predict.add_argument('--work-dir', help='where logs go')
+    predict.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                         help='override config entries')
+    _add_distribution_options(predict)
+    _add_progress_bar_option(predict)
 
     convert = commands.add_parser(
         'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
@@ -135,7 +148,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 # -- tools: explain ------------------------------------------------------------------------------
 def _add_explain(commands: argparse._SubParsersAction) -> None:
-    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)')
+    explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)',
+                                  parents=[_common_options()])
     explain.add_argument('config', help='config file (.py, .json, .yaml)')
     explain.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
     explain.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -291,15 +305,23 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    """``train`` or ``test``, as OpenMMLab's tools run them."""
+    """``train`` or ``test``, as OpenMMLab's tools run them, or ``predict``: the model's ``test_step`` outputs over
+    the test loader, one per sample in the loader's order, saved with ``torch.save`` (data samples are pickled:
+    ``torch.load(out, weights_only=False)``)."""
+    import torch
+
     from .runner import FlexibleRunner
     cfg = build_config(args)
-    if args.command == 'test' and not osp.isfile(args.checkpoint):
+    if args.command != 'train' and not osp.isfile(args.checkpoint):
         raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
     validate_config(cfg, stages=('run', 'train', 'val') if args.command == 'train' else ('run', 'test'))
     runner = FlexibleRunner.from_cfg(cfg)
     if args.command == 'train':
         runner.train()
+    elif args.command == 'predict':
+        outputs = runner.predict()
+        torch.save(outputs, args.out)
+        runner.logger.info(f'{len(outputs)} outputs saved to {args.out}')
     else:
         metrics = runner.test()
         runner.logger.info(f'test metrics: {metrics}')

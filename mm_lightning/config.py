@@ -74,7 +74,11 @@ def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ConfigError(f'config file not found: {path!r}')
-        cfg = Config.fromfile(path)
+        try:
+            cfg = Config.fromfile(path)
+        except ImportError as err:  # the file's custom_imports (or a lazy-import config's imports)
+            cause = err.__cause__ or err
+            raise ConfigError(f'custom_imports: reading {path!r} failed: {type(cause).__name__}: {cause}') from err
     else:
         raise ConfigError('a config must be a file path, a dict or an mmengine Config, '
                           f'got {type(source).__name__}')

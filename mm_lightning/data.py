@@ -418,6 +418,15 @@ class ConfigDataModule(pl.LightningDataModule):
         return self._eval_batches('test')
 
     @override
+    def predict_dataloader(self) -> Any:
+        """The test loader: mmengine has no predict loop, and its test step is what predicts."""
+        if not self.has('test'):
+            raise ConfigError('test_dataloader: prediction runs over the test loader, which is not configured')
+        if not self.is_loader('test'):
+            raise ConfigError('test_dataloader: prediction needs one loader config, not a list of them')
+        return EvalBatches(self.loader('test'))
+
+    @override
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         return batch  # the model's data_preprocessor moves data to the device, as under mmengine
 

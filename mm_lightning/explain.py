@@ -32,6 +32,7 @@ from mmengine.runner.priority import Priority, get_priority
 
 from .bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, load_config, require_together
+from .context import build_visualizer, unused_name
 from .hooks import HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
 from .launchers import config_layout
 from .loggers import route_vis_backends
@@ -43,6 +44,9 @@ from .trainer import trainer_kwargs
 
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
+
+#: The run's log_dir, which explain does not decide (nothing is written there).
+LOG_DIR = '<work_dir>/<timestamp>'
 
 #: At most this many validation/checkpoint points are listed (``count`` gives them all).
 MAX_POINTS = 50
@@ -225,6 +229,8 @@ def _hooks(cfg: Config) -> Tuple[dict, HookList]:
     custom = cfg.get('custom_hooks') or []
     hooks = HookList()
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
+        # Visualization hooks look the run's visualizer up when built; its backends write nothing until used.
+        build_visualizer(cfg.get('visualizer'), unused_name('explain'), LOG_DIR)
         for name, hook in merged_default_hooks(cfg.get('default_hooks')).items():
             hooks.register(hook, key=f'default_hooks.{name}')
         for index, hook in enumerate(custom):
@@ -272,7 +278,7 @@ def _loggers(cfg: Config) -> Tuple[dict, list]:
         raise ConfigError(f'visualizer: expected a dict, got {visualizer!r}')
     backends = visualizer.get('vis_backends') or []
     backends = [backends] if isinstance(backends, Mapping) else list(backends)
-    routed, lightning_loggers = route_vis_backends(visualizer, '<work_dir>/<timestamp>')
+    routed, lightning_loggers = route_vis_backends(visualizer, LOG_DIR)
     routed_backends = routed.get('vis_backends') or []
     described = []
     for backend, routed_backend in zip(backends, routed_backends):

@@ -34,10 +34,15 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
   model-mode hooks do nothing, ``eval()`` follows ``before_val_epoch`` and the hook bridge
   calls ``train()`` where mmengine's loops do.
 - ``torch.inference_mode`` in ``validate``/``test``; mmengine uses ``torch.no_grad``;
-  ``inference_mode=False`` on both loops.
+  ``inference_mode=False`` on both loops (and on ``predict``, which runs the test step).
 - Validation cadence from ``check_val_every_n_epoch``/``val_check_interval``, after
   ``on_train_epoch_end``; mmengine's ``val_begin``/``val_interval``/``dynamic_intervals``,
   after ``after_train_epoch``; :func:`schedule_validation` after each batch.
+- Callbacks that decide in ``setup`` where to read a monitored metric (``EarlyStopping``
+  with ``check_on_train_epoch_end=None``: at train epoch end when ``check_val_every_n_epoch``
+  is 1), and fail at an epoch without validation ("metric not available"); mmengine's rules
+  validate; :func:`check_after_validation` before callbacks' ``setup``, so they read it
+  after each validation.
 - Loop positions restored from a checkpoint, mid-epoch restarts with Lightning's own
   rules (epoch-start hooks skipped, a due validation skipped or repeated); mmengine
   resumes from ``meta``'s counters; :func:`drop_loop_state`, then the run is positioned
@@ -88,6 +93,7 @@ def neutralise(trainer: pl.Trainer) -> None:
     trainer.num_sanity_val_steps = 0
     trainer.validate_loop.inference_mode = False
     trainer.test_loop.inference_mode = False
+    trainer.predict_loop.inference_mode = False
     strategy = trainer.strategy
     if type(strategy).load_checkpoint is Strategy.load_checkpoint \
             and not isinstance(strategy.checkpoint_io, EitherFormatCheckpointIO):
@@ -104,6 +110,15 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     """
     trainer.val_check_batch = 1
     trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+
+
+def check_after_validation(trainer: pl.Trainer) -> None:
+    """Make callbacks that choose in ``setup`` between train epoch end and validation end (``EarlyStopping``)
+    choose validation end: the Trainer shows no validation due in this epoch until the bridge schedules one.
+
+    Called for a fit that validates, before callbacks' ``setup`` (``ConfigModule.configure_callbacks``).
+    """
+    schedule_validation(trainer, False)
 
 
 def restore_validation_cadence(trainer: pl.Trainer) -> None:

@@ -37,7 +37,7 @@ from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_conf
 from .context import RunContext
 from .convert import HOOK_KEYS, STATE_KEY, own_rank_state
 from .data import ConfigDataModule
-from .fidelity import drop_loop_state, neutralise
+from .fidelity import check_after_validation, drop_loop_state, neutralise
 from .hooks import HookList
 from .loops import (
     EVAL_LOSSES,
@@ -187,6 +187,8 @@ class ConfigModule(pl.LightningModule):
 
     def bind(self, datamodule: Any, stage: str) -> None:
         """Point the loops a Lightning ``stage`` runs at ``datamodule``'s loaders (the ones it iterates)."""
+        if stage == 'predict':
+            return  # predict_step calls the model itself: no mmengine loop to bind
         if stage == 'fit':
             self.bind_train(datamodule)
             check_drivable(type(self.train_loop))
@@ -262,6 +264,8 @@ class ConfigModule(pl.LightningModule):
             self.check_stage('fit')
             check_trainer(self.trainer, self.train_loop if self.train_loop is not None else self.train_cfg,
                           self.optim_wrapper)
+            if self.has_eval('val'):
+                check_after_validation(self.trainer)
         return [self._bridge]
 
     def build_optimization(self) -> None:
@@ -452,6 +456,19 @@ class ConfigModule(pl.LightningModule):
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step('test', batch, batch_idx)
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """The model's ``test_step`` outputs for one batch (a ``BaseModel``'s data samples with predictions).
+
+        mmengine has no predict loop: prediction is its test step over the test loader
+        (``ConfigDataModule.predict_dataloader``), without the evaluator and hooks.
+        """
+        return self.model.test_step(batch)
+
+    @override
+    def on_predict_start(self) -> None:
+        self.load_for_evaluation()
 
     @override
     def on_validation_epoch_start(self) -> None:

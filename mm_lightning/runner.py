@@ -178,6 +178,13 @@ class FlexibleRunner(RunnerView):
         self.trainer.test(self.module, datamodule=self._datamodule, verbose=False)
         return self.module.metrics['test']
 
+    def predict(self) -> List[Any]:
+        """The model's ``test_step`` outputs over the test loader, one per sample in order (mm_lightning's own;
+        mmengine's runner has no predict)."""
+        self._require('test')
+        batches = self.trainer.predict(self.module, datamodule=self._datamodule)
+        return [output for batch in batches or [] for output in batch]
+
     def _require(self, mode: str) -> None:
         if not self.module.has_eval(mode):
             raise RuntimeError(f'`self._{mode}_loop` should not be None when calling {mode} method. Please provide '

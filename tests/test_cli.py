@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from mmengine.runner.checkpoint import load_checkpoint
-from toy import ToyClassifier
+from toy import BlobDataset, ToyClassifier
 
 from mm_lightning.cli import main
 from mm_lightning.serialization import from_safe
@@ -179,6 +179,20 @@ def test_debug_shows_the_traceback(where, tmp_path, capsys):
                                              'integer, got 0'
 
 
+def test_explain_takes_debug_after_its_name(tmp_path, capsys):
+    assert main(['explain', str(tmp_path / 'missing.py'), '--debug']) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback (most recent call last)' in err and 'config file not found' in err.splitlines()[-1]
+
+
+def test_explain_an_unreadable_custom_import_is_an_error_naming_it(tmp_path, capsys):
+    config = tmp_path / 'config.py'
+    config.write_text("custom_imports = dict(imports=['no_such_module_here'])\nmodel = dict(type='Toy')\n")
+    assert main(['explain', str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('mm-lightning: error: custom_imports: ') and 'no_such_module_here' in err, err
+
+
 CONSOLE_SCRIPT = '''
 import os, sys
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != os.getcwd()]
@@ -236,3 +250,21 @@ def test_rich_progress_bar_from_the_config(tmp_path, capfd):
 def test_no_progress_bar_by_default(tmp_path, capfd):
     out = _train_with_bar(tmp_path, capfd)
     assert 'Epoch(train) [1][4/4]' in out and 'it/s' not in out
+
+
+def test_predict_saves_the_test_step_outputs_in_order(tmp_path):
+    model = ToyClassifier(batch_norm=True)
+    checkpoint = str(tmp_path / 'model.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
+    out = str(tmp_path / 'predictions.pth')
+    assert main(['predict', CONFIG, checkpoint, '--out', out, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                 f'experiment_name=predict_{tmp_path.name}', 'test_dataloader.dataset.type=BlobDataset',
+                 'test_dataloader.dataset.size=10', 'test_dataloader.sampler.type=DefaultSampler',
+                 'test_dataloader.sampler.shuffle=False', 'test_dataloader.batch_size=4',
+                 'test_dataloader.num_workers=0', 'test_evaluator.type=ToyAccuracy', 'test_cfg.fp16=False']) == 0
+    outputs = torch.load(out, weights_only=False)
+    assert [output['index'] for output in outputs] == list(range(10))
+    dataset, _ = BlobDataset(size=10), model.eval()
+    with torch.no_grad():
+        expected = model.test_step(dict(inputs=list(dataset.inputs), label=list(dataset.labels), index=list(range(10))))
+    assert [int(output['pred']) for output in outputs] == [int(sample['pred']) for sample in expected]

@@ -120,3 +120,10 @@ def test_eval_batches_hide_the_loader_and_start_it_lazily():
     iterator = iter(batches)  # Lightning probes iter(); no worker seed is drawn yet
     assert torch.equal(torch.get_rng_state(), before)
     assert len(list(iterator)) == 10
+
+
+def test_predict_dataloader_is_the_test_loader_and_refused_without_one():
+    datamodule = ConfigDataModule(test_dataloader=data(size=6, shuffle=False, batch_size=4))
+    assert [len(batch['index']) for batch in datamodule.predict_dataloader()] == [4, 2]
+    with pytest.raises(ConfigError, match='test_dataloader: prediction runs over the test loader'):
+        ConfigDataModule(train_dataloader=data()).predict_dataloader()

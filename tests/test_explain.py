@@ -183,3 +183,16 @@ def test_json_on_stdout_is_only_json():
                              '--json'], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {'trainer', 'strategy', 'schedule', 'hooks', 'loggers', 'warnings'} <= json.loads(result.stdout).keys()
+
+
+
+@pytest.mark.parametrize('package', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('index', range(3))
+def test_shipped_openmmlab_configs_are_explained(package, index, tmp_path, monkeypatch, capsys):
+    """A sample of the configs mmdet and mmseg ship (all eight repos: tests/openmmlab/test_explain_shipped.py)."""
+    from openmmlab.available import missing
+    from openmmlab.shipped import check_explains, sample_configs
+    if missing(package):
+        pytest.skip(f'{package} does not import here')
+    monkeypatch.chdir(tmp_path)
+    check_explains(sample_configs(package, 3)[index], capsys)

@@ -1,11 +1,14 @@
 """Lightning's implicit behaviours are neutralised: parity with mmengine where each would show."""
 import copy
+import os
 
 import lightning as L
 from conftest import data
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from parity import assert_same_run, run_both
 
-from mm_lightning import ConfigDataModule, ConfigModule, FlexibleRunner, load_config
+from mm_lightning import ConfigDataModule, ConfigModule, FlexibleRunner, load_config, trainer_kwargs
 
 QUIET = dict(logger=dict(type='LoggerHook', interval=1), checkpoint=dict(type='CheckpointHook', interval=100))
 VAL = dict(val_dataloader=data(size=12, seed=1, shuffle=False, batch_size=4),
@@ -75,3 +78,26 @@ def test_the_trainer_gets_its_validation_cadence_back_after_fitting(tmp_path):
     assert runner.trainer.check_val_every_n_epoch == 1
     runner.train()  # the run is complete: nothing more to train
     assert runner.iter == 4
+
+
+SPIRAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'examples', 'spiral',
+                      'mlp_spiral.py')
+
+
+def test_lightning_callbacks_with_their_defaults_read_metrics_after_mmengines_validations(tmp_path):
+    """EarlyStopping, ModelCheckpoint(monitor=...) and LearningRateMonitor, defaults otherwise, in a user's
+    own Trainer: the spiral example validates every 2 epochs, and epoch 1 has no metric to read."""
+    cfg = load_config(SPIRAL, ['train_cfg.max_epochs=4', 'train_dataloader.batch_size=320', f'work_dir={tmp_path}'])
+    early_stopping = EarlyStopping(monitor='spiral/accuracy', mode='max')
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / 'ckpt'), monitor='spiral/accuracy', mode='max')
+    kwargs = trainer_kwargs(cfg)
+    kwargs.update(logger=CSVLogger(str(tmp_path), name='csv'), enable_checkpointing=True)
+    kwargs['callbacks'] += [early_stopping, checkpoint, LearningRateMonitor()]
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(ConfigModule.from_config(cfg), datamodule=ConfigDataModule.from_config(cfg))
+    assert trainer.current_epoch == 4
+    assert early_stopping.wait_count in (0, 1)  # checked after validations 2 and 4 only
+    assert float(early_stopping.best_score) == float(checkpoint.best_model_score)
+    assert os.path.basename(checkpoint.best_model_path).split('-')[0] in ('epoch=1', 'epoch=3')
+    with open(os.path.join(trainer.logger.log_dir, 'metrics.csv')) as f:
+        assert 'lr-AdamW' in f.readline().split(',')

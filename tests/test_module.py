@@ -121,3 +121,21 @@ def test_from_config_writes_nothing_until_the_trainer_starts(tmp_path):
     assert module.runner.trainer is trainer
     assert module.runner.train_dataloader is trainer.datamodule.loader('train')
     assert (tmp_path / 'work' / f'{module.runner.timestamp}.py').exists()
+
+
+def test_predict_returns_the_models_test_step_outputs_over_the_test_loader_in_order(tmp_path):
+    cfg = load_config(dict(CFG, test_dataloader=data(size=10, seed=2, shuffle=False, batch_size=4),
+                           test_evaluator=dict(type='ToyAccuracy'), test_cfg=dict()),
+                      dict(work_dir=str(tmp_path), experiment_name=f'predict_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    datamodule = ConfigDataModule.from_config(cfg)
+    trainer = L.Trainer(**dict(trainer_kwargs(cfg), logger=False))
+    predicted = trainer.predict(module, datamodule=datamodule)
+
+    module.model.eval()
+    with torch.no_grad():
+        expected = [module.model.test_step(batch) for batch in datamodule.loader('test')]
+    assert len(predicted) == 3  # batches of 4, 4 and 2
+    assert [[(int(s['pred']), s['index']) for s in batch] for batch in predicted] == \
+        [[(int(s['pred']), s['index']) for s in batch] for batch in expected]
+    assert [s['index'] for batch in predicted for s in batch] == list(range(10))

@@ -7,6 +7,7 @@ override must name a key the config already has, so a test cannot quietly add be
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from typing import Any, Dict, List, Union
 
@@ -72,3 +73,26 @@ def no_workers(cfg: Config, *loaders: str) -> None:
         loader['num_workers'] = 0
         if 'persistent_workers' in loader:
             loader['persistent_workers'] = False
+
+
+def sample_configs(package: str, count: int) -> List[str]:
+    """``count`` shipped configs spread evenly over the sorted list (``_base_`` files left out): the same
+    sample for the same installed version."""
+    root = os.path.join(package_dir(package), '.mim', 'configs')
+    paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names
+                   if name.endswith('.py') and '_base_' not in os.path.relpath(folder, root).split(os.sep))
+    return [paths[index * len(paths) // count] for index in range(count)]
+
+
+def check_explains(path: str, capsys: Any) -> None:
+    """``explain`` of a shipped config, as text and as JSON: exit 0, or 1 with a refusal; nothing written
+    to the working directory (a test's empty ``tmp_path``)."""
+    from mm_lightning.cli import main
+    assert main(['explain', path]) in (0, 1), path
+    assert 'mmengine hooks by stage' in capsys.readouterr().out
+    status = main(['explain', path, '--json'])
+    report = json.loads(capsys.readouterr().out)
+    refused = any(entry['kind'] == 'refusal' for entry in report['warnings'])
+    assert status == (1 if refused else 0), (path, report['warnings'])
+    assert report['hooks'] is not None, (path, report['warnings'])
+    assert os.listdir(os.getcwd()) == []
