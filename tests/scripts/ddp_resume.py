@@ -1,7 +1,7 @@
 """A 2-process run (torchrun, gloo) that can be signalled, killed and resumed; every rank records.
 
     torchrun --nproc_per_node=2 tests/scripts/ddp_resume.py OUT [--work-dir D] [--resume]
-        [--at STAGE:N:SIGNAL[:RANK]] [--own-trainer] [--ckpt-path FILE]
+        [--at STAGE:N:SIGNAL[:RANK]] [--own-trainer] [--ckpt-path FILE] [--pace SECONDS]
 
 The config has everything that makes ranks differ: a shuffled sampler, dropout, random noise in
 ``__getitem__`` (drawn from each rank's global random state), ``diff_rank_seed``, EMA,
@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,8 +90,20 @@ class Signal(Hook):
         self._tick('after_val_iter')
 
 
+class Pace(Hook):
+    """Sleep after each training iteration (a signal from outside then falls at a moment of the test's choosing)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        time.sleep(self.seconds)
+
+
 def _hooks(args):
     hooks = [Recorder(os.path.join(args.out, f'records_rank{RANK}.jsonl'))]
+    if args.pace:
+        hooks.append(Pace(args.pace))
     if args.at:
         stage, count, name, *rank = args.at.split(':')
         hooks.append(Signal(stage, int(count), getattr(signal, f'SIG{name}'), int(rank[0]) if rank else None))
@@ -111,6 +124,7 @@ def main():
     parser.add_argument('--at')
     parser.add_argument('--own-trainer', action='store_true')
     parser.add_argument('--ckpt-path')
+    parser.add_argument('--pace', type=float, default=0.0)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer)
