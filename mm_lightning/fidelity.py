@@ -53,6 +53,10 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
   (:mod:`mm_lightning.optim`).
 - Its own checkpoints, logger and progress bar; ``CheckpointHook``, ``LoggerHook``;
   :data:`TRAINER_SETTINGS`.
+- SIGTERM: a collective inside the signal handler, then each rank stops where it happens to
+  be (mid-validation included); mmengine does not handle it; the handler is replaced for the
+  fit, and the ranks stop together at a safe point with one resumable checkpoint
+  (:mod:`mm_lightning.preemption`).
 - ``ckpt_path`` read in Lightning's format only (an mmengine file fails in Lightning's
   migration with ``KeyError: 'pytorch-lightning_version'``); mmengine's loading reads its
   own; the strategy's checkpoint IO converts an mmengine file when it loads one

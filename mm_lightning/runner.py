@@ -150,7 +150,7 @@ class FlexibleRunner(RunnerView):
     def train(self) -> nn.Module:
         """Train with Lightning's fit loop; returns the model.
 
-        A SIGTERM (cluster preemption) ends training after the current iteration with a
+        A SIGTERM (cluster preemption) ends training after the current iteration (or validation) with a
         resumable checkpoint in the work_dir, and ``train()`` returns normally.
         """
         if not self.module.has_training:
