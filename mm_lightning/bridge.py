@@ -35,6 +35,7 @@ from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
@@ -46,6 +47,7 @@ from .fidelity import (
     validate_now,
 )
 from .preemption import Preemption, stop
+from .sharding import check_hooks
 
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
 #: evaluation loop's ``run_iter`` in the module's step).
@@ -91,6 +93,14 @@ class HookBridge(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         pl_module.prepare_run(trainer, stage)
+        if isinstance(trainer.strategy, ModelParallelStrategy):
+            # mmengine's FlexibleRunner order under sharding: the strategy initialises and shards the model
+            # before before_run, so hooks (EMAHook's copy) see the sharded model
+            check_hooks(pl_module.hooks.hooks)
+            pl_module.initialize_weights(stage)
+            pl_module.configure_model()
+            self._call(pl_module, 'before_run')
+            return
         self._call(pl_module, 'before_run')
         pl_module.initialize_weights(stage)
 

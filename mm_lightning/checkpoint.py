@@ -28,13 +28,15 @@ from mmengine.fileio import FileClient, join_path
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
+from torch.distributed.tensor import DTensor
 
-from . import rng, serialization, weights
+from . import rng, serialization, sharded_state, weights
 from .config import ConfigError, config_error
 from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine, check_resumable, own_rank_state
 from .optim import wrappers_of
 from .schedulers import load_scheduler_states, scheduler_states
 from .serialization import to_safe
+from .sharding import is_sharded, plan_of
 from .strategies import shards_parameters
 
 
@@ -79,7 +81,7 @@ def rank_states(module: Any, everywhere: bool = False) -> Optional[List[Dict[str
     after a step): under DDP each rank accumulates its own until the window's synchronised step.
     """
     own: Dict[str, Any] = dict(rng=rng.capture(), data=module.runner.datamodule.state_dict())
-    gradients = {name: param.grad.detach().cpu() for name, param in module.model.named_parameters()
+    gradients = {name: _local(param.grad).detach().cpu() for name, param in module.model.named_parameters()
                  if param.grad is not None}
     if gradients:
         own['gradients'] = gradients
@@ -117,10 +119,19 @@ def check_world_size(state: Dict[str, Any], world_size: int, auto_scale_lr: Opti
                           f'Resume with {saved} processes, or from a checkpoint written at an epoch\'s end')
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor (its shard, under FSDP2)."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
+    """Each rank's own gradients (its shards under FSDP2) back on the parameters."""
     parameters = dict(module.model.named_parameters())
     for name, grad in gradients.items():
-        parameters[name].grad = grad.to(device=parameters[name].device, dtype=parameters[name].dtype)
+        param = parameters[name]
+        grad = grad.to(device=_local(param).device, dtype=param.dtype)
+        param.grad = DTensor.from_local(grad, param.device_mesh, param.placements, shape=param.shape,
+                                        stride=param.stride()) if isinstance(param, DTensor) else grad
 
 
 # -- Lightning checkpoints, as mmengine's hooks see them ---------------------------------------------
@@ -158,15 +169,26 @@ def _strategy(module: Any) -> Any:
     return trainer.strategy if trainer is not None else None
 
 
+def _fsdp2(module: Any) -> bool:
+    """Whether the model is sharded by FSDP2 (mmengine's FSDPStrategy here; :mod:`mm_lightning.sharding`)."""
+    return is_sharded(module.model)
+
+
 def gathers_state(module: Any) -> bool:
     """Whether saving needs every rank: FSDP keeps model and optimizer state sharded."""
-    return isinstance(_strategy(module), FSDPStrategy)
+    return isinstance(_strategy(module), FSDPStrategy) or _fsdp2(module)
 
 
 def writes_parts(module: Any) -> bool:
-    """Whether each rank writes its own part (FSDP ``state_dict_cfg='local'``/sharded, as mmengine)."""
+    """Whether each rank writes its own file (Lightning's FSDP1 ``state_dict_cfg='local'``, as mmengine)."""
     strategy = _strategy(module)
     return isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == 'sharded'
+
+
+def writes_shards(module: Any) -> bool:
+    """Whether checkpoints are sharded directories (FSDP2 with ``state_dict_cfg='local'``; :mod:`.sharded_state`)."""
+    plan = plan_of(_strategy(module))
+    return plan is not None and plan.state_dict_type == 'sharded' and _fsdp2(module)
 
 
 def _check_supported(module: Any, action: str) -> None:
@@ -183,6 +205,8 @@ def _check_supported(module: Any, action: str) -> None:
 def model_state_dict(module: Any) -> dict:
     """The mmengine model's weights (bare keys); gathered through Lightning under FSDP."""
     strategy = _strategy(module)
+    if _fsdp2(module):
+        return sharded_state.full_model_state(module.model)
     if not isinstance(strategy, FSDPStrategy):
         return module.model.state_dict()
     state = strategy.lightning_module_state_dict()  # a collective: every rank calls it
@@ -193,21 +217,35 @@ def model_state_dict(module: Any) -> dict:
 def optimizer_state_dict(module: Any) -> dict:
     """``optim_wrapper.state_dict()`` with the AMP loss scaler; gathered through Lightning under FSDP."""
     strategy = _strategy(module)
-    if not isinstance(strategy, FSDPStrategy):
-        state = module.optim_wrapper.state_dict()
+    if writes_shards(module):  # the tensors are in the shards, under the wrapper's name
+        state = _wrapper_states(module, lambda name, optimizer: {sharded_state.SHARDS_KEY: name})
+    elif _fsdp2(module):
+        state = _wrapper_states(module, lambda name, optimizer: sharded_state.full_optimizer_state(module.model,
+                                                                                                   optimizer))
+    elif isinstance(strategy, FSDPStrategy):
+        state = _wrapper_states(module, lambda name, optimizer: strategy.optimizer_state(optimizer))
     else:
-        states = []
-        for wrapper in wrappers_of(module.optim_wrapper):
-            wrapper_state = dict(strategy.optimizer_state(wrapper.optimizer))
-            if wrapper.base_param_settings is not None:
-                wrapper_state['base_param_settings'] = wrapper.base_param_settings
-            states.append(wrapper_state)
-        state = dict(zip(module.optim_wrapper.keys(), states)) \
-            if isinstance(module.optim_wrapper, OptimWrapperDict) else states[0]
+        state = module.optim_wrapper.state_dict()
     scaler = module.runner.grad_scaler
     if scaler is not None:  # where AmpOptimWrapper keeps it
         state['loss_scaler'] = scaler.state_dict()
     return _to_cpu(state)
+
+
+def _optimizers(module: Any) -> Dict[str, Any]:
+    """Each wrapper's optimizer by the name its state has in a checkpoint (``optimizer`` for one wrapper)."""
+    names = optimizer_names(module.optim_wrapper) or ['optimizer']
+    return {name: wrapper.optimizer for name, wrapper in zip(names, wrappers_of(module.optim_wrapper))}
+
+
+def _wrapper_states(module: Any, state_of: Callable[[str, Any], dict]) -> dict:
+    """``optim_wrapper.state_dict()`` with each optimizer's state from ``state_of(name, optimizer)``."""
+    states = {}
+    for (name, optimizer), wrapper in zip(_optimizers(module).items(), wrappers_of(module.optim_wrapper)):
+        states[name] = dict(state_of(name, optimizer))
+        if wrapper.base_param_settings is not None:
+            states[name]['base_param_settings'] = wrapper.base_param_settings
+    return states if isinstance(module.optim_wrapper, OptimWrapperDict) else states['optimizer']
 
 
 def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list, filename: str,
@@ -220,6 +258,18 @@ def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: li
     """
     _check_supported(module, 'load')
     strategy = _strategy(module)
+    if _fsdp2(module):
+        state = weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys)
+        fit = weights.fit_of(module.model, state)
+        if not strict:
+            weights.check(fit, filename, purpose)
+        model_state = module.model.state_dict()  # what torch can load: the model's keys, of the model's shapes
+        sharded_state.load_full_model_state(module.model, {
+            key: value for key, value in state.items()
+            if key in model_state and getattr(value, 'shape', None) == model_state[key].shape}, strict=strict)
+        if not fit.exact:
+            module.context.logger.warning(f'The checkpoint does not fit the model exactly: {fit.describe(filename)}')
+        return checkpoint
     if not isinstance(strategy, FSDPStrategy):
         fit = weights.fit_of(module.model, weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys))
         if not strict:
@@ -242,6 +292,15 @@ def load_optimizer_state(module: Any, state: dict) -> None:
     if scaler_state is not None and module.runner.grad_scaler is not None:
         module.runner.grad_scaler.load_state_dict(scaler_state)
     strategy = _strategy(module)
+    if _fsdp2(module):
+        states = state if isinstance(module.optim_wrapper, OptimWrapperDict) else {'optimizer': state}
+        for (name, optimizer), wrapper in zip(_optimizers(module).items(), wrappers_of(module.optim_wrapper)):
+            wrapper_state = dict(states[name])
+            settings = wrapper_state.pop('base_param_settings', None)
+            if settings is not None:
+                wrapper.base_param_settings = settings
+            sharded_state.load_full_optimizer_state(module.model, optimizer, wrapper_state)
+        return
     if not isinstance(strategy, FSDPStrategy):
         module.optim_wrapper.load_state_dict(state)
         return
@@ -264,7 +323,8 @@ def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_s
     state = training_state(module, loop_state, ranks)
     checkpoint: Dict[str, Any] = {
         'meta': run_meta(module, meta, loop_state),
-        'state_dict': weights_to_cpu(model_state_dict(module)),
+        # sharded: the weights are in the shards (sharded_state), not gathered
+        'state_dict': OrderedDict() if writes_shards(module) else weights_to_cpu(model_state_dict(module)),
         'message_hub': state.pop('message_hub'),
     }
     # What mmengine leaves out of a file (a best checkpoint's optimizer and schedulers) is kept in
@@ -302,7 +362,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
 
     The file describes the moment it is written (:meth:`TrainProgress.snapshot`), whoever calls it.
     """
-    parts = writes_parts(module)
+    parts, shards = writes_parts(module), writes_shards(module)
     ranks = rank_states(module, everywhere=parts or gathers_state(module))  # every rank takes part
     if module.context.rank != 0 and not (parts or gathers_state(module)):
         return None
@@ -314,6 +374,11 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
         loop_state = module.progress.snapshot()
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
     checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, ranks)
+    if shards:  # a directory of every rank's shards and rank 0's meta.pth
+        module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        sharded_state.save_sharded(filepath, module.model, _optimizers(module), checkpoint,
+                                   lambda meta, path: serialization.write(meta, path))
+        return filepath if module.context.rank == 0 else None
     if parts:  # mmengine's layout: <filename>/rank<r>.pth
         os.makedirs(filepath, exist_ok=True)
         filepath = os.path.join(filepath, f'rank{module.context.rank}.pth')
@@ -354,12 +419,28 @@ def sources(work_dir: str, resume: Union[bool, str], load_from: Optional[str],
     elif resume:
         resume_from = load_from
     if resume_from is not None:
-        if not os.path.isfile(resume_from):
+        if not _exists(resume_from):
             raise ConfigError(f'resume: checkpoint file not found: {resume_from!r}')
         return resume_from, None
-    if load_from is not None and not os.path.isfile(load_from):
+    if load_from is not None and not _exists(load_from):
         raise ConfigError(f'load_from: checkpoint file not found: {load_from!r}')
     return None, load_from
+
+
+def _exists(path: str) -> bool:
+    return os.path.isfile(path) or sharded_state.is_sharded_checkpoint(path)
+
+
+def _is_whole(path: str) -> bool:
+    """A checkpoint file written in full, or a sharded directory (renamed into place once whole)."""
+    return serialization.is_whole(path) or sharded_state.is_sharded_checkpoint(path)
+
+
+def read_checkpoint(filename: str, map_location: Union[str, Callable] = 'cpu') -> dict:
+    """A checkpoint file, or a sharded directory as the full checkpoint it amounts to."""
+    if sharded_state.is_sharded_checkpoint(filename):
+        return sharded_state.read_full(filename, lambda path: serialization.read(path, map_location))
+    return serialization.read(filename, map_location)
 
 
 def _latest_whole_checkpoint(work_dir: str, logger: Any) -> Optional[str]:
@@ -367,11 +448,11 @@ def _latest_whole_checkpoint(work_dir: str, logger: Any) -> Optional[str]:
         latest = find_latest_checkpoint(work_dir)
     except (OSError, UnicodeDecodeError):
         latest = None
-    if latest is not None and serialization.is_whole(latest):
+    if latest is not None and _is_whole(latest):
         return latest
     candidates = [os.path.join(work_dir, name) for name in os.listdir(work_dir) if os.path.isdir(work_dir)
                   and name.endswith('.pth') and not name.startswith(('best_', '.'))] if os.path.isdir(work_dir) else []
-    whole = sorted((path for path in candidates if serialization.is_whole(path)), key=os.path.getmtime)
+    whole = sorted((path for path in candidates if _is_whole(path)), key=os.path.getmtime)
     if latest is not None or whole:
         logger.warning(f'The latest checkpoint {latest!r} named by last_checkpoint is missing or unreadable; '
                        f'resuming from the newest whole checkpoint instead: {whole[-1] if whole else None!r}')
@@ -394,7 +475,7 @@ def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callabl
                     revise_keys: list = [(r'^module.', '')], purpose: str = 'load') -> dict:
     """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``; a file of either
     format (a Lightning one is converted in memory). ``purpose`` is why: see :data:`weights.REFUSED`."""
-    checkpoint = as_mmengine(serialization.read(filename, map_location), filename)
+    checkpoint = as_mmengine(read_checkpoint(filename, map_location), filename)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
     module.loaded = True

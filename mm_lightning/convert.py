@@ -24,7 +24,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
-from . import serialization
+from . import serialization, sharded_state
 from .config import ConfigError
 
 #: Where mm_lightning's own state sits in a checkpoint of either format.
@@ -204,11 +204,14 @@ def convert(src: str, dst: str) -> str:
 
     ``.ckpt`` -> ``.pth``: Lightning to mmengine. ``.pth`` -> ``.ckpt``: mmengine to Lightning.
     ``.pth`` -> ``.pth``: an mmengine file rewritten so it loads with ``weights_only=True``.
+    A sharded directory (FSDP ``state_dict_cfg='local'``) -> one full file of either format.
     The source is unpickled in full: convert only files you trust.
     """
-    if not os.path.isfile(src):
+    sharded = sharded_state.is_sharded_checkpoint(src)
+    if not (sharded or os.path.isfile(src)):
         raise ConfigError(f'convert-checkpoint: file not found: {src!r}')
-    checkpoint = serialization.read_trusted(src)
+    read = serialization.read_trusted
+    checkpoint = sharded_state.read_full(src, read) if sharded else read(src)
     to_lightning = dst.endswith('.ckpt')
     if is_lightning_checkpoint(checkpoint):
         if to_lightning:
@@ -222,4 +225,6 @@ def convert(src: str, dst: str) -> str:
         serialization.write_atomically(serialization.to_safe(lightning_from_mmengine(checkpoint)), dst)
         return 'mmengine checkpoint -> Lightning checkpoint'
     serialization.write(checkpoint, dst)
+    if sharded:
+        return 'sharded checkpoint -> one full mmengine checkpoint'
     return 'mmengine checkpoint -> mmengine checkpoint loadable with weights_only=True'

@@ -39,6 +39,7 @@ from .loggers import route_vis_backends
 from .loops import ValidationRule, parse_eval_cfg, parse_train_cfg
 from .precision import amp_flag
 from .registry import type_name
+from .sharding import FSDP2Strategy, check_hooks
 from .strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 from .trainer import trainer_kwargs
 
@@ -74,6 +75,7 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     if spec is not None:
         found += [_warning(REFUSAL, message) for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout)]
     found += _run_time_checks(cfg, spec)
+    found += _sharding(spec, hook_list)
     return dict(
         config=cfg.filename,
         layout=dataclasses.asdict(layout),
@@ -304,6 +306,16 @@ def _run_time_checks(cfg: Config, spec: Any) -> List[Dict[str, str]]:
     return found
 
 
+def _sharding(spec: Any, hooks: Optional[HookList]) -> List[Dict[str, str]]:
+    """Under FSDP2: the settings it has no exact equivalent for, and the hooks it cannot carry."""
+    if not (isinstance(spec, StrategySpec) and issubclass(spec.cls, FSDP2Strategy)):
+        return []
+    found = [_warning(APPROXIMATION, note) for note in spec.kwargs['plan'].notes]
+    if hooks is not None:
+        _guarded(found, lambda: check_hooks(hooks.hooks), None)
+    return found
+
+
 def _needs_model(cfg: Config, spec: Any) -> None:
     if 'model' not in cfg:
         raise ConfigError('model: the config has no `model` entry')
@@ -400,7 +412,13 @@ def _format_strategy(report: Mapping[str, Any]) -> str:
         return 'Strategy: not translated (see warnings)'
     lines = [f"Strategy: {strategy['name']}"]
     if strategy['settings']:
-        lines.append(_table([(key, value) for key, value in strategy['settings'].items()]))
+        rows = []
+        for key, value in strategy['settings'].items():
+            if key == 'plan':  # FSDP2's sharding plan, a row per field (its notes are warnings)
+                rows += [(f'plan.{field}', entry) for field, entry in value.items() if field != 'notes']
+            else:
+                rows.append((key, value))
+        lines.append(_table(rows))
     if precision is None:
         return '\n'.join(lines)
     plugin = f" ({precision['plugin']}" + (f", scaler {precision['scaler']}" if precision['scaler'] else '') + ')' \

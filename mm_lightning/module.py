@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 import torchmetrics
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.config import Config
 from mmengine.evaluator import BaseMetric
@@ -52,6 +53,7 @@ from .metrics import evaluator_key, scalar_metrics
 from .optim import build_optim_wrapper, clip_gradients, route_through_lightning, scale_lr, wrappers_of
 from .schedulers import build_param_schedulers, load_scheduler_states
 from .serialization import from_safe, to_safe
+from .sharding import shard_for
 from .validation import LIGHTNING_STAGES, validate_config
 from .view import RunnerView
 
@@ -255,6 +257,14 @@ class ConfigModule(pl.LightningModule):
                 if modules is not None:
                     self.context.logger.info(f'Enabling the "{key}" feature for sub-modules: {modules}')
                     turn_on(self.model, modules)
+
+    @override
+    def configure_model(self) -> None:
+        """Shard the model under FSDP2 (``ModelParallelStrategy``): after ``init_weights``, before the optimizers
+        are built over its parameters (see :mod:`mm_lightning.sharding`)."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, ModelParallelStrategy):
+            shard_for(strategy, self.model)
 
     @override
     def configure_callbacks(self) -> List[Callback]:

@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 from mmengine.registry import FUNCTIONS
 
 from .config import ConfigError
@@ -44,6 +44,7 @@ from .launchers import (  # noqa: F401  (the layout API is re-exported for trans
     resolve_launcher,
 )
 from .registry import resolve_type, type_name
+from .sharding import FSDP2Strategy, plan_from_wrapper
 
 #: Lightning strategies that refuse the CPU accelerator at run time.
 GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
@@ -51,7 +52,7 @@ GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
 
 #: Strategies (mmengine's names, Lightning's names) under which parameters are sharded: an optimizer must be
 #: built after the strategy has wrapped the model.
-SHARDING_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy', 'ModelParallelStrategy',
+SHARDING_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy', 'ModelParallelStrategy', 'FSDP2Strategy',
                                         'MMFullyShardedDataParallel', 'fsdp', 'deepspeed')
 
 
@@ -162,51 +163,22 @@ def _registered_function(spec: Any, key: str) -> Callable:
     return spec
 
 
-def _fsdp_mixed_precision(spec: Any) -> Any:
-    from torch.distributed.fsdp import MixedPrecision
-    if spec is None or isinstance(spec, MixedPrecision):
-        return spec
+def _check_fn_policy(spec: Any, key: str) -> Callable[[torch.nn.Module], bool]:
+    """mmengine's ``activation_checkpointing=dict(check_fn=...)`` as the ``check_fn`` torch applies."""
     spec = dict(spec)
-    for key in ('param_dtype', 'reduce_dtype', 'buffer_dtype'):
-        if isinstance(spec.get(key), str):
-            spec[key] = getattr(torch, spec[key])
-    return MixedPrecision(**spec)
+    check_fn = _registered_function(spec.pop('check_fn'), f'{key}.check_fn')
+    if spec:
+        raise ConfigError(f'{key}: unsupported keys {sorted(spec)}')
+    return check_fn
 
 
-def _check_fn_policy(check_fn: Callable[[torch.nn.Module], bool]) -> Callable[..., bool]:
-    """mmengine's ``check_fn(module)`` as the wrap policy Lightning's activation checkpointing takes."""
-    def policy(module: torch.nn.Module, recurse: bool, nonwrapped_numel: int = 0) -> bool:
-        return True if recurse else bool(check_fn(module))
-    return policy
-
-
-def _fsdp_kwargs(wrapper: Dict[str, Any], key: str) -> Dict[str, Any]:
-    kwargs = dict(wrapper)
-    if 'auto_wrap_policy' in kwargs and kwargs['auto_wrap_policy'] is not None:
-        kwargs['auto_wrap_policy'] = _registered_function(kwargs['auto_wrap_policy'], f'{key}.auto_wrap_policy')
-    if 'param_init_fn' in kwargs and kwargs['param_init_fn'] is not None:
-        kwargs['param_init_fn'] = _registered_function(kwargs['param_init_fn'], f'{key}.param_init_fn')
-    if 'mixed_precision' in kwargs:
-        kwargs['mixed_precision'] = _fsdp_mixed_precision(kwargs['mixed_precision'])
-    if isinstance(kwargs.get('backward_prefetch'), str):
-        from torch.distributed.fsdp import BackwardPrefetch
-        kwargs['backward_prefetch'] = BackwardPrefetch[kwargs['backward_prefetch']]
-    if 'process_group' in kwargs:
-        raise ConfigError(f'{key}.process_group: the process group comes from the launcher under Lightning')
-    return kwargs
-
-
-def _fsdp_strategy(wrapper_kwargs: Dict[str, Any], ctx: StrategyContext, state_dict_type: str = 'full',
+def _fsdp_strategy(wrapper_kwargs: Dict[str, Any], ctx: StrategyContext, key: str, state_dict_type: str = 'full',
                    activation_checkpointing: Optional[Mapping[str, Any]] = None) -> StrategySpec:
-    extra: Dict[str, Any] = {}
-    if activation_checkpointing is not None:
-        spec = dict(activation_checkpointing)
-        check_fn = _registered_function(spec.pop('check_fn'), 'strategy.activation_checkpointing.check_fn')
-        if spec:
-            raise ConfigError(f'strategy.activation_checkpointing: unsupported keys {sorted(spec)}')
-        extra['activation_checkpointing_policy'] = _check_fn_policy(check_fn)
-    return StrategySpec(FSDPStrategy, dict(**_process_group(ctx), state_dict_type=state_dict_type, **extra,
-                                           **wrapper_kwargs))
+    """FSDP as FSDP2 on Lightning's ModelParallelStrategy, on every accelerator (see :mod:`mm_lightning.sharding`)."""
+    check_fn = None if activation_checkpointing is None else \
+        _check_fn_policy(activation_checkpointing, 'strategy.activation_checkpointing')
+    plan = plan_from_wrapper(wrapper_kwargs, key, _registered_function, state_dict_type, check_fn)
+    return StrategySpec(FSDP2Strategy, dict(plan=plan, **_process_group(ctx)))
 
 
 def _fsdp(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
@@ -219,12 +191,12 @@ def _fsdp(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     if state_dict_cfg not in _STATE_DICT_TYPES:
         raise ConfigError(f'strategy.state_dict_cfg: expected full or local (sharded), got {state_dict_cfg!r}')
     if options.pop('skip_init_weights', False):
-        raise ConfigError('strategy.skip_init_weights: not supported; Lightning materialises FSDP modules '
-                          "itself (build large models in the model's configure_model)")
+        raise ConfigError('strategy.skip_init_weights: not supported; every rank starts from rank 0\'s '
+                          'initialised weights')
     activation_checkpointing = options.pop('activation_checkpointing', None)
     _no_options_left(options, 'strategy')
-    return _fsdp_strategy(_fsdp_kwargs(wrapper, 'strategy.model_wrapper'), ctx,
-                          _STATE_DICT_TYPES[state_dict_cfg], activation_checkpointing)
+    return _fsdp_strategy(wrapper, ctx, 'strategy.model_wrapper', _STATE_DICT_TYPES[state_dict_cfg],
+                          activation_checkpointing)
 
 
 # -- DeepSpeed ----------------------------------------------------------------------------------
@@ -302,8 +274,7 @@ STRATEGIES: Dict[str, Callable[[Dict[str, Any], StrategyContext], StrategySpec]]
 #: Runner ``model_wrapper_cfg`` type -> translation of the wrapper's kwargs into a Lightning strategy.
 MODEL_WRAPPERS: Dict[str, Callable[[Dict[str, Any], StrategyContext], StrategySpec]] = {
     'MMDistributedDataParallel': _ddp_strategy,
-    'MMFullyShardedDataParallel': lambda kwargs, ctx: _fsdp_strategy(
-        _fsdp_kwargs(kwargs, 'model_wrapper_cfg'), ctx),
+    'MMFullyShardedDataParallel': lambda kwargs, ctx: _fsdp_strategy(kwargs, ctx, 'model_wrapper_cfg'),
 }
 
 #: Keys mmengine's strategies take that belong to the runner, not to the strategy object.

@@ -36,3 +36,28 @@ def no_launcher_environment(monkeypatch):
         for name in (rule.world_size, rule.per_node, rule.nodes, *rule.process):
             if name:
                 monkeypatch.delenv(name, raising=False)
+
+
+#: Files of model and optimizer state: the bulk of what tests write (checkpoints of full-size models in the
+#: OpenMMLab suite), removed when a test that wrote them has passed. Directories and logs stay, since
+#: mmengine's process-wide loggers and visualizers may still write into an earlier test's work_dir.
+STATE_FILE_SUFFIXES = ('.pth', '.ckpt', '.pt', '.distcp')
+
+
+@pytest.fixture(autouse=True)
+def _free_state_files(request):
+    yield
+    report, tmp_path = getattr(request.node, 'rep_call', None), request.node.funcargs.get('tmp_path')
+    if tmp_path is None or report is None or not report.passed:
+        return
+    for path in tmp_path.rglob('*'):
+        if path.suffix in STATE_FILE_SUFFIXES and path.is_file():
+            path.unlink()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``rep_call``), for fixtures that act on the outcome."""
+    report = yield
+    setattr(item, f'rep_{report.when}', report)
+    return report

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -48,6 +49,12 @@ class RunRecord:
     test_epoch_metrics: List[dict] = field(default_factory=list)
 
 
+def unique_name(prefix: str) -> str:
+    """An experiment name no other run of this process has: names key mmengine's global loggers and
+    visualizers, and a reused one writes into the first run's (by then removed) work_dir."""
+    return f'{prefix}_{uuid.uuid4().hex[:12]}'
+
+
 def run(runner_cls: type, cfg: dict, work_dir: str, name: str, test: bool = False) -> RunRecord:
     cfg = copy.deepcopy(cfg)
     cfg.update(work_dir=work_dir, experiment_name=name)
@@ -70,13 +77,12 @@ def run_both(cfg: dict, tmp_path, test: bool = False, before_each: Optional[Call
     fresh process starts from and the config's seed does not reach (imgaug's global generator, say), so
     the second run does not start where the first left it.
     """
-    # Experiment names key mmengine's global loggers/visualizers: keep them unique per test.
     if before_each is not None:
         before_each()
-    reference = run(Runner, cfg, str(tmp_path / 'mmengine'), f'mmengine_{tmp_path.name}', test)
+    reference = run(Runner, cfg, str(tmp_path / 'mmengine'), unique_name('mmengine'), test)
     if before_each is not None:
         before_each()
-    ours = run(FlexibleRunner, cfg, str(tmp_path / 'ours'), f'ours_{tmp_path.name}', test)
+    ours = run(FlexibleRunner, cfg, str(tmp_path / 'ours'), unique_name('ours'), test)
     return reference, ours
 
 
@@ -122,7 +128,7 @@ def fit_with_own_trainer(cfg: dict, tmp_path, name: str, ckpt_path: Optional[str
     import lightning as L
 
     from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
-    cfg = load_config(cfg, dict(work_dir=str(tmp_path / name), experiment_name=f'{name}_{tmp_path.name}'))
+    cfg = load_config(cfg, dict(work_dir=str(tmp_path / name), experiment_name=unique_name(name)))
     module = ConfigModule.from_config(cfg)
     recorder = ParityRecorder()
     module.runner.register_hook(recorder)

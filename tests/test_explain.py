@@ -34,9 +34,12 @@ FSDP_EXTRAS = """
 optim_wrapper = dict(type='AmpOptimWrapper', dtype='float16', loss_scale=512.0, accumulative_counts=4,
                      optimizer=dict(type='AdamW', lr=0.01))
 visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
-custom_hooks = [dict(type='EMAHook'),
-                dict(type='lightning.pytorch.callbacks.LearningRateMonitor', logging_interval='step')]
+custom_hooks = [dict(type='lightning.pytorch.callbacks.LearningRateMonitor', logging_interval='step')]
 """
+EMA = "custom_hooks = [dict(type='EMAHook'), *custom_hooks]\n"
+
+#: What a config's strategy type is translated to.
+LIGHTNING_STRATEGY = {'FSDPStrategy': 'FSDP2Strategy'}
 
 
 @pytest.fixture(autouse=True)
@@ -66,9 +69,10 @@ def test_json_for_a_gpu_cluster_on_a_cpu_machine(tmp_path, capsys, strategy):
     assert status == 0, report['warnings']
     assert {'trainer', 'strategy', 'schedule', 'hooks', 'loggers', 'warnings'} <= set(report)
     trainer = report['trainer']
+    translated = LIGHTNING_STRATEGY.get(strategy, strategy)
     assert (trainer['strategy'], trainer['accelerator'], trainer['devices'], trainer['num_nodes']) == \
-        (strategy, 'gpu', 8, 2)
-    assert report['strategy']['name'] == strategy
+        (translated, 'gpu', 8, 2)
+    assert report['strategy']['name'] == translated
     settings = report['strategy']['settings']
     assert settings['process_group_backend'] == 'nccl' and settings['timeout'] == 1800.0
     assert settings['cluster_environment'] == 'TorchElasticEnvironment'
@@ -78,12 +82,12 @@ def test_json_for_a_gpu_cluster_on_a_cpu_machine(tmp_path, capsys, strategy):
 
 def test_strategy_settings_and_precision_as_translated(tmp_path, capsys):
     _, report = _explain_json(capsys, _config(tmp_path, 'FSDPStrategy', FSDP_EXTRAS), *GPU_CLUSTER)
-    settings = report['strategy']['settings']
-    assert settings['sharding_strategy'] == 'FULL_SHARD' and settings['state_dict_type'] == 'full'
-    assert settings['mixed_precision']['param_dtype'] == 'bfloat16'
-    assert report['precision'] == dict(precision='16-mixed', plugin='FSDPPrecision',
-                                       scaler='StaticShardedGradScaler', loss_scale=512.0)
-    assert report['trainer']['plugins'] == ['FSDPPrecision']
+    plan = report['strategy']['settings']['plan']
+    assert (plan['layout'], plan['reshard_after_forward'], plan['state_dict_type']) == ('shard', True, 'full')
+    assert plan['param_dtype'] == 'bfloat16'
+    assert report['precision'] == dict(precision='16-mixed', plugin='MixedPrecision',
+                                       scaler='StaticGradScaler', loss_scale=512.0)
+    assert report['trainer']['plugins'] == ['MixedPrecision']
     assert report['trainer']['callbacks'] == ['LearningRateMonitor']
     assert report['trainer']['logger'] == ['TensorBoardLogger']
     _, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy'), *GPU_CLUSTER)
@@ -92,7 +96,7 @@ def test_strategy_settings_and_precision_as_translated(tmp_path, capsys):
 
 
 def test_hooks_by_stage_and_lightning_callbacks(tmp_path, capsys):
-    _, report = _explain_json(capsys, _config(tmp_path, 'FSDPStrategy', FSDP_EXTRAS), *GPU_CLUSTER)
+    _, report = _explain_json(capsys, _config(tmp_path, 'DDPStrategy', FSDP_EXTRAS + EMA), *GPU_CLUSTER)
     stages = {entry['stage']: entry for entry in report['hooks']['by_stage']}
     assert stages['after_train_iter']['lightning_event'] == 'on_train_batch_end'
     assert stages['after_train_iter']['hooks'] == ['RuntimeInfoHook', 'IterTimerHook', 'EMAHook', 'LoggerHook',
@@ -119,11 +123,11 @@ def test_refusals_a_run_on_the_layout_would_meet(tmp_path, capsys):
                                    '--accelerator', 'cpu', '--devices', '2', '--num-nodes', '1')
     assert status == 1
     refusals = [w['message'] for w in report['warnings'] if w['kind'] == 'refusal']
-    assert any(m.startswith("strategy.type: Lightning's FSDPStrategy needs GPUs") for m in refusals)
+    assert not any('needs GPUs' in m for m in refusals)  # FSDP2 shards on CPU processes too
     assert any(m.startswith("env_cfg.dist_cfg.backend: 'nccl' needs GPU devices") for m in refusals)
     assert any(m.startswith('optim_wrapper: AmpOptimWrapper with float16 needs a GPU') for m in refusals)
     assert report['trainer'] is None  # no Trainer arguments for a layout the translation refuses
-    assert report['strategy']['name'] == 'FSDPStrategy'  # the rest is still explained
+    assert report['strategy']['name'] == 'FSDP2Strategy'  # the rest is still explained
     assert report['schedule']['validation']['count'] == 10
 
 
@@ -196,3 +200,13 @@ def test_shipped_openmmlab_configs_are_explained(package, index, tmp_path, monke
         pytest.skip(f'{package} does not import here')
     monkeypatch.chdir(tmp_path)
     check_explains(sample_configs(package, 3)[index], capsys)
+
+
+def test_fsdp_notes_settings_fsdp2_has_no_equal_for_and_refuses_a_hook_that_copies_the_model(tmp_path, capsys):
+    extras = FSDP_EXTRAS + EMA + "strategy = dict(type='FSDPStrategy', model_wrapper=dict(backward_prefetch='BACKWARD_PRE'))\n"
+    status, report = _explain_json(capsys, _config(tmp_path, 'FSDPStrategy', extras), *GPU_CLUSTER)
+    assert status == 1
+    kinds = {w['message'].partition(':')[0]: w['kind'] for w in report['warnings']}
+    assert kinds["strategy.model_wrapper.backward_prefetch='BACKWARD_PRE'"] == 'approximation'
+    assert kinds['custom_hooks'] == 'refusal'
+    assert any(w['message'].startswith('custom_hooks: EMAHook copies the model (deepcopy)') for w in report['warnings'])

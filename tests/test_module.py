@@ -8,7 +8,7 @@ from conftest import data
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from mmengine.runner import Runner
-from parity import ParityRecorder, fit_with_own_trainer, run
+from parity import ParityRecorder, fit_with_own_trainer, run, unique_name
 
 from mm_lightning import ConfigDataModule, ConfigModule, load_config, trainer_kwargs
 
@@ -32,7 +32,7 @@ class CountingCallback(Callback):
 
 
 def test_own_trainer_with_callbacks_and_logger_matches_mmengine(tmp_path):
-    reference = run(Runner, CFG, str(tmp_path / 'mm'), f'mm_{tmp_path.name}')
+    reference = run(Runner, CFG, str(tmp_path / 'mm'), unique_name('mm'))
 
     cfg = load_config(CFG, dict(work_dir=str(tmp_path / 'ours'), experiment_name=f'own_{tmp_path.name}'))
     module = ConfigModule.from_config(cfg)

@@ -15,6 +15,7 @@ from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 
 from mm_lightning import ConfigError, trainer_kwargs
+from mm_lightning.sharding import FSDP2Strategy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCHRUN_ENV = dict(WORLD_SIZE='4', LOCAL_WORLD_SIZE='2', RANK='0', LOCAL_RANK='0', GROUP_RANK='0',
@@ -58,41 +59,48 @@ def test_runner_style_ddp_defaults_and_model_wrapper_cfg(torchrun):
     assert strategy._ddp_kwargs == dict(static_graph=True)
     strategy = _kwargs(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel', sharding_strategy='SHARD_GRAD_OP',
                                               use_orig_params=True))['strategy']
-    assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy.name == 'SHARD_GRAD_OP'
+    assert isinstance(strategy, FSDP2Strategy) and strategy.plan.reshard_after_forward is False
     with pytest.raises(ConfigError, match='model_wrapper_cfg.type: .MMSeparateDistributedDataParallel. is not'):
         _kwargs(model_wrapper_cfg=dict(type='MMSeparateDistributedDataParallel'))
 
 
-def test_fsdp_options(torchrun):
+def test_fsdp_options_become_an_fsdp2_plan_with_notes_for_what_has_no_equal(torchrun):
     from mmengine.registry import FUNCTIONS
-    from torch.distributed.fsdp import BackwardPrefetch, CPUOffload
 
     def check_linear(module):
         return isinstance(module, torch.nn.Linear)
 
-    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
     FUNCTIONS.register_module(name='check_linear', module=check_linear, force=True)
-    FUNCTIONS.register_module(module=size_based_auto_wrap_policy, force=True)
     kwargs = _kwargs(strategy=dict(
         type='FSDPStrategy', state_dict_cfg='full',
         model_wrapper=dict(sharding_strategy='HYBRID_SHARD', cpu_offload=True, use_orig_params=False,
                            backward_prefetch='BACKWARD_POST',
-                           auto_wrap_policy=dict(type='size_based_auto_wrap_policy', min_num_params=1000),
+                           auto_wrap_policy=dict(type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy',
+                                                 min_num_params=1000),
                            mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32',
                                                 buffer_dtype='bfloat16')),
         activation_checkpointing=dict(check_fn='check_linear')))
     strategy = kwargs['strategy']
-    assert isinstance(strategy, FSDPStrategy)
-    assert strategy.sharding_strategy.name == 'HYBRID_SHARD' and strategy._state_dict_type == 'full'
-    assert strategy.cpu_offload == CPUOffload(offload_params=True)
-    assert strategy.mixed_precision.param_dtype == torch.bfloat16
-    assert strategy.mixed_precision.reduce_dtype == torch.float32
-    assert strategy.kwargs['use_orig_params'] is False
-    assert strategy.kwargs['backward_prefetch'] == BackwardPrefetch.BACKWARD_POST
-    assert strategy.kwargs['auto_wrap_policy'].keywords == dict(min_num_params=1000)
-    policy = strategy._activation_checkpointing_kwargs['auto_wrap_policy']
-    assert policy(torch.nn.Linear(2, 2), recurse=False) and not policy(torch.nn.ReLU(), recurse=False)
-    assert _kwargs(strategy=dict(type='FSDPStrategy'))['strategy']._state_dict_type == 'sharded'  # mmengine 'local'
+    assert isinstance(strategy, FSDP2Strategy) and kwargs['accelerator'] == 'cpu'  # FSDP2 runs on CPU too
+    plan = strategy.plan
+    assert (plan.layout, plan.reshard_after_forward, plan.state_dict_type) == ('hybrid', True, 'full')
+    assert plan.cpu_offload and (plan.param_dtype, plan.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert plan.auto_wrap_policy.keywords == dict(min_num_params=1000)
+    assert plan.activation_checkpointing(torch.nn.Linear(2, 2)) and not plan.activation_checkpointing(torch.nn.ReLU())
+    assert sorted(note.partition(':')[0] for note in plan.notes) == [
+        "strategy.model_wrapper.backward_prefetch='BACKWARD_POST'",
+        "strategy.model_wrapper.mixed_precision.buffer_dtype='bfloat16'",
+        'strategy.model_wrapper.use_orig_params=False']
+    assert _kwargs(strategy=dict(type='FSDPStrategy'))['strategy'].plan.state_dict_type == 'sharded'  # 'local'
+    for strategy_name, layout in (('FULL_SHARD', ('shard', True)), ('SHARD_GRAD_OP', ('shard', False)),
+                                  ('NO_SHARD', ('replicate', False)), ('_HYBRID_SHARD_ZERO2', ('hybrid', False))):
+        plan = _kwargs(strategy=dict(type='FSDPStrategy', model_wrapper=dict(sharding_strategy=strategy_name)))[
+            'strategy'].plan
+        assert (plan.layout, plan.reshard_after_forward) == layout, strategy_name
+    with pytest.raises(ConfigError, match=r'strategy.model_wrapper.sharding_strategy: .HALF_SHARD. is not one of'):
+        _kwargs(strategy=dict(type='FSDPStrategy', model_wrapper=dict(sharding_strategy='HALF_SHARD')))
+    with pytest.raises(ConfigError, match=r'strategy.model_wrapper: unsupported options \[.flat_param.\]'):
+        _kwargs(strategy=dict(type='FSDPStrategy', model_wrapper=dict(flat_param=True)))
 
 
 def test_deepspeed_config_and_precision(torchrun, tmp_path):

@@ -29,9 +29,13 @@ from mmengine.hooks import Hook  # noqa: E402
 RANK = int(os.environ.get('RANK', 0))
 
 
-def config(work_dir, own_trainer):
+def config(work_dir, own_trainer, fsdp=None):
     checkpoint = None if own_trainer else dict(type='CheckpointHook', interval=5, by_epoch=False)
-    return dict(
+    extra = {} if fsdp is None else dict(strategy=dict(
+        type='FSDPStrategy', state_dict_cfg=fsdp,
+        model_wrapper=dict(auto_wrap_policy=dict(type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy',
+                                                 min_num_params=100))))
+    return dict(**extra,
         model=dict(type='ToyClassifier', dropout=0.3),
         work_dir=work_dir, experiment_name=f'ddp_resume_{os.getpid()}',
         train_dataloader=dict(dataset=dict(type='AugmentedBlobDataset', size=32), batch_size=4, num_workers=0,
@@ -43,7 +47,7 @@ def config(work_dir, own_trainer):
         param_scheduler=dict(type='CosineAnnealingLR', T_max=12, by_epoch=False),
         train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint),
-        custom_hooks=[dict(type='EMAHook', momentum=0.2)],
+        custom_hooks=[] if fsdp else [dict(type='EMAHook', momentum=0.2)],  # FSDP2 modules refuse deepcopy
         launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='gloo')),
         randomness=dict(seed=7, diff_rank_seed=True))
 
@@ -110,9 +114,21 @@ def _hooks(args):
     return hooks
 
 
+def _full(model):
+    """The whole state on every rank (gathered from the shards under FSDP; every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.tensor import DTensor
+    state = model.state_dict()
+    if any(isinstance(value, DTensor) for value in state.values()):
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
 def _final(model, ema):
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    weights.update({f'ema.{k}': v.detach().clone() for k, v in ema.ema_model.state_dict().items()})
+    weights = _full(model)
+    if ema is not None:
+        weights.update({f'ema.{k}': v for k, v in _full(ema.ema_model).items()})
     return weights
 
 
@@ -125,9 +141,10 @@ def main():
     parser.add_argument('--own-trainer', action='store_true')
     parser.add_argument('--ckpt-path')
     parser.add_argument('--pace', type=float, default=0.0)
+    parser.add_argument('--fsdp', choices=('full', 'local'), help="FSDPStrategy with this state_dict_cfg")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer)
+    cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer, args.fsdp)
     if args.own_trainer:
         import lightning as L
         from lightning.pytorch.callbacks import ModelCheckpoint
@@ -153,7 +170,7 @@ def main():
         finished = runner.module.progress.finished
     if finished:  # not stopped by SIGTERM
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        ema = next(hook for hook in runner.hooks if type(hook).__name__ == 'EMAHook')
+        ema = next((hook for hook in runner.hooks if type(hook).__name__ == 'EMAHook'), None)
         torch.save(_final(model, ema), os.path.join(args.out, f'final_rank{RANK}.pt'))
 
 

@@ -1,0 +1,133 @@
+"""mmengine's FSDPStrategy on 2 CPU processes (torchrun, gloo): FSDP2 through Lightning's ModelParallelStrategy.
+
+* The command line trains an FSDPStrategy config and ends where one process ends on the same samples
+  (twice the batch): weights within 1e-6, the same validation metrics, each validation sample counted
+  once. Not bit for bit: two ranks reduce their gradients in another order than one batch sums them.
+* Within FSDP, resume is bit for bit, from full files (``state_dict_cfg='full'``) after a SIGKILL
+  inside an accumulation window, and from sharded directories (``'local'``) after a SIGTERM.
+* A sharded directory converts to the full file the ``'full'`` run wrote at the same iteration, and
+  resumes on one process (a different world size: torch's distributed checkpoint reshards).
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import load_checkpoint as mmengine_load_checkpoint
+
+from distributed_runs import ENV, HERE, RANKS, SCRIPT, assert_resumed_exactly, final, records, torchrun
+from mm_lightning import ConfigError, FlexibleRunner, load_config, serialization
+from mm_lightning.cli import main as cli
+
+CONFIG = os.path.join(HERE, 'configs', 'fsdp_toy.py')
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+
+#: Two ranks' gradients are reduced in another order than one batch of both sums them (float rounding).
+ACROSS_WORLD_SIZES = 1e-6
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    """The 2-rank FSDP run with full checkpoints, uninterrupted: every rank's records and final weights."""
+    out = tmp_path_factory.mktemp('fsdp_full')
+    torchrun(out, '--fsdp', 'full')
+    return out, {rank: (records(out, rank), final(out, rank)) for rank in RANKS}
+
+
+def _scalars(work_dir):
+    (path,) = glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _validations(work_dir):
+    return [{k: v for k, v in row.items() if k.startswith('toy/')} for row in _scalars(work_dir) if 'toy/count' in row]
+
+
+def test_command_line_fsdp_on_two_processes_ends_where_one_process_does(tmp_path):
+    sharded = str(tmp_path / 'fsdp')
+    result = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node=2', '-m', 'mm_lightning', 'train', CONFIG,
+                             '--launcher', 'pytorch', '--work-dir', sharded], capture_output=True, text=True,
+                            env=ENV, timeout=300, cwd=os.path.dirname(HERE))
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    cfg = load_config(CONFIG, dict(work_dir=str(tmp_path / 'one'), experiment_name='fsdp_one'))
+    cfg.pop('strategy')
+    cfg.train_dataloader.batch_size = 8  # both ranks' batches of 4 in one, as the sampler splits them
+    FlexibleRunner.from_cfg(cfg).train()
+
+    fsdp = serialization.read(os.path.join(sharded, 'epoch_2.pth'))
+    one = serialization.read(str(tmp_path / 'one' / 'epoch_2.pth'))
+    assert fsdp['state_dict'].keys() == one['state_dict'].keys()
+    for key, value in one['state_dict'].items():
+        torch.testing.assert_close(fsdp['state_dict'][key], value, atol=ACROSS_WORLD_SIZES, rtol=0, msg=key)
+    assert fsdp['meta']['iter'] == one['meta']['iter'] == 16
+    validations = _validations(sharded)
+    assert validations == _validations(str(tmp_path / 'one')) and len(validations) == 2
+    assert all(row['toy/count'] == 13 for row in validations)  # 13 samples on 2 ranks: the padding is dropped
+
+
+@pytest.mark.parametrize('state_dict_cfg, stop', [
+    ('full', 'after_train_iter:7:KILL'),  # inside an accumulation window (2 iterations each)
+    ('local', 'after_train_iter:8:TERM'),  # a preemption at an epoch's end (4 iterations each)
+])
+def test_a_stopped_run_resumes_every_rank_exactly(tmp_path, uninterrupted, state_dict_cfg, stop):
+    work_dir = str(tmp_path / 'work')
+    stopped = torchrun(tmp_path / 'stopped', '--work-dir', work_dir, '--fsdp', state_dict_cfg, '--at', stop,
+                       check=False)
+    assert (stopped.returncode == 0) == stop.endswith('TERM'), stopped.stderr[-4000:]
+    last = open(os.path.join(work_dir, 'last_checkpoint')).read()
+    assert os.path.basename(last) == ('iter_5.pth' if stop.endswith('KILL') else 'iter_8.pth')
+    assert os.path.isdir(last) == (state_dict_cfg == 'local')
+    torchrun(tmp_path / 'resumed', '--work-dir', work_dir, '--fsdp', state_dict_cfg, '--resume')
+    assert_resumed_exactly(uninterrupted[1], tmp_path / 'stopped', tmp_path / 'resumed',
+                           stopped_counts=stop.endswith('TERM'))
+    if state_dict_cfg == 'local':
+        _check_sharded_directories(tmp_path, work_dir, os.path.join(uninterrupted[0], 'work'))
+
+
+def _check_sharded_directories(tmp_path, work_dir, full_work_dir):
+    """What the sharded files of the run above must also do (kept here: they need no more processes)."""
+    sharded = os.path.join(work_dir, 'iter_5.pth')
+    assert sorted(os.listdir(sharded)) == ['.metadata', '__0_0.distcp', '__1_0.distcp', 'meta.pth']
+    assert not glob.glob(os.path.join(work_dir, '*.partial'))
+
+    # convert-checkpoint: the full file the 'full' run wrote at the same iteration
+    converted = str(tmp_path / 'iter_5_full.pth')
+    assert cli(['convert-checkpoint', sharded, converted]) == 0
+    ours, theirs = serialization.read(converted), serialization.read(os.path.join(full_work_dir, 'iter_5.pth'))
+    assert ours['state_dict'].keys() == theirs['state_dict'].keys()
+    for key, value in theirs['state_dict'].items():
+        assert torch.equal(ours['state_dict'][key], value), key
+    assert ours['optimizer']['param_groups'] == theirs['optimizer']['param_groups']
+    for index, state in theirs['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(ours['optimizer']['state'][index][name], value), (index, name)
+    assert ours['meta']['iter'] == theirs['meta']['iter'] == 5
+    model = FlexibleRunner.from_cfg(_one_process_cfg(tmp_path / 'load', None, None)).model
+    mmengine_load_checkpoint(model, converted, strict=True)  # mmengine reads the converted file
+
+    # another world size: refused inside a pass; iter_8.pth (epoch 2's end) continues on one process
+    scaled = dict(enable=True, base_batch_size=8)
+    inside = FlexibleRunner.from_cfg(_one_process_cfg(tmp_path / 'inside', sharded, scaled))
+    with pytest.raises(ConfigError, match=r'written by 2 processes inside a pass over the data and this run has 1'):
+        inside.train()
+    runner = FlexibleRunner.from_cfg(_one_process_cfg(tmp_path / 'continued', os.path.join(work_dir, 'iter_8.pth'),
+                                                      scaled))
+    runner.train()
+    assert runner.iter == 8 + 8  # epoch 3: 8 batches of 4 in one process
+
+
+def _one_process_cfg(work_dir, resume, auto_scale_lr):
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    try:
+        from ddp_resume import config
+    finally:
+        sys.path.remove(os.path.dirname(SCRIPT))
+    cfg = config(str(work_dir), own_trainer=False)
+    cfg.update(launcher='none', resume=resume, auto_scale_lr=auto_scale_lr, experiment_name=os.path.basename(work_dir),
+               custom_hooks=[])
+    return cfg
