@@ -231,8 +231,13 @@ def _hooks(cfg: Config) -> Tuple[dict, HookList]:
     custom = cfg.get('custom_hooks') or []
     hooks = HookList()
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
-        # Visualization hooks look the run's visualizer up when built; its backends write nothing until used.
-        build_visualizer(cfg.get('visualizer'), unused_name('explain'), LOG_DIR)
+        # Visualization hooks look the run's visualizer up when built. Explain's has a name of its own (a name
+        # mmengine looks up again would hand a later run this instance) and no backends: it writes nothing.
+        visualizer = cfg.get('visualizer')
+        if visualizer is None or isinstance(visualizer, Mapping):
+            visualizer = {'type': 'Visualizer', **(visualizer or {}), 'name': unused_name('explain'),
+                          'vis_backends': []}
+        build_visualizer(visualizer, unused_name('explain'), LOG_DIR)
         for name, hook in merged_default_hooks(cfg.get('default_hooks')).items():
             hooks.register(hook, key=f'default_hooks.{name}')
         for index, hook in enumerate(custom):
