@@ -23,14 +23,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import mmengine
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 from torch.distributed.tensor import DTensor
 
-from . import rng, serialization, sharded_state, weights
+from . import deepspeed_state, rng, serialization, sharded_state, weights
 from .config import ConfigError, config_error
 from .convert import MODULE_PREFIX, STATE_KEY, as_mmengine, check_resumable, own_rank_state
 from .optim import wrappers_of
@@ -174,9 +174,15 @@ def _fsdp2(module: Any) -> bool:
     return is_sharded(module.model)
 
 
+def _deepspeed_engine(module: Any) -> Any:
+    """The DeepSpeed engine Lightning's DeepSpeedStrategy runs (None under any other strategy)."""
+    strategy = _strategy(module)
+    return strategy.deepspeed_engine if isinstance(strategy, DeepSpeedStrategy) else None
+
+
 def gathers_state(module: Any) -> bool:
-    """Whether saving needs every rank: FSDP keeps model and optimizer state sharded."""
-    return isinstance(_strategy(module), FSDPStrategy) or _fsdp2(module)
+    """Whether saving needs every rank: FSDP and DeepSpeed keep model and optimizer state sharded."""
+    return isinstance(_strategy(module), FSDPStrategy) or _fsdp2(module) or _deepspeed_engine(module) is not None
 
 
 def writes_parts(module: Any) -> bool:
@@ -192,14 +198,10 @@ def writes_shards(module: Any) -> bool:
 
 
 def _check_supported(module: Any, action: str) -> None:
-    strategy = _strategy(module)
-    if type(strategy).__name__ == 'DeepSpeedStrategy' and (action != 'save' or strategy.zero_stage_3):
-        raise ConfigError(f'strategy: mmengine-format checkpoints cannot {action} DeepSpeed '
-                          f'{"ZeRO-3 partitioned " if strategy.zero_stage_3 else ""}state here; '
-                          "use Lightning's ModelCheckpoint (DeepSpeed's own checkpoint format)")
     if action != 'save' and writes_parts(module):
-        raise ConfigError("strategy.state_dict_cfg: loading sharded FSDP checkpoints is not supported; "
-                          "save with state_dict_cfg='full'")
+        raise ConfigError("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
+                          "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
+                          "(FSDP2), whose sharded checkpoints load")
 
 
 def model_state_dict(module: Any) -> dict:
@@ -217,6 +219,8 @@ def model_state_dict(module: Any) -> dict:
 def optimizer_state_dict(module: Any) -> dict:
     """``optim_wrapper.state_dict()`` with the AMP loss scaler; gathered through Lightning under FSDP."""
     strategy = _strategy(module)
+    if _deepspeed_engine(module) is not None:  # the engine writes its optimizer itself, as mmengine's does
+        return {deepspeed_state.ENGINE_KEY: True}
     if writes_shards(module):  # the tensors are in the shards, under the wrapper's name
         state = _wrapper_states(module, lambda name, optimizer: {sharded_state.SHARDS_KEY: name})
     elif _fsdp2(module):
@@ -287,6 +291,8 @@ def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: li
 
 def load_optimizer_state(module: Any, state: dict) -> None:
     """``optim_wrapper.load_state_dict`` and the loss scaler; scattered through Lightning under FSDP."""
+    if state.get(deepspeed_state.ENGINE_KEY):
+        return  # loaded by the engine with the model (see load_checkpoint)
     state = dict(state)
     scaler_state = state.pop('loss_scaler', None)
     if scaler_state is not None and module.runner.grad_scaler is not None:
@@ -324,7 +330,8 @@ def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_s
     checkpoint: Dict[str, Any] = {
         'meta': run_meta(module, meta, loop_state),
         # sharded: the weights are in the shards (sharded_state), not gathered
-        'state_dict': OrderedDict() if writes_shards(module) else weights_to_cpu(model_state_dict(module)),
+        'state_dict': OrderedDict() if writes_shards(module) or _deepspeed_engine(module) is not None
+        else weights_to_cpu(model_state_dict(module)),
         'message_hub': state.pop('message_hub'),
     }
     # What mmengine leaves out of a file (a best checkpoint's optimizer and schedulers) is kept in
@@ -374,6 +381,11 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
         loop_state = module.progress.snapshot()
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
     checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, ranks)
+    engine = _deepspeed_engine(module)
+    if engine is not None:  # the engine's directory, mmengine's checkpoint as its client state
+        module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        deepspeed_state.save(engine, filepath, checkpoint)
+        return filepath if module.context.rank == 0 else None
     if shards:  # a directory of every rank's shards and rank 0's meta.pth
         module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         sharded_state.save_sharded(filepath, module.model, _optimizers(module), checkpoint,
@@ -427,13 +439,17 @@ def sources(work_dir: str, resume: Union[bool, str], load_from: Optional[str],
     return None, load_from
 
 
+def _is_directory_checkpoint(path: str) -> bool:
+    """A sharded FSDP or a DeepSpeed checkpoint directory (each renamed into place once whole)."""
+    return sharded_state.is_sharded_checkpoint(path) or deepspeed_state.is_deepspeed_checkpoint(path)
+
+
 def _exists(path: str) -> bool:
-    return os.path.isfile(path) or sharded_state.is_sharded_checkpoint(path)
+    return os.path.isfile(path) or _is_directory_checkpoint(path)
 
 
 def _is_whole(path: str) -> bool:
-    """A checkpoint file written in full, or a sharded directory (renamed into place once whole)."""
-    return serialization.is_whole(path) or sharded_state.is_sharded_checkpoint(path)
+    return serialization.is_whole(path) or _is_directory_checkpoint(path)
 
 
 def read_checkpoint(filename: str, map_location: Union[str, Callable] = 'cpu') -> dict:
@@ -472,12 +488,29 @@ def load_or_resume(module: Any, weights_only: bool = False) -> bool:
 
 
 def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
-                    revise_keys: list = [(r'^module.', '')], purpose: str = 'load') -> dict:
+                    revise_keys: list = [(r'^module.', '')], purpose: str = 'load',
+                    with_optimizer: bool = False) -> dict:
     """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``; a file of either
-    format (a Lightning one is converted in memory). ``purpose`` is why: see :data:`weights.REFUSED`."""
+    format (a Lightning one is converted in memory). ``purpose`` is why: see :data:`weights.REFUSED`.
+    A DeepSpeed directory is loaded by the run's engine (its optimizer too, ``with_optimizer``)."""
+    if deepspeed_state.is_deepspeed_checkpoint(filename):
+        return _load_deepspeed(module, filename, with_optimizer)
     checkpoint = as_mmengine(read_checkpoint(filename, map_location), filename)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
+    module.loaded = True
+    module.context.logger.info(f'Load checkpoint from {filename}')
+    return checkpoint
+
+
+def _load_deepspeed(module: Any, filename: str, with_optimizer: bool) -> dict:
+    engine = _deepspeed_engine(module)
+    if engine is None:
+        raise ConfigError(f'resume: {filename} is a DeepSpeed checkpoint directory: load it under '
+                          "strategy.type='DeepSpeedStrategy', or turn it into one file with DeepSpeed's "
+                          'zero_to_fp32.py')
+    checkpoint = serialization.from_safe(deepspeed_state.load(engine, filename, with_optimizer))
+    module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     module.loaded = True
     module.context.logger.info(f'Load checkpoint from {filename}')
     return checkpoint
@@ -491,7 +524,7 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
     if module.progress is None:
         raise RuntimeError('resume: the training loop is not built; resume a run that trains (train_cfg), '
                            "through the runner's train_loop or a Trainer that fits")
-    checkpoint = load_checkpoint(module, filename, map_location=map_location)
+    checkpoint = load_checkpoint(module, filename, map_location=map_location, with_optimizer=resume_optimizer)
     check_resumable(checkpoint, filename, 'resume')
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
     module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')

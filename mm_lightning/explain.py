@@ -345,16 +345,11 @@ def _strategy_kwargs(spec: Any, name: str) -> Optional[Mapping[str, Any]]:
 
 def _checkpoint_io(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
     loads = bool(cfg.get('resume')) or cfg.get('load_from') is not None
-    deepspeed, fsdp = _strategy_kwargs(spec, 'DeepSpeedStrategy'), _strategy_kwargs(spec, 'FSDPStrategy')
-    if deepspeed is not None and loads:
-        return REFUSAL, ('strategy: mmengine-format checkpoints cannot be loaded into DeepSpeed state; '
-                         "use Lightning's ModelCheckpoint (DeepSpeed's own checkpoint format)")
-    if deepspeed is not None and (deepspeed['config'].get('zero_optimization') or {}).get('stage') == 3:
-        return REFUSAL, ('strategy.zero_optimization.stage: CheckpointHook cannot write ZeRO-3 partitioned '
-                         "state in mmengine format; use Lightning's ModelCheckpoint")
-    if fsdp is not None and loads and fsdp.get('state_dict_type') == 'sharded':
-        return REFUSAL, ("strategy.state_dict_cfg: loading sharded FSDP checkpoints is not supported; "
-                         "save with state_dict_cfg='full'")
+    fsdp1 = _strategy_kwargs(spec, 'FSDPStrategy')  # Lightning's own FSDPStrategy, named in the config
+    if fsdp1 is not None and loads and fsdp1.get('state_dict_type') == 'sharded':
+        return REFUSAL, ("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
+                         "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
+                         "(FSDP2), whose sharded checkpoints load")
     return None
 
 

@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import secrets
+import shutil
 import zipfile
 from typing import IO, Any, Callable, Optional
 
@@ -186,6 +187,21 @@ def _replace(filepath: str, mode: str, write_to: Callable[[IO], Any]) -> None:
             os.unlink(tmp_path)
         raise
     _fsync_directory(directory)
+
+
+def replace_path(new: str, path: str) -> None:
+    """``new`` (a written file or directory) at ``path``. A checkpoint directory written again under its name
+    (``CheckpointHook`` rewrites ``epoch_N.pth`` after a new best) is whole under one of two names throughout."""
+    if os.path.isdir(path):
+        old = f'{path}.old'
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        os.rename(path, old)
+        os.rename(new, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, path)
+    _fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def _fsync_directory(directory: str) -> None:

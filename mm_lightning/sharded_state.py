@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .serialization import replace_path
+
 #: The file of a sharded checkpoint directory that holds everything but model and optimizer tensors.
 META_FILE = 'meta.pth'
 
@@ -122,24 +124,8 @@ def save_sharded(path: str, model: nn.Module, optimizers: Mapping[str, Optimizer
     dcp.save(_live_state(model, optimizers), checkpoint_id=partial)
     if _rank() == 0:
         write_meta(meta, os.path.join(partial, META_FILE))
-        _replace(partial, path)
+        replace_path(partial, path)
     _barrier()
-
-
-def _replace(new: str, path: str) -> None:
-    """``new`` at ``path``: a rewritten checkpoint (CheckpointHook writes ``epoch_N.pth`` again after a new best)
-    is whole at every moment under one of the two names."""
-    if os.path.isdir(path):
-        old = f'{path}.old'
-        if os.path.exists(old):
-            shutil.rmtree(old)
-        os.rename(path, old)
-        os.rename(new, path)
-        shutil.rmtree(old)
-    else:
-        if os.path.exists(path):
-            os.remove(path)
-        os.rename(new, path)
 
 
 def sharded_to_full(path: str) -> Dict[str, Any]:

@@ -38,7 +38,7 @@ def test_overhead_benchmark_runs(tmp_path):
 
 def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
     output = _run(['benchmarks/gpu_strategies.py', '--plan'], tmp_path)
-    assert 'FSDP bf16' in output and 'FSDPPrecision(bf16-mixed)' in output
+    assert "FSDP SHARD_GRAD_OP bf16  strategy=FSDP2Strategy precision=['MixedPrecision(bf16-mixed)']" in output
     assert 'DeepSpeed ZeRO-3 bf16' in output
 
 

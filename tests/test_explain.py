@@ -203,10 +203,20 @@ def test_shipped_openmmlab_configs_are_explained(package, index, tmp_path, monke
 
 
 def test_fsdp_notes_settings_fsdp2_has_no_equal_for_and_refuses_a_hook_that_copies_the_model(tmp_path, capsys):
-    extras = FSDP_EXTRAS + EMA + "strategy = dict(type='FSDPStrategy', model_wrapper=dict(backward_prefetch='BACKWARD_PRE'))\n"
+    extras = FSDP_EXTRAS + EMA + \
+        "strategy = dict(type='FSDPStrategy', model_wrapper=dict(backward_prefetch='BACKWARD_PRE'))\n"
     status, report = _explain_json(capsys, _config(tmp_path, 'FSDPStrategy', extras), *GPU_CLUSTER)
     assert status == 1
     kinds = {w['message'].partition(':')[0]: w['kind'] for w in report['warnings']}
     assert kinds["strategy.model_wrapper.backward_prefetch='BACKWARD_PRE'"] == 'approximation'
     assert kinds['custom_hooks'] == 'refusal'
     assert any(w['message'].startswith('custom_hooks: EMAHook copies the model (deepcopy)') for w in report['warnings'])
+
+
+def test_zero3_with_mmengine_default_hooks_and_resume_is_not_refused(tmp_path, capsys):
+    pytest.importorskip('deepspeed')
+    extras = "strategy = dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=3))\nresume = True\n"
+    status, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy', extras), *GPU_CLUSTER)
+    assert status == 0, report['warnings']
+    assert [w for w in report['warnings'] if w['kind'] == 'refusal'] == []
+    assert 'CheckpointHook' in {name for entry in report['hooks']['by_stage'] for name in entry['hooks']}

@@ -16,9 +16,9 @@ import sys
 
 import pytest
 import torch
+from distributed_runs import ENV, HERE, RANKS, SCRIPT, assert_resumed_exactly, final, records, torchrun
 from mmengine.runner.checkpoint import load_checkpoint as mmengine_load_checkpoint
 
-from distributed_runs import ENV, HERE, RANKS, SCRIPT, assert_resumed_exactly, final, records, torchrun
 from mm_lightning import ConfigError, FlexibleRunner, load_config, serialization
 from mm_lightning.cli import main as cli
 
