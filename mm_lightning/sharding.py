@@ -15,6 +15,7 @@ on each rank having initialised alike.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -24,6 +25,7 @@ import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch.strategies import ModelParallelStrategy
+from mmengine.logging import print_log
 from torch import nn
 from typing_extensions import override
 
@@ -282,7 +284,11 @@ class FSDP2Strategy(ModelParallelStrategy):
         super().setup_environment()
 
     def shard(self, model: nn.Module) -> None:
-        """Shard the mmengine model (``ConfigModule.configure_model`` calls it)."""
+        """Shard the mmengine model (``ConfigModule.configure_model`` calls it), once; the plan's notes are logged."""
+        if is_sharded(model):
+            return
+        for note in self.plan.notes:
+            print_log(f'FSDP2 approximation: {note}', logger='current', level=logging.WARNING)
         shard_model(model, self.plan, self.device_mesh, self.num_nodes)
 
 
