@@ -312,7 +312,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from .runner import FlexibleRunner
     cfg = build_config(args)
-    if args.command != 'train' and not osp.isfile(args.checkpoint):
+    if args.command != 'train' and not (osp.isfile(args.checkpoint) or osp.isdir(args.checkpoint)):  # or a sharded one
         raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
     validate_config(cfg, stages=('run', 'train', 'val') if args.command == 'train' else ('run', 'test'))
     runner = FlexibleRunner.from_cfg(cfg)
