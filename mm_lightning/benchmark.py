@@ -8,7 +8,8 @@ engine (JSON keys of ``engines.<name>``):
 
 ``time_per_iter_ms``      median time between the ends of consecutive iterations, after
                           ``warmup`` iterations (the first iteration never counts)
-``samples_per_s``         samples of those iterations over their total time
+``samples_per_s``         the median batch's samples over the median iteration time (so
+                          ``samples_per_s * time_per_iter_ms / 1000`` is the median batch size)
 ``data_loading_share``    share of that time spent between iterations: from one ``after_train_iter``
                           to the next ``before_train_iter`` (loading the batch, moving it to the
                           device, and the engine's own work between iterations)
@@ -77,9 +78,12 @@ def steady_state(iterations: Sequence[Iteration], warmup: int) -> Dict[str, Opti
         return dict(time_per_iter_ms=None, samples_per_s=None, data_loading_share=None)
     durations = [current.ended - previous.ended for previous, current in steady]
     waiting = [current.started - previous.ended for previous, current in steady]
-    total = sum(durations)
-    return dict(time_per_iter_ms=1000 * statistics.median(durations),
-                samples_per_s=sum(current.samples for _, current in steady) / total if total > 0 else None,
+    total, median = sum(durations), statistics.median(durations)
+    # Both timing figures come from the median iteration: a validation or a checkpoint between two
+    # iterations lengthens one of them, which a sum over all would spread into the throughput.
+    samples = statistics.median(current.samples for _, current in steady)
+    return dict(time_per_iter_ms=1000 * median,
+                samples_per_s=samples / median if median > 0 else None,
                 data_loading_share=sum(waiting) / total if total > 0 else None)
 
 
