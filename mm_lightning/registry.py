@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 from mmengine.registry import Registry
 from mmengine.utils import get_object_from_string
@@ -28,22 +28,52 @@ def build(registry: Registry, cfg: Any, key: str, default_args: Optional[dict] =
         return registry.build(cfg, default_args=default_args)
 
 
-def check_type_known(registry: Registry, name: str, key: str, scope: Optional[str] = None) -> None:
-    """Raise a ``ConfigError`` naming ``key`` and the registry when ``name`` is not registered."""
+def check_type_known(registry: Registry, name: str, key: str, scope: Optional[str] = None) -> Any:
+    """What ``name`` is registered as; a ``ConfigError`` naming ``key`` and the registry when it is not."""
     with registry.switch_scope_and_registry(scope) as scoped:
         try:
             found = scoped.get(name)
         except RuntimeError:  # mmengine's "Failed to get" for a dotted name whose object cannot be imported
             found = None
         if found is not None:
-            return
+            return found
         known = _registered_names(scoped)
-    close = difflib.get_close_matches(name, known, n=3)
+    close = suggestions(name, known)
     hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
     raise config_error(
         f'{key}: {name!r} is not in the {scoped.scope}::{scoped.name} registry (nor its parents), '
         f'and is not an importable dotted name.{hint} Register it, import its module through '
         "custom_imports=dict(imports=[...]), or check default_scope.", KeyError)
+
+
+def suggestions(name: str, known: Iterable[str], n: int = 3) -> List[str]:
+    """The known names closest to ``name``, case ignored (``Adamw`` -> ``AdamW`` first)."""
+    by_lower: Dict[str, str] = {}
+    for candidate in known:
+        by_lower.setdefault(candidate.lower(), candidate)
+    return [by_lower[match] for match in difflib.get_close_matches(name.lower(), list(by_lower), n=n)]
+
+
+def unexpected_arguments(cfg: Mapping[str, Any], cls: Any, key: str, filled: Iterable[str] = ()) -> None:
+    """Refuse, naming ``key.<argument>`` and the valid names, a config entry's argument ``cls`` does not take.
+
+    Only where the signature says so: a class whose ``__init__`` takes ``**kwargs`` passes its
+    arguments on, and what it accepts is not known here. ``filled`` are the arguments the builder
+    gives itself (an optimizer's ``params``) or consumes (``_scope_``)."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a builtin or an object without a signature: nothing to say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [name for name, p in parameters.items() if p.kind not in (inspect.Parameter.VAR_POSITIONAL,)]
+    ignored = {'type', '_scope_', *filled}
+    for name in cfg:
+        if name not in valid and name not in ignored:
+            close = suggestions(name, [*valid, 'type'])
+            hint = f'; did you mean {", ".join(map(repr, close))}?' if close else ''
+            raise config_error(f'{key}.{name}: {type_name(cls)} takes no argument {name!r} (it takes '
+                               f'{", ".join(v for v in valid if v not in filled) or "none"}){hint}', TypeError)
 
 
 @contextmanager

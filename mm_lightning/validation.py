@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from .config import ConfigError, config_error
 from .launchers import LAUNCHERS
-from .registry import check_type_known, type_name
+from .registry import check_type_known, suggestions, type_name, unexpected_arguments
 
 LOG_LEVELS = ('CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
 
@@ -300,11 +300,21 @@ def validate_config(cfg: Union[Config, Mapping[str, Any]], stages: Sequence[str]
     if unknown:
         raise ValueError(f'unknown stages {unknown}; stages are {list(STAGES)}')
     scope = cfg.get('default_scope', 'mmengine')
+    for pattern in NEEDS_TYPE:
+        if stage_of(pattern) in stages:
+            for path, entry in find(cfg, pattern):
+                _check_has_type(path, entry, cfg)
     for pattern, expect in RULES:
         if stage_of(pattern) not in stages:
             continue
         for path, value in find(cfg, pattern):
             _check_value(path, value, expect, cfg, scope)
+    if 'train' in stages:
+        _check_scheduler_ranges(cfg)
+        optim_wrapper = cfg.get('optim_wrapper')
+        if isinstance(optim_wrapper, Mapping) and 'type' not in optim_wrapper and _default_constructor(optim_wrapper):
+            # mmengine's default wrapper type
+            unexpected_arguments(optim_wrapper, OptimWrapper, 'optim_wrapper', CHECKED_ARGUMENTS['optim_wrapper.type'])
     for pattern in TYPED_ENTRIES:
         if stage_of(pattern) not in stages:
             continue
@@ -360,12 +370,58 @@ def _check_value(path: str, value: Any, expect: Expect, cfg: Mapping[str, Any], 
     raise ConfigError(f'{path}: expected {expect.what}, got {_show(value)}' + (f' ({detail})' if detail else ''))
 
 
+#: Registered entries whose arguments are checked against their type's signature -> the arguments their
+#: builder fills in or takes away itself (mmengine's optim wrapper constructor).
+CHECKED_ARGUMENTS: Dict[str, Tuple[str, ...]] = {
+    'optim_wrapper.type': ('optimizer', 'constructor', 'paramwise_cfg'),
+    'optim_wrapper.optimizer.type': ('params',),
+}
+
+#: Entries that need a ``type`` (their builder reads it): a key close to it is named.
+NEEDS_TYPE: Tuple[str, ...] = ('optim_wrapper.optimizer', 'custom_hooks[]', 'param_scheduler[]')
+
+
 def _check_registered(path: str, value: str, registry: Registry, cfg: Mapping[str, Any],
                       scope: Optional[str]) -> None:
     if path == 'optim_wrapper.optimizer.type' and not _default_constructor(cfg.get('optim_wrapper')):
         return  # a custom constructor decides what its optimizer config means
     parent = _parent(cfg, path)
-    check_type_known(registry, value, path, scope=parent.get('_scope_') or scope)
+    found = check_type_known(registry, value, path, scope=parent.get('_scope_') or scope)
+    if path in CHECKED_ARGUMENTS and _default_constructor(cfg.get('optim_wrapper')):
+        unexpected_arguments(parent, found, path.rpartition('.')[0], CHECKED_ARGUMENTS[path])
+
+
+def _check_scheduler_ranges(cfg: Mapping[str, Any]) -> None:
+    """A scheduler must start before it ends: its own ``end``, or (unset) the loop's end, which mmengine's
+    Runner gives it; a loop shortened under it (``train_cfg.max_epochs=1``) is named with it."""
+    loop = cfg.get('train_cfg')
+    if not isinstance(loop, Mapping):
+        return
+    loop_by_epoch = loop.get('by_epoch', 'max_epochs' in loop)
+    for path, scheduler in find(cfg, 'param_scheduler[]'):
+        if not isinstance(scheduler, Mapping):
+            continue
+        begin = scheduler.get('begin', 0)
+        if 'end' in scheduler:
+            end, end_key = scheduler['end'], f'{path}.end'
+        elif scheduler.get('by_epoch', True) == loop_by_epoch:
+            end_key = 'train_cfg.max_epochs' if loop_by_epoch else 'train_cfg.max_iters'
+            end = loop.get(end_key.rpartition('.')[2])
+        else:
+            continue  # counted in other units than the loop: its length in those is not known here
+        if _is_number(begin) and _is_number(end) and end <= begin:
+            raise ConfigError(f'{path}.begin: the scheduler starts at {begin} and ends at {end_key}={end}; it must '
+                              f'start before it ends (lower {path}.begin, or set {end_key} above {begin})')
+
+
+def _check_has_type(path: str, entry: Any, cfg: Mapping[str, Any]) -> None:
+    if not isinstance(entry, Mapping) or 'type' in entry:
+        return
+    if path == 'optim_wrapper.optimizer' and not _default_constructor(cfg.get('optim_wrapper')):
+        return
+    close = suggestions('type', [key for key in entry if isinstance(key, str)], n=1)
+    hint = f'; is {close[0]!r} a misspelt \'type\'?' if close else ''
+    raise config_error(f"{path}: no 'type' key (got {sorted(map(str, entry))}){hint}", KeyError)
 
 
 def _default_constructor(optim_wrapper: Any) -> bool:

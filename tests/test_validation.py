@@ -111,6 +111,20 @@ CASES = [
     ('auto_scale_lr', dict(enable=True, base_batch_size=0), 'auto_scale_lr.base_batch_size', 'positive'),
     ('visualizer', dict(type='Visualizer', vis_backends='LocalVisBackend'), 'visualizer.vis_backends',
      "got 'LocalVisBackend'"),
+    # case ignored in suggestions
+    ('optim_wrapper.optimizer.type', 'Adamw', 'optim_wrapper.optimizer.type', "Did you mean 'AdamW'"),
+    # arguments a registered type does not take, named with the valid ones, before anything is built
+    ('optim_wrapper.optimizer.typ', 'AdamW', 'optim_wrapper.optimizer.typ',
+     "SGD takes no argument 'typ' (it takes lr, momentum, dampening, weight_decay"),
+    ('optim_wrapper.optimizer.typ', 'AdamW', 'optim_wrapper.optimizer.typ', "did you mean 'type'?"),
+    ('optim_wrapper.optimizer.lrr', 0.1, 'optim_wrapper.optimizer.lrr', "did you mean 'lr'?"),
+    ('optim_wrapper.accumulate', 2, 'optim_wrapper.accumulate', "OptimWrapper takes no argument 'accumulate'"),
+    ('optim_wrapper.optimizer', dict(typ='SGD', lr=0.1), 'optim_wrapper.optimizer',
+     "no 'type' key (got ['lr', 'typ']); is 'typ' a misspelt 'type'?"),
+    ('custom_hooks.0', dict(tpye='EMAHook'), 'custom_hooks[0]', "is 'tpye' a misspelt 'type'?"),
+    # a scheduler range the loop no longer fits names both keys
+    ('param_scheduler.1.begin', 2, 'param_scheduler[1].begin', 'starts at 2 and ends at train_cfg.max_epochs=2'),
+    ('param_scheduler.0.begin', 4, 'param_scheduler[0].begin', 'starts at 4 and ends at param_scheduler[0].end=4'),
 ]
 
 
