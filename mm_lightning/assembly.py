@@ -16,7 +16,7 @@ from mmengine.optim import _ParamScheduler
 from mmengine.registry import MODELS
 from torch import nn
 
-from .config import ConfigError, config_error, private_copy, require_together
+from .config import ConfigError, config_error, default_work_dir, private_copy, require_together
 from .context import create_context, setup_environment
 from .hooks import HookList, is_lightning_callback, merged_default_hooks
 from .launchers import init_process_group, resolve_launcher
@@ -37,6 +37,7 @@ def config_keywords(cfg: Config) -> Dict[str, Any]:
     if 'model' not in cfg:
         raise config_error('model: the config has no `model` entry', KeyError)
     keywords = {key: cfg.get(key, default) for key, default in CONFIG_KEYWORDS.items()}
+    keywords['work_dir'] = cfg.get('work_dir') or default_work_dir(cfg)
     keywords['model'] = cfg['model']
     return keywords
 

@@ -32,7 +32,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config
 
-from .config import ConfigError, load_config
+from .config import ConfigError, default_work_dir, load_config
 from .precision import AMP_WRAPPER
 from .progress import PROGRESS_BARS
 from .validation import validate_config
@@ -107,8 +107,8 @@ def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
 
 
-def _default_work_dir(cfg: Config, config_path: str) -> str:
-    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+def _default_work_dir(cfg: Config) -> str:
+    return osp.join('.', default_work_dir(cfg))  # ./work_dirs/<config name>, as OpenMMLab's tools
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -117,7 +117,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = _default_work_dir(cfg, args.config)
+        cfg.work_dir = _default_work_dir(cfg)
     if args.launcher is not None:
         cfg.launcher = args.launcher
     if getattr(args, 'progress_bar', None) is not None:
@@ -167,7 +167,7 @@ def _explain(args: argparse.Namespace) -> int:
     with _stdout_to_stderr() if args.json else contextlib.nullcontext():
         cfg = load_config(args.config, args.cfg_options)
         if cfg.get('work_dir') is None:  # where `train` would put it
-            cfg.work_dir = _default_work_dir(cfg, args.config)
+            cfg.work_dir = _default_work_dir(cfg)
         report = explain(cfg, launcher=args.launcher, accelerator=args.accelerator, devices=args.devices,
                          num_nodes=args.num_nodes)
     print(json.dumps(report, indent=2) if args.json else format_explanation(report), end='\n' if args.json else '')

@@ -58,6 +58,15 @@ def config_error(message: str, like: Optional[type] = None) -> ConfigError:
     return _AS_MMENGINE_RAISES[like](message)
 
 
+def default_work_dir(cfg: Any) -> str:
+    """Where a run without ``work_dir`` writes: ``work_dirs/<config name>``, as OpenMMLab's tools choose
+    (``work_dirs`` for a config that is not a file), so two configs never share a ``last_checkpoint``."""
+    filename = getattr(cfg, 'filename', None)
+    if not filename:
+        return 'work_dirs'
+    return os.path.join('work_dirs', os.path.splitext(os.path.basename(filename))[0])
+
+
 def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
     """Return a private ``Config`` copy of ``source`` with ``cfg_options`` merged in.
 

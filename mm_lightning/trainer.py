@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 from mmengine.config import Config
 from mmengine.runner.base_loop import BaseLoop
 
-from .config import ConfigLike, load_config
+from .config import ConfigLike, default_work_dir, load_config
 from .fidelity import TRAINER_SETTINGS
 from .hooks import build_lightning_callbacks
 from .launchers import config_layout
@@ -53,7 +53,7 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
         cfg = load_config(cfg)
     validate_config(cfg, stages=('run',))  # a ConfigModule checks each stage's keys when it starts
     kwargs: Dict[str, Any] = dict(TRAINER_SETTINGS)
-    kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir', 'work_dirs'))
+    kwargs['default_root_dir'] = osp.abspath(cfg.get('work_dir') or default_work_dir(cfg))
     if cfg.get('val_dataloader') is None:
         kwargs['limit_val_batches'] = 0  # nothing to validate: Lightning need not ask for a loader
     epochs = lightning_epochs(cfg.get('train_cfg'))

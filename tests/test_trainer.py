@@ -1,4 +1,6 @@
 """trainer_kwargs: a config's Lightning Trainer arguments, built without running anything."""
+import os
+
 import pytest
 from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -73,3 +75,12 @@ def test_lightning_callback_priority_is_refused():
     with pytest.raises(ConfigError, match='priority'):
         trainer_kwargs(dict(custom_hooks=[dict(type='lightning.pytorch.callbacks.LearningRateMonitor',
                                                priority='LOW')]))
+
+
+def test_without_a_work_dir_every_entry_point_writes_to_work_dirs_of_the_config_name(tmp_path, monkeypatch):
+    from mm_lightning import ConfigModule
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'plain.yaml')
+    expected = str(tmp_path / 'work_dirs' / 'plain')
+    assert trainer_kwargs(config)['default_root_dir'] == expected
+    assert os.path.abspath(ConfigModule.from_config(config).context.work_dir) == expected
