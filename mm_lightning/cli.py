@@ -2,7 +2,8 @@
 
 ``mm-lightning train CONFIG [--work-dir D] [--resume [PATH]] [--amp] [--cfg-options k=v ...]``
 ``    [--launcher none|pytorch|slurm|mpi] [--devices N] [--num-nodes N] [--progress-bar none|tqdm|rich]``
-``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...] [--progress-bar ...]``
+``    [--profiler simple|advanced|pytorch]``
+``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...] [--progress-bar ...] [--profiler ...]``
 ``mm-lightning predict CONFIG CHECKPOINT --out FILE [--work-dir D] [--cfg-options k=v ...]`` (the model's
 ``    test_step`` outputs over the test loader, saved with torch.save)
 ``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
@@ -34,6 +35,7 @@ from mmengine.config import Config
 
 from .config import ConfigError, default_work_dir, load_config
 from .precision import AMP_WRAPPER
+from .profiling import PROFILERS
 from .progress import PROGRESS_BARS
 from .validation import validate_config
 
@@ -54,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                        help='override config entries, e.g. train_cfg.max_epochs=2')
     _add_distribution_options(train)
     _add_progress_bar_option(train)
+    _add_profiler_option(train)
 
     test = commands.add_parser('test', help='evaluate a checkpoint on the test set', parents=[_common_options()])
     test.add_argument('config', help='config file (.py, .json, .yaml)')
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                       help='override config entries')
     _add_distribution_options(test)
     _add_progress_bar_option(test)
+    _add_profiler_option(test)
 
     predict = commands.add_parser('predict', help="save the model's test_step outputs over the test loader",
                                   parents=[_common_options()])
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                          help='override config entries')
     _add_distribution_options(predict)
     _add_progress_bar_option(predict)
+    _add_profiler_option(predict)
 
     convert = commands.add_parser(
         'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
@@ -100,6 +105,12 @@ def _add_progress_bar_option(parser: argparse.ArgumentParser) -> None:
                              'else none); the log file gets mmengine\'s log lines either way')
 
 
+def _add_profiler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--profiler', choices=list(PROFILERS),
+                        help="Lightning's profiler; its report goes to <work_dir>/<stage>-profile.txt "
+                             "(default: the config's profiler, else none)")
+
+
 def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='how processes were started (default: inferred from the environment)')
@@ -122,6 +133,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.launcher = args.launcher
     if getattr(args, 'progress_bar', None) is not None:
         cfg.progress_bar = args.progress_bar
+    if getattr(args, 'profiler', None) is not None:
+        cfg.profiler = args.profiler
     for option, key in ((args.devices, 'devices'), (args.num_nodes, 'num_nodes')):
         if option is not None:
             cfg.lightning_trainer = dict(cfg.get('lightning_trainer') or {}, **{key: option})

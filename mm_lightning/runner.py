@@ -34,7 +34,7 @@ from .trainer import trainer_kwargs
 from .view import RunnerView
 
 #: Config keys (not constructor keywords) that shape the Trainer: Runner-style wrapping and extras.
-RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer', 'progress_bar')
+RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer', 'progress_bar', 'profiler')
 
 
 class FlexibleRunner(RunnerView):

@@ -20,6 +20,7 @@ from .hooks import build_lightning_callbacks
 from .launchers import config_layout
 from .loops import train_loop_kind
 from .precision import precision_settings
+from .profiling import build_profiler
 from .progress import build_progress_bar
 from .strategies import build_strategy, strategy_context
 from .validation import validate_config
@@ -70,6 +71,9 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
     if progress_bar is not None:
         kwargs.update(enable_progress_bar=True)
         kwargs['callbacks'].append(progress_bar)
+    profiler = build_profiler(cfg.get('profiler'), kwargs['default_root_dir'])
+    if profiler is not None:
+        kwargs['profiler'] = profiler
     kwargs.update(cfg.get('lightning_trainer') or {})
     kwargs.update(accelerator=layout.accelerator, devices=layout.devices, num_nodes=layout.num_nodes)
     kwargs.update(overrides)

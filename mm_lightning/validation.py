@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.profilers import Profiler
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, _ParamScheduler
@@ -164,6 +165,7 @@ RULES: List[Tuple[str, Expect]] = [
     ('log_level', LOG_LEVEL),
     ('launcher', one_of(*LAUNCHERS)),
     ('progress_bar', one_of('none', 'tqdm', 'rich')),  # progress.PROGRESS_BARS
+    ('profiler', one_of('simple', 'advanced', 'pytorch') | DICT | instance_of('a Lightning Profiler', Profiler)),
     ('randomness', DICT),
     ('randomness.seed', SEED),
     ('randomness.diff_rank_seed', BOOL),

@@ -268,3 +268,12 @@ def test_predict_saves_the_test_step_outputs_in_order(tmp_path):
     with torch.no_grad():
         expected = model.test_step(dict(inputs=list(dataset.inputs), label=list(dataset.labels), index=list(range(10))))
     assert [int(output['pred']) for output in outputs] == [int(sample['pred']) for sample in expected]
+
+
+def test_profiler_report_lands_in_the_work_dir(tmp_path):
+    work_dir = tmp_path / 'profiled'
+    assert main(['train', CONFIG, '--work-dir', str(work_dir), '--profiler', 'simple', '--cfg-options',
+                 'train_cfg.max_epochs=1', f'experiment_name=prof_{tmp_path.name}']) == 0
+    report = (work_dir / 'fit-profile.txt').read_text()
+    assert report.startswith('FIT Profiler Report') and 'run_training_epoch' in report
+    assert main(['train', CONFIG, '--work-dir', str(work_dir), '--cfg-options', 'profiler=fastest']) == 2
