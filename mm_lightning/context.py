@@ -26,6 +26,7 @@ from mmengine.visualization import Visualizer
 
 from .config import ConfigError, config_error
 from .loggers import route_vis_backends
+from .progress import draws, file_only
 from .registry import build
 
 ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
@@ -86,10 +87,11 @@ class RunContext:
             self._logger = MMLogger.get_instance(self.experiment_name, log_level=self.log_level,
                                                  log_file=osp.join(self.log_dir, f'{self.timestamp}.log'),
                                                  file_mode='a')
-        _log_env(self, cfg)
-        if cfg:
-            self.visualizer.add_config(cfg)
-        self._logger.info(f'Hooks will be executed in the following order:\n{hooks_info}')
+        with file_only(self._logger, when=draws((cfg or {}).get('progress_bar'))):  # a bar will draw: log file
+            _log_env(self, cfg)
+            if cfg:
+                self.visualizer.add_config(cfg)
+            self._logger.info(f'Hooks will be executed in the following order:\n{hooks_info}')
         self.dump_config(cfg)
 
     @master_only

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, List, Optional, Tuple, Type
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
@@ -16,6 +17,37 @@ from mmengine.logging import MessageHub, MMLogger
 from typing_extensions import override
 
 from .config import ConfigError
+
+
+def quiet_console(logger: logging.Logger) -> List[Tuple[logging.Handler, int]]:
+    """Send ``logger``'s INFO lines to its log file only: its console handlers show warnings and errors.
+    Returns what :func:`restore_console` puts back."""
+    quieted = []
+    for handler in logger.handlers:
+        if type(handler) is logging.StreamHandler and handler.level < logging.WARNING:  # not a FileHandler
+            quieted.append((handler, handler.level))
+            handler.setLevel(logging.WARNING)
+    return quieted
+
+
+def restore_console(quieted: List[Tuple[logging.Handler, int]]) -> None:
+    for handler, level in quieted:
+        handler.setLevel(level)
+
+
+@contextmanager
+def file_only(logger: logging.Logger, when: bool = True) -> Iterator[None]:
+    """While the block runs, ``logger``'s INFO lines go to its log file only (``when`` a bar will draw)."""
+    quieted = quiet_console(logger) if when else []
+    try:
+        yield
+    finally:
+        restore_console(quieted)
+
+
+def draws(progress_bar: Optional[str]) -> bool:
+    """Whether the config's ``progress_bar`` draws a bar (then the environment and config dumps skip the console)."""
+    return PROGRESS_BARS.get(progress_bar or 'none') is not None
 
 
 class ConsoleProgress(ProgressBar):
@@ -36,17 +68,26 @@ class ConsoleProgress(ProgressBar):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        for handler in MMLogger.get_current_instance().handlers:
-            if type(handler) is logging.StreamHandler and handler.level < logging.WARNING:  # not a FileHandler
-                self._quieted.append((handler, handler.level))
-                handler.setLevel(logging.WARNING)
+        self._quieted = quiet_console(MMLogger.get_current_instance())
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
-        for handler, level in self._quieted:
-            handler.setLevel(level)
-        self._quieted.clear()
+        restore_console(self._quieted)
+        self._quieted = []
+        self._closing_line(pl_module, stage)
+
+    @staticmethod
+    def _closing_line(pl_module: pl.LightningModule, stage: str) -> None:
+        """Where the run's files are and its last metrics, once the bar has gone."""
+        context = getattr(pl_module, 'context', None)
+        if context is None:
+            return
+        metrics = (getattr(pl_module, 'metrics', None) or {}).get('test' if stage == 'test' else 'val') or {}
+        shown = ', '.join(f'{key}: {_number(value)}' for key, value in metrics.items())
+        MMLogger.get_current_instance().info(f'Done ({getattr(stage, "value", stage)}): files in {context.work_dir}'
+                                             + (f'; last {"test" if stage == "test" else "validation"}: {shown}'
+                                                if shown else ''))
 
     @override
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Dict[str, Any]:
@@ -55,15 +96,41 @@ class ConsoleProgress(ProgressBar):
             shown = self.SHOWN.match(key)
             if shown:
                 metrics[shown.group(1)] = float(history.current())
+        validation = (getattr(pl_module, 'metrics', None) or {}).get('val') or {}
+        metrics.update((key, value) for key, value in validation.items() if isinstance(value, (int, float)))
         return metrics
+
+    @staticmethod
+    def description(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+        """mmengine's count: ``Epoch 1/4`` for the first of four epochs (Lightning counts from 0), or
+        ``Iterations`` for an iteration-based run (one Lightning epoch)."""
+        progress = getattr(pl_module, 'progress', None)
+        if progress is not None and not progress.by_epoch:
+            return 'Iterations'
+        return f'Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}'
+
+
+def _number(value: Any) -> Any:
+    return f'{value:.4g}' if isinstance(value, float) else value
 
 
 class TQDMConsoleProgress(ConsoleProgress, TQDMProgressBar):
     """Lightning's tqdm bar for an mmengine run."""
 
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(self.description(trainer, pl_module))
+
 
 class RichConsoleProgress(ConsoleProgress, RichProgressBar):
     """Lightning's rich bar for an mmengine run (needs the ``rich`` package)."""
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, description=self.description(trainer, pl_module))
 
 
 #: ``progress_bar`` config values (``--progress-bar`` on the command line) -> the progress bar.

@@ -223,33 +223,47 @@ def test_console_script_imports_from_the_working_directory(tmp_path):
     assert result.returncode == 2 and "checkpoint file not found: 'missing.pth'" in result.stderr, result.stderr
 
 
+#: What validation needs beyond the training config.
+VAL_OPTIONS = ['val_dataloader.dataset.type=BlobDataset', 'val_dataloader.sampler.type=DefaultSampler',
+               'val_dataloader.batch_size=4', 'val_evaluator.type=ToyAccuracy', 'val_cfg.fp16=False']
+
+
 def _train_with_bar(tmp_path, capfd, *options, cfg_options=()):
     work_dir = str(tmp_path / 'wd')
-    assert main(['train', CONFIG, '--work-dir', work_dir, *options, '--cfg-options', 'train_cfg.max_epochs=1',
-                 f'experiment_name=bar_{tmp_path.name}', *cfg_options]) == 0
+    assert main(['train', CONFIG, '--work-dir', work_dir, *options, '--cfg-options', 'train_cfg.max_epochs=2',
+                 f'experiment_name=bar_{tmp_path.name}', *VAL_OPTIONS, *cfg_options]) == 0
     out = capfd.readouterr().out
     (log_dir,) = [entry.path for entry in os.scandir(work_dir) if entry.is_dir()]
     with open(os.path.join(log_dir, f'{os.path.basename(log_dir)}.log')) as f:
         log = f.read()
-    assert 'Epoch(train) [1][4/4]' in log  # the log file gets mmengine's lines, bar or not
+    assert 'Epoch(train) [2][4/4]' in log and 'System environment' in log  # the log file gets everything
     return out
+
+
+def _assert_a_bar_without_the_dump(out, work_dir):
+    assert 'Epoch(train)' not in out  # mmengine's INFO lines stay off the console while the bar draws
+    assert 'System environment' not in out and 'Hooks will be executed' not in out  # nor the dump before it
+    assert re.search(rf'Done \(fit\): files in {re.escape(str(work_dir))}; last validation: toy/accuracy: ', out), out
 
 
 def test_tqdm_progress_bar(tmp_path, capfd):
     out = _train_with_bar(tmp_path, capfd, '--progress-bar', 'tqdm')
-    assert re.search(r'Epoch 0: 100%\|█+\| 4/4 \[.*lr=0\.100, loss=\d\.\d+', out), out
-    assert 'Epoch(train)' not in out  # mmengine's INFO lines stay off the console while the bar draws
+    # mmengine's epoch count, and the validation metric once there is one
+    assert re.search(r'Epoch 1/2: 100%\|█+\| 4/4 \[.*lr=0\.100, loss=\d\.\d+', out), out
+    assert re.search(r'Epoch 2/2: 100%\|█+\| 4/4 \[.*toy/accuracy=', out), out
+    _assert_a_bar_without_the_dump(out, tmp_path / 'wd')
 
 
 def test_rich_progress_bar_from_the_config(tmp_path, capfd):
     out = _train_with_bar(tmp_path, capfd, cfg_options=['progress_bar=rich'])
-    assert re.search(r'Epoch 0/0 +━+ 4/4', out), out
-    assert 'Epoch(train)' not in out
+    assert re.search(r'Epoch 2/2 +━+ 4/4', out), out  # rich prints its last frame where it cannot redraw
+    assert 'toy/accuracy:' in out
+    _assert_a_bar_without_the_dump(out, tmp_path / 'wd')
 
 
 def test_no_progress_bar_by_default(tmp_path, capfd):
     out = _train_with_bar(tmp_path, capfd)
-    assert 'Epoch(train) [1][4/4]' in out and 'it/s' not in out
+    assert 'Epoch(train) [2][4/4]' in out and 'it/s' not in out
 
 
 def test_predict_saves_the_test_step_outputs_in_order(tmp_path):
