@@ -401,8 +401,8 @@ def _check_scheduler_ranges(cfg: Mapping[str, Any]) -> None:
         return
     loop_by_epoch = loop.get('by_epoch', 'max_epochs' in loop)
     for path, scheduler in find(cfg, 'param_scheduler[]'):
-        if not isinstance(scheduler, Mapping):
-            continue
+        if not isinstance(scheduler, Mapping) or 'type' not in scheduler:
+            continue  # not one scheduler (a dict of them by optimizer name)
         begin = scheduler.get('begin', 0)
         if 'end' in scheduler:
             end, end_key = scheduler['end'], f'{path}.end'
@@ -419,6 +419,9 @@ def _check_scheduler_ranges(cfg: Mapping[str, Any]) -> None:
 def _check_has_type(path: str, entry: Any, cfg: Mapping[str, Any]) -> None:
     if not isinstance(entry, Mapping) or 'type' in entry:
         return
+    if path == 'param_scheduler':
+        return  # a dict of schedulers by optimizer name (an OptimWrapperDict's), or one scheduler: mmengine's
+        # builder tells them apart; a typo there is named when it builds
     if path == 'optim_wrapper.optimizer' and not _default_constructor(cfg.get('optim_wrapper')):
         return
     close = suggestions('type', [key for key in entry if isinstance(key, str)], n=1)

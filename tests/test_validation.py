@@ -228,3 +228,9 @@ def test_each_stage_checks_its_own_keys():
 def test_progress_bar_names_agree_with_the_trainer():
     for name in PROGRESS_BARS:
         validate_config(dict(progress_bar=name))
+
+
+def test_schedulers_by_optimizer_name_are_not_mistaken_for_one_without_a_type():
+    """An OptimWrapperDict's schedulers: ``param_scheduler=dict(<optimizer name>=scheduler(s), ...)``."""
+    validate_config(dict(VALID, param_scheduler=dict(generator=dict(type='LinearLR', by_epoch=False, end=4),
+                                                     discriminator=[dict(type='MultiStepLR', milestones=[1])])))
