@@ -54,9 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
     train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                        help='override config entries, e.g. train_cfg.max_epochs=2')
-    _add_distribution_options(train)
-    _add_progress_bar_option(train)
-    _add_profiler_option(train)
+    _add_run_options(train)
 
     test = commands.add_parser('test', help='evaluate a checkpoint on the test set', parents=[_common_options()])
     test.add_argument('config', help='config file (.py, .json, .yaml)')
@@ -64,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument('--work-dir', help='where logs go')
     test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                       help='override config entries')
-    _add_distribution_options(test)
-    _add_progress_bar_option(test)
-    _add_profiler_option(test)
+    _add_run_options(test)
 
     predict = commands.add_parser('predict', help="save the model's test_step outputs over the test loader",
                                   parents=[_common_options()])
@@ -76,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument('--work-dir', help='where logs go')
     predict.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                          help='override config entries')
-    _add_distribution_options(predict)
-    _add_progress_bar_option(predict)
-    _add_profiler_option(predict)
+    _add_run_options(predict)
 
     convert = commands.add_parser(
         'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
@@ -97,6 +91,13 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
                         help='show the traceback of a config error')
     return common
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that runs the config (train, test, predict) takes: layout, progress bar, profiler."""
+    _add_distribution_options(parser)
+    _add_progress_bar_option(parser)
+    _add_profiler_option(parser)
 
 
 def _add_progress_bar_option(parser: argparse.ArgumentParser) -> None:
