@@ -16,7 +16,7 @@ import os
 import shutil
 from typing import Any, Dict
 
-import torch
+from mmengine.dist import barrier, get_rank
 
 from . import serialization
 
@@ -33,27 +33,18 @@ def is_deepspeed_checkpoint(path: str) -> bool:
     return os.path.isdir(path) and any(name.endswith(MODEL_STATES_SUFFIX) for name in os.listdir(path))
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-
-
 def save(engine: Any, path: str, client_state: Dict[str, Any]) -> None:
     """Write the engine's checkpoint at ``path`` with mmengine's checkpoint as client state; every rank calls it."""
     directory, tag = os.path.split(path)
     partial = f'{tag}.partial'
-    if _rank() == 0 and os.path.exists(os.path.join(directory, partial)):
+    if get_rank() == 0 and os.path.exists(os.path.join(directory, partial)):
         shutil.rmtree(os.path.join(directory, partial))  # what a run killed while writing left
-    _barrier()
+    barrier()
     engine.save_checkpoint(directory, tag=partial, client_state=client_state, save_latest=False)
-    _barrier()
-    if _rank() == 0:
+    barrier()
+    if get_rank() == 0:
         serialization.replace_path(os.path.join(directory, partial), path)
-    _barrier()
+    barrier()
 
 
 def load(engine: Any, path: str, load_optimizer_states: bool) -> Dict[str, Any]:

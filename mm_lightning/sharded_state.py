@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
+from mmengine.dist import barrier, get_rank
 from torch import nn
 from torch.optim import Optimizer
 
@@ -92,19 +93,6 @@ def load_full_optimizer_state(model: nn.Module, optimizer: Optimizer, state: Map
 
 
 # -- 'local': a directory of shards -----------------------------------------------------------------------
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if _distributed() else 0
-
-
-def _barrier() -> None:
-    if _distributed():
-        torch.distributed.barrier()
-
-
 def _live_state(model: nn.Module, optimizers: Mapping[str, Optimizer]) -> Dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
     return {MODEL_KEY: get_model_state_dict(model, options=_options(full=False)),
@@ -118,14 +106,14 @@ def save_sharded(path: str, model: nn.Module, optimizers: Mapping[str, Optimizer
     and ``write_meta(meta, file)`` writes it."""
     import torch.distributed.checkpoint as dcp
     partial = f'{path}.partial'
-    if _rank() == 0 and os.path.exists(partial):
+    if get_rank() == 0 and os.path.exists(partial):
         shutil.rmtree(partial)  # what a run killed while writing left
-    _barrier()
+    barrier()
     dcp.save(_live_state(model, optimizers), checkpoint_id=partial)
-    if _rank() == 0:
+    if get_rank() == 0:
         write_meta(meta, os.path.join(partial, META_FILE))
         replace_path(partial, path)
-    _barrier()
+    barrier()
 
 
 def sharded_to_full(path: str) -> Dict[str, Any]:
