@@ -13,9 +13,9 @@ from .config import ConfigError, load_config
 
 #: Public name -> the module defining it.
 _LAZY = {'FlexibleRunner': '.runner', 'ConfigModule': '.module', 'ConfigDataModule': '.data',
-         'trainer_kwargs': '.trainer'}
+         'trainer_kwargs': '.trainer', 'ConfigCLI': '.lightning_cli'}
 
-__all__ = ['FlexibleRunner', 'ConfigModule', 'ConfigDataModule', 'trainer_kwargs', 'load_config',
+__all__ = ['FlexibleRunner', 'ConfigModule', 'ConfigDataModule', 'trainer_kwargs', 'ConfigCLI', 'load_config',
            'ConfigError']
 __version__ = '0.1.0'
 

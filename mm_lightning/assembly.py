@@ -8,6 +8,7 @@ a ``ConfigModule`` in someone else's Trainer when that Trainer starts.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from mmengine.config import Config
@@ -17,7 +18,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from .config import ConfigError, config_error, default_work_dir, private_copy, require_together
-from .context import create_context, setup_environment
+from .context import RunContext, create_context, setup_environment
 from .hooks import HookList, is_lightning_callback, merged_default_hooks
 from .launchers import init_process_group, resolve_launcher
 from .registry import build, config_key
@@ -112,8 +113,35 @@ def build_hooks(default_hooks: Optional[Mapping[str, Any]], custom_hooks: Option
     return hooks
 
 
-def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> Dict[str, Any]:
-    """The keyword arguments of a :class:`~mm_lightning.ConfigModule` for a run.
+@dataclass
+class ModuleParts:
+    """What a :class:`~mm_lightning.ConfigModule` is made of: built parts and the configs built later.
+
+    The model, context and hooks are built when the run is put together (mmengine's Runner
+    builds them in its constructor); loops, optimizers, schedulers and evaluators stay configs
+    until the stage that needs them starts.
+    """
+
+    model: nn.Module
+    context: RunContext
+    hooks: HookList
+    cfg: Config  # the config the run came from (dumped, and saved in checkpoints)
+    keywords: Mapping[str, Any]  # the run's runner keywords, which each stage checks when it starts
+    train_cfg: Any = None
+    optim_wrapper: Any = None
+    param_scheduler: Any = None
+    auto_scale_lr: Optional[dict] = None
+    val_cfg: Any = None
+    val_evaluator: Any = None
+    test_cfg: Any = None
+    test_evaluator: Any = None
+    load_from: Optional[str] = None
+    resume: Union[bool, str] = False
+    compile: Union[bool, Dict[str, Any]] = False
+
+
+def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> ModuleParts:
+    """The parts of a :class:`~mm_lightning.ConfigModule` for a run.
 
     ``keywords`` are ``FlexibleRunner``'s (mmengine's defaults for the missing ones) and
     ``cfg`` the config they came from (dumped and saved in checkpoints); given a config
@@ -144,12 +172,11 @@ def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> Dict[str, Any
         log_processor=run['log_processor'], visualizer=run['visualizer'])
     model = build_model(run['model'], run['data_preprocessor'], distributed=context.distributed,
                         sync_bn=cfg.get('sync_bn'))
-    return dict(model=model, context=context, hooks=build_hooks(run['default_hooks'], run['custom_hooks']), cfg=cfg,
-                keywords=keywords,
-                train_cfg=run['train_cfg'], optim_wrapper=run['optim_wrapper'],
-                param_scheduler=run['param_scheduler'], auto_scale_lr=run['auto_scale_lr'],
-                val_cfg=run['val_cfg'] if run['val_dataloader'] is not None else None,
-                val_evaluator=run['val_evaluator'],
-                test_cfg=run['test_cfg'] if run['test_dataloader'] is not None else None,
-                test_evaluator=run['test_evaluator'], load_from=run['load_from'], resume=run['resume'],
-                compile=run['compile'])
+    return ModuleParts(
+        model=model, context=context, hooks=build_hooks(run['default_hooks'], run['custom_hooks']), cfg=cfg,
+        keywords=keywords, train_cfg=run['train_cfg'], optim_wrapper=run['optim_wrapper'],
+        param_scheduler=run['param_scheduler'], auto_scale_lr=run['auto_scale_lr'],
+        val_cfg=run['val_cfg'] if run['val_dataloader'] is not None else None, val_evaluator=run['val_evaluator'],
+        test_cfg=run['test_cfg'] if run['test_dataloader'] is not None else None,
+        test_evaluator=run['test_evaluator'], load_from=run['load_from'], resume=run['resume'],
+        compile=run['compile'])

@@ -14,7 +14,9 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from mmengine.config import Config, DictAction
 from mmengine.utils import import_modules_from_strings
 
-ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Config]
+#: A config as every entry point takes it. ``os.PathLike`` is unsubscripted: ``LightningCLI``'s parser keeps
+#: a path as a path with it (given ``os.PathLike[str]``, it reads the file and passes its text).
+ConfigLike = Union[str, os.PathLike, Mapping[str, Any], Config]
 CfgOptions = Union[Mapping[str, Any], Iterable[str], None]
 
 

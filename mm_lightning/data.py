@@ -35,11 +35,13 @@ from tqdm import tqdm
 from typing_extensions import override
 
 from . import rng
-from .config import ConfigError, ConfigLike, config_error, load_config
+from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from .registry import config_key
 from .serialization import from_safe, to_safe
 
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
+#: The splits a config's ``<split>_dataloader`` keys name.
+SPLITS = ('train', 'val', 'test')
 
 
 def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed: Optional[int] = None,
@@ -334,26 +336,41 @@ class ConfigDataModule(pl.LightningDataModule):
     through the runner, in mmengine-format ones. A ``*_dataloader`` that is not a loader
     config (a list of them, for loops such as mmagic's ``MultiValLoop``) is handed to its
     loop as it is; that loop builds and iterates its loaders itself.
+
+    Args:
+        config: an mmengine config (a file path, a dict or a ``Config``) whose ``*_dataloader``
+            and ``randomness`` keys it reads; ``LightningCLI`` gives it as ``--data.config PATH``.
+        cfg_options: overrides of config keys, as ``--cfg-options`` gives them.
+
+    :meth:`from_loaders` takes the loaders as mmengine's runner does (built or as configs).
     """
 
-    def __init__(self, train_dataloader: LoaderSpec = None, val_dataloader: Any = None,
-                 test_dataloader: Any = None, *, seed: Optional[int] = None, diff_rank_seed: bool = False) -> None:
+    def __init__(self, config: Optional[ConfigLike] = None, cfg_options: CfgOptions = None) -> None:
         super().__init__()
-        self._specs: Dict[str, Any] = dict(train=train_dataloader, val=val_dataloader, test=test_dataloader)
+        cfg = load_config(config, cfg_options) if config is not None else {}
+        randomness = cfg.get('randomness') or {}
+        self._specs: Dict[str, Any] = {split: cfg.get(f'{split}_dataloader') for split in SPLITS}
         self._loaders: Dict[str, DataLoader] = {}
-        self.seed = seed
-        self.diff_rank_seed = diff_rank_seed
+        self.seed: Optional[int] = randomness.get('seed')
+        self.diff_rank_seed: bool = randomness.get('diff_rank_seed', False)
         self._train_stream: Optional[TrainStream] = None
         self._stream_state: Optional[Mapping[str, Any]] = None
         self._one_step: Dict[str, bool] = {}
 
     @classmethod
-    def from_config(cls, cfg: ConfigLike, cfg_options: Any = None) -> 'ConfigDataModule':
-        """Loaders from ``*_dataloader`` keys; seeds from ``randomness`` as mmengine does."""
-        cfg = load_config(cfg, cfg_options)
-        randomness = cfg.get('randomness') or {}
-        return cls(cfg.get('train_dataloader'), cfg.get('val_dataloader'), cfg.get('test_dataloader'),
-                   seed=randomness.get('seed'), diff_rank_seed=randomness.get('diff_rank_seed', False))
+    def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigDataModule':
+        """Loaders from ``*_dataloader`` keys; seeds from ``randomness`` as mmengine does (the constructor's)."""
+        return cls(cfg, cfg_options)
+
+    @classmethod
+    def from_loaders(cls, train_dataloader: LoaderSpec = None, val_dataloader: Any = None,
+                     test_dataloader: Any = None, *, seed: Optional[int] = None,
+                     diff_rank_seed: bool = False) -> 'ConfigDataModule':
+        """Loaders given as mmengine's runner takes them: built ``DataLoader`` objects or their configs."""
+        datamodule = cls()
+        datamodule._specs = dict(train=train_dataloader, val=val_dataloader, test=test_dataloader)
+        datamodule.seed, datamodule.diff_rank_seed = seed, diff_rank_seed
+        return datamodule
 
     def has(self, split: str) -> bool:
         return self._specs[split] is not None

@@ -32,7 +32,7 @@ from typing_extensions import override
 from . import checkpoint as ckpt
 from . import rng
 from .agreement import check_trainer
-from .assembly import module_parts
+from .assembly import ModuleParts, module_parts
 from .bridge import HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from .context import RunContext
@@ -61,43 +61,49 @@ from .view import RunnerView
 class ConfigModule(pl.LightningModule):
     """The model of a config-built run, for a Lightning ``Trainer``.
 
-    Build it with :meth:`from_config`. ``runner`` is the mmengine runner its hooks receive:
-    a view onto this module, its Trainer and that Trainer's datamodule.
-    ``mm_lightning.trainer_kwargs(cfg)`` gives the matching Trainer settings.
-    ``metrics[stage]`` holds the last evaluation's metrics as mmengine returns them.
+    ``runner`` is the mmengine runner its hooks receive: a view onto this module, its Trainer
+    and that Trainer's datamodule. ``mm_lightning.trainer_kwargs(cfg)`` gives the matching
+    Trainer settings. ``metrics[stage]`` holds the last evaluation's metrics as mmengine
+    returns them. The constructor takes the config alone, so ``LightningCLI(ConfigModule,
+    ConfigDataModule)`` builds it from ``--model.config PATH``.
+
+    Args:
+        config: an mmengine config: a file path, a dict or a ``Config``.
+        cfg_options: overrides of config keys, as ``--cfg-options`` gives them
+            (``{'train_cfg.max_epochs': 2}`` or ``['train_cfg.max_epochs=2']``).
+
+    :meth:`from_parts` makes one of parts already put together (``FlexibleRunner``'s).
     """
 
-    def __init__(self, model: nn.Module, *, context: RunContext, hooks: HookList, cfg: Config,
-                 keywords: Optional[Mapping[str, Any]] = None, train_cfg: Optional[dict] = None,
-                 optim_wrapper: Any = None, param_scheduler: Any = None,
-                 auto_scale_lr: Optional[dict] = None, val_cfg: Optional[dict] = None, val_evaluator: Any = None,
-                 test_cfg: Optional[dict] = None, test_evaluator: Any = None, load_from: Optional[str] = None,
-                 resume: Union[bool, str] = False, compile: Union[bool, Dict[str, Any]] = False) -> None:
+    def __init__(self, config: ConfigLike, cfg_options: CfgOptions = None, *,
+                 _parts: Optional[ModuleParts] = None) -> None:
         super().__init__()
+        parts = _parts if _parts is not None else module_parts(load_config(config, cfg_options))
         self.automatic_optimization = False
-        self.model = model
-        self.context = context
-        self.hooks = hooks
-        self.cfg = cfg
+        self.model = parts.model
+        self.context = parts.context
+        self.hooks = parts.hooks
+        self.cfg = parts.cfg
         #: The runner keywords of the run (the config's keys by default): each stage checks its own
         #: when it starts (see :mod:`mm_lightning.validation`).
-        self.keywords: Mapping[str, Any] = keywords if keywords is not None else dict(cfg.items())
+        self.keywords: Mapping[str, Any] = parts.keywords
         self._checked_stages: set = set()
-        self.train_cfg = train_cfg
+        self.train_cfg = parts.train_cfg
         #: mmengine's training loop object (``runner.train_loop``), built from ``train_cfg`` on first use.
         self.train_loop: Optional[BaseLoop] = None
         #: Lightning's driver of that loop and the run's position in it (built with it).
         self.progress: Optional[TrainProgress] = None
         self._first_pass_rng: Optional[rng.RngState] = None  # the random state the loop was built with
-        self.optim_wrapper = optim_wrapper
-        self.param_schedulers = param_scheduler
-        self.auto_scale_lr = auto_scale_lr
-        self._eval_cfgs = {'val': (val_cfg, val_evaluator), 'test': (test_cfg, test_evaluator)}
+        self.optim_wrapper = parts.optim_wrapper
+        self.param_schedulers = parts.param_scheduler
+        self.auto_scale_lr = parts.auto_scale_lr
+        self._eval_cfgs = {'val': (parts.val_cfg, parts.val_evaluator),
+                           'test': (parts.test_cfg, parts.test_evaluator)}
         self._eval_loops: Dict[str, BaseLoop] = {}
         self._eval_sources: Dict[str, Any] = {}  # what each evaluation loop was built over
-        self.load_from = load_from
-        self.resume = resume
-        self.compile_cfg = compile
+        self.load_from = parts.load_from
+        self.resume = parts.resume
+        self.compile_cfg = parts.compile
         self.metrics: Dict[str, dict] = {}
         self.resumed = False  # a checkpoint's training state was restored for this fit
         self.loaded = False  # load_from / resume done (mmengine's ``_has_loaded``)
@@ -114,8 +120,13 @@ class ConfigModule(pl.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigModule':
-        """The run described by ``cfg``; it writes nothing until its Trainer starts."""
-        return cls(**module_parts(load_config(cfg, cfg_options)))
+        """The run described by ``cfg`` (the constructor's); it writes nothing until its Trainer starts."""
+        return cls(cfg, cfg_options)
+
+    @classmethod
+    def from_parts(cls, parts: ModuleParts) -> 'ConfigModule':
+        """A module of parts already put together (``FlexibleRunner`` builds its own from its keywords)."""
+        return cls(parts.cfg, _parts=parts)
 
     # -- the runner view ------------------------------------------------------------------------
     @property

@@ -85,11 +85,11 @@ class FlexibleRunner(RunnerView):
             data_preprocessor=data_preprocessor, load_from=load_from, resume=resume, launcher=launcher,
             env_cfg=env_cfg, log_processor=log_processor, log_level=log_level, visualizer=visualizer,
             default_scope=default_scope, randomness=randomness, compile=compile)
-        module = ConfigModule(**parts)
+        module = ConfigModule.from_parts(parts)
         super().__init__(module)
         module.attach_runner(self)
         context = module.context
-        self._datamodule = ConfigDataModule(
+        self._datamodule = ConfigDataModule.from_loaders(
             train_dataloader, val_dataloader, test_dataloader, seed=context.seed,
             diff_rank_seed=context.randomness.get('diff_rank_seed', False))
         self._trainer: Optional[pl.Trainer] = None

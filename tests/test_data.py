@@ -100,14 +100,14 @@ def test_a_loader_shorter_than_its_len_is_an_error():
 
 
 def test_datamodule_position_survives_a_checkpoint_round_trip():
-    dm = ConfigDataModule(AUGMENTED)
+    dm = ConfigDataModule.from_loaders(AUGMENTED)
     dm.setup('fit')
     iterator = iter(dm.train_dataloader())
     for _ in range(3):
         next(iterator)
     state = dm.state_dict()
     torch.save(state, '/dev/null')
-    restored = ConfigDataModule(AUGMENTED)
+    restored = ConfigDataModule.from_loaders(AUGMENTED)
     restored.load_state_dict(state)  # before the stream exists, as Lightning restores it
     assert restored.train_stream.position()['in_pass'] == 3 and restored.train_stream.mid_pass
 
@@ -123,7 +123,7 @@ def test_eval_batches_hide_the_loader_and_start_it_lazily():
 
 
 def test_predict_dataloader_is_the_test_loader_and_refused_without_one():
-    datamodule = ConfigDataModule(test_dataloader=data(size=6, shuffle=False, batch_size=4))
+    datamodule = ConfigDataModule.from_loaders(test_dataloader=data(size=6, shuffle=False, batch_size=4))
     assert [len(batch['index']) for batch in datamodule.predict_dataloader()] == [4, 2]
     with pytest.raises(ConfigError, match='test_dataloader: prediction runs over the test loader'):
-        ConfigDataModule(train_dataloader=data()).predict_dataloader()
+        ConfigDataModule.from_loaders(train_dataloader=data()).predict_dataloader()
