@@ -9,7 +9,7 @@ any Trainer (``fit(ckpt_path=...)``, ``ModelCheckpoint``) continues the run exac
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -17,7 +17,6 @@ import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
-from mmengine.config import Config
 from mmengine.evaluator import BaseMetric
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
@@ -25,7 +24,6 @@ from mmengine.runner.activation_checkpointing import turn_on_activation_checkpoi
 from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.loops import _parse_losses
 from mmengine.runner.utils import _get_batch_size
-from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
@@ -35,11 +33,9 @@ from .agreement import check_trainer
 from .assembly import ModuleParts, module_parts
 from .bridge import HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_config
-from .context import RunContext
 from .convert import HOOK_KEYS, STATE_KEY, own_rank_state
 from .data import ConfigDataModule
 from .fidelity import check_after_validation, drop_loop_state, neutralise
-from .hooks import HookList
 from .loops import (
     EVAL_LOSSES,
     TrainProgress,
