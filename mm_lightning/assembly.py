@@ -108,7 +108,7 @@ def build_hooks(default_hooks: Optional[Mapping[str, Any]], custom_hooks: Option
     for name, hook in merged_default_hooks(default_hooks).items():
         hooks.register(hook, key=f'default_hooks.{name}')
     for index, hook in enumerate(custom_hooks or []):
-        if not is_lightning_callback(hook):
+        if not is_lightning_callback(hook, f'custom_hooks[{index}]'):
             hooks.register(hook, key=f'custom_hooks[{index}]')
     return hooks
 

@@ -30,10 +30,11 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import DefaultScope
 from mmengine.runner.priority import Priority, get_priority
 
+from .assembly import build_hooks
 from .bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from .config import CfgOptions, ConfigError, ConfigLike, load_config, require_together
 from .context import build_visualizer, unused_name
-from .hooks import HookList, build_lightning_callbacks, is_lightning_callback, merged_default_hooks
+from .hooks import HookList, build_lightning_callbacks
 from .launchers import config_layout
 from .loggers import route_vis_backends
 from .loops import ValidationRule, parse_eval_cfg, parse_train_cfg
@@ -229,7 +230,6 @@ def _param_schedulers(cfg: Any, loop_by_epoch: bool, length: int) -> List[dict]:
 def _hooks(cfg: Config) -> Tuple[dict, HookList]:
     """mmengine hooks in priority order and by stage; Lightning callbacks with their events."""
     custom = cfg.get('custom_hooks') or []
-    hooks = HookList()
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
         # Visualization hooks look the run's visualizer up when built. Explain's has a name of its own (a name
         # mmengine looks up again would hand a later run this instance) and no backends: it writes nothing.
@@ -238,11 +238,7 @@ def _hooks(cfg: Config) -> Tuple[dict, HookList]:
             visualizer = {'type': 'Visualizer', **(visualizer or {}), 'name': unused_name('explain'),
                           'vis_backends': []}
         build_visualizer(visualizer, unused_name('explain'), LOG_DIR)
-        for name, hook in merged_default_hooks(cfg.get('default_hooks')).items():
-            hooks.register(hook, key=f'default_hooks.{name}')
-        for index, hook in enumerate(custom):
-            if not is_lightning_callback(hook):
-                hooks.register(hook, key=f'custom_hooks[{index}]')
+        hooks = build_hooks(cfg.get('default_hooks'), custom)  # as a run builds them
         callbacks = build_lightning_callbacks(custom)
     by_epoch = cfg.get('train_cfg') is None or parse_train_cfg(cfg.train_cfg)['by_epoch']
     events = dict(STAGE_EVENTS, **({} if by_epoch else ITERATION_BASED_EVENTS))

@@ -42,16 +42,16 @@ def merged_default_hooks(default_hooks: Optional[Mapping[str, Any]]) -> Dict[str
     return hooks
 
 
-def is_lightning_callback(entry: Any) -> bool:
-    """A ``custom_hooks`` entry naming a Lightning ``Callback`` (instance, class or dotted name)."""
-    return names_subclass_of(entry, Callback)
+def is_lightning_callback(entry: Any, key: str = 'custom_hooks') -> bool:
+    """A ``custom_hooks`` entry (at ``key``) naming a Lightning ``Callback`` (instance, class or dotted name)."""
+    return names_subclass_of(entry, Callback, key)
 
 
 def split_custom_hooks(custom_hooks: Optional[Sequence[Any]]) -> Tuple[List[HookSpec], List[Any]]:
     """(mmengine hooks, Lightning callback entries) from ``custom_hooks``."""
     hooks, callbacks = [], []
-    for entry in custom_hooks or []:
-        (callbacks if is_lightning_callback(entry) else hooks).append(entry)
+    for index, entry in enumerate(custom_hooks or []):
+        (callbacks if is_lightning_callback(entry, f'custom_hooks[{index}]') else hooks).append(entry)
     return hooks, callbacks
 
 

@@ -6,6 +6,7 @@ config the entry sits; a config has many ``type`` keys, so we add the key path.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
@@ -37,6 +38,7 @@ def check_type_known(registry: Registry, name: str, key: str, scope: Optional[st
             found = None
         if found is not None:
             return found
+        check_importable(name, key)
         known = _registered_names(scoped)
     close = suggestions(name, known)
     hint = f' Did you mean {", ".join(map(repr, close))}?' if close else ''
@@ -101,22 +103,42 @@ def type_name(obj_type: Any) -> str:
     return getattr(obj_type, '__name__', repr(obj_type))
 
 
-def resolve_type(obj_type: Any) -> Any:
-    """The object a dotted ``type`` string names (``None`` if it cannot be imported); others as given."""
+def resolve_type(obj_type: Any, key: str = 'type') -> Any:
+    """The object a dotted ``type`` string names (``None`` where no module has that path: a registry
+    name such as ``'mmdet.RetinaNet'``); others as given. A module that exists and fails to import is
+    a ``ConfigError`` chained to its error."""
     if isinstance(obj_type, str) and '.' in obj_type:
-        try:
-            return get_object_from_string(obj_type)
-        except (ImportError, AttributeError):
-            return None
+        found = get_object_from_string(obj_type)  # mmengine's lookup, which returns None on any ImportError
+        if found is None:
+            check_importable(obj_type, key)
+        return found
     return obj_type
 
 
-def names_subclass_of(entry: Any, base: type) -> bool:
-    """Whether a config entry is, or names by its ``type`` (class or dotted name), a ``base``."""
+def check_importable(dotted: str, key: str) -> None:
+    """Raise, naming ``key`` and chained to the cause, the error a module on ``dotted``'s path raises
+    while importing; nothing where the path simply names no module (mmengine then says "not found").
+    A ``KeyError``, as mmengine's own "not in the registry" for such a ``type`` is one."""
+    parts = dotted.split('.')
+    for end in range(1, len(parts)):
+        module = '.'.join(parts[:end])
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name == module:
+                return  # no such module: not an import path
+            raise config_error(f'{key}: {dotted!r}: importing {module} failed: {err}', KeyError) from err
+        except Exception as err:  # any error of the user's module, re-raised with its cause
+            raise config_error(f'{key}: {dotted!r}: importing {module} failed: {type(err).__name__}: {err}',
+                               KeyError) from err
+
+
+def names_subclass_of(entry: Any, base: type, key: str = 'entry') -> bool:
+    """Whether a config entry (at ``key``) is, or names by its ``type`` (class or dotted name), a ``base``."""
     if isinstance(entry, base):
         return True
     if isinstance(entry, Mapping) and 'type' in entry:
-        obj_type = resolve_type(entry['type'])
+        obj_type = resolve_type(entry['type'], f'{key}.type')
         return inspect.isclass(obj_type) and issubclass(obj_type, base)
     return False
 

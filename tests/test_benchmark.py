@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from mm_lightning import ConfigError
 from mm_lightning.benchmark import FIGURES, SCHEMA, regressions, steady_state
@@ -33,14 +34,15 @@ def test_both_engines_report_every_figure(tmp_path, capsys, in_repository):
         for name in ('time_per_iter_ms', 'samples_per_s', 'peak_memory_mb', 'time_to_first_iter_s', 'final_loss'):
             assert figures[name] > 0, (engine, name)
         assert 0 <= figures['data_loading_share'] < 1
-        assert figures['memory_kind'] == 'rss'
+        assert figures['memory_kind'] == ('cuda_max_allocated' if torch.cuda.is_available() else 'rss')
         # the two timing figures agree: the example's batches are of 32 samples
         assert figures['samples_per_s'] * figures['time_per_iter_ms'] / 1000 == pytest.approx(32), engine
     assert report['engines']['mm_lightning']['final_loss'] == pytest.approx(
         report['engines']['mmengine']['final_loss'], abs=1e-5)  # same config, same seed, same training
     assert set(report['ratio']) == {'time_per_iter_ms', 'peak_memory_mb', 'time_to_first_iter_s'}
     assert all(value > 0 for value in report['ratio'].values())
-    assert report['environment']['device'] == 'cpu' and report['environment']['torch']
+    assert report['environment']['device'] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')
+    assert report['environment']['torch'] == torch.__version__
     table = capsys.readouterr().out
     assert 'time_per_iter_ms' in table and 'mm_lightning / mmengine' in table
 

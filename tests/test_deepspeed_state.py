@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from distributed_runs import ENV, HERE, TORCHRUN
 
-pytest.importorskip('deepspeed')
+pytestmark = pytest.mark.deepspeed
 SCRIPT = os.path.join(HERE, 'scripts', 'deepspeed_engine.py')
 
 

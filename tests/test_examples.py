@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -36,6 +38,7 @@ def test_overhead_benchmark_runs(tmp_path):
     assert '| mm_lightning |' in output and '| mmengine Runner |' in output and '| plain Lightning |' in output
 
 
+@pytest.mark.deepspeed  # the plan builds every case's strategy, DeepSpeed's included
 def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
     output = _run(['benchmarks/gpu_strategies.py', '--plan'], tmp_path)
     assert "FSDP SHARD_GRAD_OP bf16  strategy=FSDP2Strategy precision=['MixedPrecision(bf16-mixed)']" in output

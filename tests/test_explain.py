@@ -63,7 +63,9 @@ def _explain_json(capsys, *args):
     return status, json.loads(out)
 
 
-@pytest.mark.parametrize('strategy', sorted(STRATEGIES))
+@pytest.mark.parametrize('strategy', [
+    pytest.param(name, marks=pytest.mark.deepspeed) if name == 'DeepSpeedStrategy' else name
+    for name in sorted(STRATEGIES)])
 def test_json_for_a_gpu_cluster_on_a_cpu_machine(tmp_path, capsys, strategy):
     status, report = _explain_json(capsys, _config(tmp_path, strategy), *GPU_CLUSTER)
     assert status == 0, report['warnings']
@@ -90,6 +92,10 @@ def test_strategy_settings_and_precision_as_translated(tmp_path, capsys):
     assert report['trainer']['plugins'] == ['MixedPrecision']
     assert report['trainer']['callbacks'] == ['LearningRateMonitor']
     assert report['trainer']['logger'] == ['TensorBoardLogger']
+
+
+@pytest.mark.deepspeed
+def test_deepspeed_precision_and_batch_size_as_translated(tmp_path, capsys):
     _, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy'), *GPU_CLUSTER)
     assert report['trainer']['precision'] == 'bf16-mixed'
     assert report['strategy']['settings']['config']['train_micro_batch_size_per_gpu'] == 32
@@ -213,8 +219,8 @@ def test_fsdp_notes_settings_fsdp2_has_no_equal_for_and_refuses_a_hook_that_copi
     assert any(w['message'].startswith('custom_hooks: EMAHook copies the model (deepcopy)') for w in report['warnings'])
 
 
+@pytest.mark.deepspeed
 def test_zero3_with_mmengine_default_hooks_and_resume_is_not_refused(tmp_path, capsys):
-    pytest.importorskip('deepspeed')
     extras = "strategy = dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=3))\nresume = True\n"
     status, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy', extras), *GPU_CLUSTER)
     assert status == 0, report['warnings']

@@ -11,8 +11,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mm_lightning import ConfigError, FlexibleRunner
 
-event_pb2 = pytest.importorskip('tensorboardX.proto.event_pb2')
-
 CFG = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=24, batch_size=4),
            val_dataloader=data(size=8, seed=1, shuffle=False), val_evaluator=dict(type='ToyAccuracy'),
            val_cfg=dict(), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
@@ -21,6 +19,7 @@ CFG = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=24, batc
 
 
 def _tags(log_dir):
+    from tensorboardX.proto import event_pb2  # the test extra's; only the TensorBoard tests read events
     tags = set()
     for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
         with open(path, 'rb') as f:

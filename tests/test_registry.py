@@ -4,6 +4,8 @@ A config has many ``type`` keys: a bad one must be reported with its key path an
 with close matches when there are some. ``toyscope`` is a downstream-style package with its
 own registry scope (tests/toyscope).
 """
+import sys
+
 import pytest
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from mmengine.registry import MODELS, DefaultScope
@@ -76,3 +78,28 @@ def test_type_helpers():
     assert names_subclass_of(dict(type=EarlyStopping), Callback) and names_subclass_of(EarlyStopping('x'), Callback)
     assert not names_subclass_of(dict(type='EMAHook'), Callback)
     assert not names_subclass_of(dict(type='toy.ToyClassifier'), Callback)
+
+
+@pytest.fixture
+def broken_package(tmp_path, monkeypatch):
+    """A user package whose module imports a dependency that is not installed."""
+    package = tmp_path / 'brokenpkg'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    (package / 'parts.py').write_text('import not_installed_dependency\n\nclass Part:\n    pass\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield 'brokenpkg.parts.Part'
+    for name in ('brokenpkg', 'brokenpkg.parts'):
+        sys.modules.pop(name, None)
+
+
+def test_a_type_whose_module_fails_to_import_reports_that_error_not_not_found(broken_package):
+    expected = (r"custom_hooks\[0\]\.type: 'brokenpkg.parts.Part': importing brokenpkg.parts failed: "
+                r"No module named 'not_installed_dependency'")
+    with pytest.raises(ConfigError, match=expected) as raised:
+        build(MODELS, dict(type=broken_package), 'custom_hooks[0]')
+    assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+    # Deciding whether an entry is a Lightning callback imports it too: the same error, not a routing to HOOKS.
+    with pytest.raises(ConfigError, match="importing brokenpkg.parts failed") as raised:
+        names_subclass_of(dict(type=broken_package), Callback)
+    assert isinstance(raised.value.__cause__, ModuleNotFoundError)

@@ -103,8 +103,8 @@ def test_fsdp_options_become_an_fsdp2_plan_with_notes_for_what_has_no_equal(torc
         _kwargs(strategy=dict(type='FSDPStrategy', model_wrapper=dict(flat_param=True)))
 
 
+@pytest.mark.deepspeed
 def test_deepspeed_config_and_precision(torchrun, tmp_path):
-    pytest.importorskip('deepspeed')
     base = tmp_path / 'ds.json'
     base.write_text(json.dumps(dict(zero_optimization=dict(stage=1), gradient_clipping=0.5)))
     kwargs = _kwargs(strategy=dict(
