@@ -30,6 +30,16 @@ def data(size=40, seed=0, shuffle=True, batch_size=8, sampler='DefaultSampler', 
 DEEPSPEED_ENV = 'MM_LIGHTNING_DEEPSPEED'
 
 
+OPENMMLAB_SUITE = os.path.join(HERE, 'openmmlab')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the OpenMMLab suite ``openmmlab``, so one run selects it with the DeepSpeed tests."""
+    for item in items:
+        if str(item.path).startswith(OPENMMLAB_SUITE + os.sep):
+            item.add_marker(pytest.mark.openmmlab)
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker('deepspeed') and importlib.util.find_spec('deepspeed') is None:
         reason = 'needs DeepSpeed: pip install -e ".[test,deepspeed]"'
