@@ -30,6 +30,10 @@ from .config import ConfigError
 from .fidelity import TRAINER_SETTINGS
 from .loops import train_loop_kind
 
+__all__ = ['LENGTH', 'CADENCE', 'ACCUMULATION', 'AS_CONFIGURED', 'UNSET_MAX_EPOCHS', 'DEFAULT_VAL_CHECK_INTERVAL',
+           'LOOP_DEFAULTS', 'TIME_INTERVAL', 'Rule', 'RULES', 'configured_values', 'agrees', 'contradiction',
+           'check_trainer']
+
 LENGTH = "the config sets the run's length (its schedulers, validation and last checkpoint follow it)"
 CADENCE = ("the config's val_begin, val_interval and dynamic_intervals decide when training validates "
            "(mm_lightning schedules validation by them)")

@@ -24,6 +24,9 @@ from .launchers import init_process_group, resolve_launcher
 from .registry import build, config_key
 from .validation import validate_config
 
+__all__ = ['CONFIG_KEYWORDS', 'config_keywords', 'check_keywords', 'check_scheduler_shape', 'build_model',
+           'build_hooks', 'ModuleParts', 'module_parts']
+
 #: Constructor keywords ``from_cfg`` reads from a config, with their defaults (mmengine's).
 CONFIG_KEYWORDS: Dict[str, Any] = dict(
     work_dir='work_dirs', experiment_name=None, train_dataloader=None, optim_wrapper=None, param_scheduler=None,

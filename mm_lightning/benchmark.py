@@ -41,6 +41,9 @@ import torch
 from .config import CfgOptions, ConfigError, load_config
 from .engines import ENGINES, EngineRun, Iteration, fixed_seed, run_engine
 
+__all__ = ['SCHEMA', 'Figure', 'FIGURES', 'RATIOS', 'BenchmarkError', 'steady_state', 'peak_memory', 'run_figures',
+           'measure', 'benchmark', 'environment', 'regressions', 'format_benchmark']
+
 SCHEMA = 'mm_lightning.benchmark/1'
 
 

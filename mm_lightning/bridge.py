@@ -49,6 +49,8 @@ from .fidelity import (
 from .preemption import Preemption, stop
 from .sharding import check_hooks
 
+__all__ = ['STAGE_EVENTS', 'ITERATION_BASED_EVENTS', 'HookBridge']
+
 #: mmengine hook stage -> the Lightning event at which it is called (by the hook bridge, or by the
 #: evaluation loop's ``run_iter`` in the module's step).
 STAGE_EVENTS: Dict[str, str] = {

@@ -39,6 +39,12 @@ from .serialization import to_safe
 from .sharding import is_sharded, plan_of
 from .strategies import shards_parameters
 
+__all__ = ['run_meta', 'training_state', 'rank_states', 'check_world_size', 'restore_gradients', 'hook_view',
+           'apply_hook_view', 'optimizer_names', 'gathers_state', 'writes_parts', 'writes_shards', 'model_state_dict',
+           'optimizer_state_dict', 'load_into_model', 'load_optimizer_state', 'build_checkpoint', 'checkpoint_path',
+           'save', 'save_between_iterations', 'sources', 'read_checkpoint', 'load_or_resume', 'load_checkpoint',
+           'resume', 'restore_training_state']
+
 
 def _to_cpu(state: Any) -> Any:
     return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())

@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 from mmengine.config import Config
 
 from .config import ConfigError, default_work_dir, load_config
+from .launchers import LAUNCHERS
 from .precision import AMP_WRAPPER
 from .profiling import PROFILERS
 from .progress import PROGRESS_BARS
@@ -46,32 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', required=True)
 
     train = commands.add_parser('train', help='train a model from a config', parents=[_common_options()])
-    train.add_argument('config', help='config file (.py, .json, .yaml)')
+    _add_config(train, 'e.g. train_cfg.max_epochs=2')
     train.add_argument('--work-dir', help='where logs and checkpoints go')
     train.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
                        help='resume from PATH (an mmengine .pth or a Lightning .ckpt), or from the latest '
                             'checkpoint in the work_dir')
     train.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
-    train.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                       help='override config entries, e.g. train_cfg.max_epochs=2')
     _add_run_options(train)
 
     test = commands.add_parser('test', help='evaluate a checkpoint on the test set', parents=[_common_options()])
-    test.add_argument('config', help='config file (.py, .json, .yaml)')
+    _add_config(test)
     test.add_argument('checkpoint', help='checkpoint to evaluate: an mmengine .pth or a Lightning .ckpt')
     test.add_argument('--work-dir', help='where logs go')
-    test.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                      help='override config entries')
     _add_run_options(test)
 
     predict = commands.add_parser('predict', help="save the model's test_step outputs over the test loader",
                                   parents=[_common_options()])
-    predict.add_argument('config', help='config file (.py, .json, .yaml)')
+    _add_config(predict)
     predict.add_argument('checkpoint', help='mmengine-format checkpoint to load')
     predict.add_argument('--out', required=True, help='file the outputs are saved to (torch.save)')
     predict.add_argument('--work-dir', help='where logs go')
-    predict.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                         help='override config entries')
     _add_run_options(predict)
 
     convert = commands.add_parser(
@@ -93,6 +88,13 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def _add_config(parser: argparse.ArgumentParser, example: str = '') -> None:
+    """The config file and ``--cfg-options``, which every command that reads a config takes."""
+    parser.add_argument('config', help='config file (.py, .json, .yaml)')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config entries' + (f', {example}' if example else ''))
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """What every command that runs the config (train, test, predict) takes: layout, progress bar, profiler."""
     _add_distribution_options(parser)
@@ -112,9 +114,10 @@ def _add_profiler_option(parser: argparse.ArgumentParser) -> None:
                              "(default: the config's profiler, else none)")
 
 
-def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='how processes were started (default: inferred from the environment)')
+def _add_distribution_options(parser: argparse.ArgumentParser,
+                              launcher_help: str = 'how processes were started (default: inferred from the '
+                                                   'environment)') -> None:
+    parser.add_argument('--launcher', choices=list(LAUNCHERS), help=launcher_help)
     parser.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
     parser.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
 
@@ -164,14 +167,10 @@ def build_config(args: argparse.Namespace) -> Config:
 def _add_explain(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser('explain', help='show what a config becomes under Lightning (builds nothing)',
                                   parents=[_common_options()])
-    explain.add_argument('config', help='config file (.py, .json, .yaml)')
-    explain.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
-    explain.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                         help='how processes will be started (default: the config, else this environment)')
+    _add_config(explain)
+    _add_distribution_options(explain, 'how processes will be started (default: the config, else this environment)')
     explain.add_argument('--accelerator', choices=['cpu', 'gpu', 'cuda', 'auto'],
                          help='target accelerator (default: this machine)')
-    explain.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
-    explain.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
     explain.add_argument('--json', action='store_true', help='print one JSON object instead of text')
 
 
@@ -191,9 +190,8 @@ def _explain(args: argparse.Namespace) -> int:
 # -- tools: compare ------------------------------------------------------------------------------
 def _add_compare(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser('compare', help="train under mmengine's Runner and mm_lightning, compare")
-    compare.add_argument('config', help='config file (.py, .json, .yaml)')
+    _add_config(compare)
     compare.add_argument('--iters', type=int, default=10, help='training iterations to compare (default: 10)')
-    compare.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
     compare.add_argument('--json', metavar='OUT', help='also write the full report as JSON to OUT')
     compare.add_argument('--atol', type=float, default=0.0,
                          help='largest difference still counted as equal (default: 0, exactly equal)')
@@ -217,7 +215,7 @@ BENCHMARK_ENGINES = {'mm_lightning': ('mm_lightning',), 'mmengine': ('mmengine',
 
 def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser('benchmark', help='time per iteration, throughput, memory and start-up of a config')
-    bench.add_argument('config', help='config file (.py, .json, .yaml)')
+    _add_config(bench)
     bench.add_argument('--iters', type=int, default=50, help='training iterations per engine (default: 50)')
     bench.add_argument('--warmup', type=int, default=10, help='iterations left out of the timing (default: 10)')
     bench.add_argument('--engine', choices=sorted(BENCHMARK_ENGINES), default='mm_lightning',
@@ -227,7 +225,6 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench.add_argument('--tolerance', type=float, default=0.2,
                        help='how much worse than the baseline a figure may be: a fraction, e.g. 0.2 for 20%%, '
                             '(data_loading_share: in share points) (default: 0.2)')
-    bench.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='override config entries')
     bench.add_argument('--work-dir', help='parent of the runs\' work_dirs (default: work_dirs/benchmark_<config>)')
 
 

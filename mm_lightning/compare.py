@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from .config import CfgOptions, ConfigLike, load_config
 from .engines import EngineRun, Iteration, Validation, fixed_seed, run_engine
 
+__all__ = ['SCHEMA', 'REFERENCE', 'OURS', 'Divergence', 'compare', 'comparison_report', 'format_comparison']
+
 SCHEMA = 'mm_lightning.compare/1'
 REFERENCE, OURS = 'mmengine', 'mm_lightning'
 

@@ -14,6 +14,10 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from mmengine.config import Config, DictAction
 from mmengine.utils import import_modules_from_strings
 
+__all__ = ['ConfigLike', 'CfgOptions', 'ConfigError', 'ConfigTypeError', 'ConfigAssertionError', 'ConfigKeyError',
+           'ConfigRuntimeError', 'config_error', 'default_work_dir', 'load_config', 'parse_cfg_options',
+           'require_together', 'TextCachingConfig', 'private_copy']
+
 #: A config as every entry point takes it. ``os.PathLike`` is unsubscripted: ``LightningCLI``'s parser keeps
 #: a path as a path with it (given ``os.PathLike[str]``, it reads the file and passes its text).
 ConfigLike = Union[str, os.PathLike, Mapping[str, Any], Config]

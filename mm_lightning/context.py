@@ -29,6 +29,9 @@ from .loggers import route_vis_backends
 from .progress import draws, file_only
 from .registry import build
 
+__all__ = ['ENV_CFG_KEYS', 'RANDOMNESS_KEYS', 'RunContext', 'setup_environment', 'create_context', 'unused_name',
+           'build_log_processor', 'build_visualizer']
+
 ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
 RANDOMNESS_KEYS = ('seed', 'diff_rank_seed', 'deterministic')
 

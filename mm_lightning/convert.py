@@ -27,6 +27,11 @@ from typing_extensions import override
 from . import serialization, sharded_state
 from .config import ConfigError
 
+__all__ = ['STATE_KEY', 'MODULE_PREFIX', 'HOOK_KEYS', 'LIGHTNING_VERSION_KEY', 'RESUME_KEYS', 'PRECISION_KEYS',
+           'DATAMODULE_KEY', 'MMENGINE_KEYS', 'is_lightning_checkpoint', 'bare_keys', 'own_rank_state',
+           'lightning_from_mmengine', 'mmengine_from_lightning', 'as_mmengine', 'as_lightning', 'check_resumable',
+           'EitherFormatCheckpointIO', 'convert']
+
 #: Where mm_lightning's own state sits in a checkpoint of either format.
 STATE_KEY = 'mm_lightning'
 #: The ConfigModule attribute holding the mmengine model (Lightning state keys start with it).

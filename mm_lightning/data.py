@@ -39,6 +39,8 @@ from .config import CfgOptions, ConfigError, ConfigLike, config_error, load_conf
 from .registry import config_key
 from .serialization import from_safe, to_safe
 
+__all__ = ['LoaderSpec', 'SPLITS', 'build_dataloader', 'TrainStream', 'EvalBatches', 'ConfigDataModule']
+
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
 #: The splits a config's ``<split>_dataloader`` keys name.
 SPLITS = ('train', 'val', 'test')

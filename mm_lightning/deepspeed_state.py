@@ -20,6 +20,8 @@ from mmengine.dist import barrier, get_rank
 
 from . import serialization
 
+__all__ = ['ENGINE_KEY', 'MODEL_STATES_SUFFIX', 'is_deepspeed_checkpoint', 'save', 'load']
+
 #: In the engine's client state, an optimizer state ``{ENGINE_KEY: True}`` is in the engine's own files.
 ENGINE_KEY = 'in_deepspeed_engine'
 

@@ -29,6 +29,9 @@ from mmengine.runner import Runner
 from .config import ConfigError
 from .runner import FlexibleRunner
 
+__all__ = ['ENGINES', 'IterationLimit', 'Iteration', 'Validation', 'IterationRecorder', 'EngineRun', 'batch_size',
+           'prepared_config', 'fixed_seed', 'run_engine']
+
 #: Engine name -> its runner class.
 ENGINES: Dict[str, type] = {'mmengine': Runner, 'mm_lightning': FlexibleRunner}
 

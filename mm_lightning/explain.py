@@ -44,6 +44,9 @@ from .sharding import FSDP2Strategy, check_hooks
 from .strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 from .trainer import trainer_kwargs
 
+__all__ = ['REFUSAL', 'APPROXIMATION', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render', 'callback_events',
+           'RUN_TIME_CHECKS', 'format_explanation']
+
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
 

@@ -77,6 +77,9 @@ from lightning.pytorch.strategies import Strategy
 from .config import ConfigError
 from .convert import EitherFormatCheckpointIO
 
+__all__ = ['TRAINER_SETTINGS', 'neutralise', 'schedule_validation', 'check_after_validation',
+           'restore_validation_cadence', 'check_epoch_length', 'drop_loop_state', 'position_fit_loop', 'validate_now']
+
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 TRAINER_SETTINGS: Dict[str, Any] = dict(
     num_sanity_val_steps=0,         # mmengine never validates before training

@@ -18,6 +18,9 @@ from mmengine.runner.priority import Priority, get_priority
 from .config import ConfigError, config_error
 from .registry import build, names_subclass_of, resolve_type
 
+__all__ = ['DEFAULT_HOOKS', 'HookSpec', 'merged_default_hooks', 'is_lightning_callback', 'split_custom_hooks',
+           'build_lightning_callbacks', 'HookList']
+
 #: mmengine's default hooks; a config's ``default_hooks`` entries replace (or, as None, remove) them.
 DEFAULT_HOOKS: Dict[str, dict] = dict(
     runtime_info=dict(type='RuntimeInfoHook'),

@@ -27,6 +27,11 @@ from mmengine.dist import infer_launcher
 
 from .config import ConfigError
 
+__all__ = ['LauncherRule', 'LAUNCHERS', 'ACCELERATORS', 'BACKEND_ACCELERATORS', 'Layout', 'resolve_launcher',
+           'accelerator_name', 'resolve_accelerator', 'launcher_variables', 'world_layout', 'resolve_layout',
+           'config_layout', 'cluster_environment', 'process_group_settings', 'backend_refusal', 'check_backend',
+           'init_process_group']
+
 
 @dataclass(frozen=True)
 class LauncherRule:

@@ -34,6 +34,10 @@ from mmengine.runner.utils import calc_dynamic_intervals
 
 from .config import ConfigError, config_error
 
+__all__ = ['TRAIN_LOOP_BASES', 'TRAIN_LOOP_DRIVERS', 'EVAL_LOOPS', 'EVAL_LOSSES', 'loop_class', 'train_loop_kind',
+           'parse_train_cfg', 'check_drivable', 'build_train_loop', 'ValidationRule', 'TrainProgress', 'parse_eval_cfg',
+           'build_eval_loop', 'eval_loop_class', 'runs_itself']
+
 #: mmengine's training loops (class -> by_epoch): Lightning drives these and subclasses that iterate as they do.
 TRAIN_LOOP_BASES = {EpochBasedTrainLoop: True, IterBasedTrainLoop: False}
 #: Methods whose override changes how a training loop iterates (Lightning iterates instead).

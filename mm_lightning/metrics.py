@@ -29,6 +29,9 @@ from mmengine.structures import BaseDataElement
 from .config import ConfigError, config_error
 from .registry import build, config_key, names_subclass_of, resolve_type
 
+__all__ = ['DEFAULT_INPUT_KEYS', 'ADAPTER_OPTIONS', 'evaluator_key', 'TorchMetricAdapter', 'build_evaluator',
+           'scalar_metrics']
+
 #: Where a native torchmetrics metric finds its inputs in each output, in search order.
 DEFAULT_INPUT_KEYS: Dict[str, Tuple[str, ...]] = {
     'preds': ('pred_score', 'pred_label', 'pred', 'preds', 'pred_scores', 'logits'),

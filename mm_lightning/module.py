@@ -53,6 +53,8 @@ from .sharding import shard_for
 from .validation import LIGHTNING_STAGES, validate_config
 from .view import RunnerView
 
+__all__ = ['ConfigModule']
+
 
 class ConfigModule(pl.LightningModule):
     """The model of a config-built run, for a Lightning ``Trainer``.

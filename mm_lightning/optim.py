@@ -26,6 +26,9 @@ from .config import ConfigError, config_error
 from .precision import AMP_WRAPPER, strip_amp
 from .registry import build, config_key
 
+__all__ = ['AnyOptimWrapper', 'build_optim_wrapper', 'wrappers_of', 'scale_lr', 'clip_gradients',
+           'route_through_lightning']
+
 AnyOptimWrapper = Union[OptimWrapper, OptimWrapperDict]
 
 

@@ -17,6 +17,9 @@ from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from .config import ConfigError
 from .registry import type_name
 
+__all__ = ['AMP_WRAPPER', 'AMP_ONLY_KEYS', 'AMP_DTYPES', 'StaticGradScaler', 'amp_settings', 'strip_amp', 'amp_flag',
+           'precision_settings']
+
 AMP_WRAPPER = 'AmpOptimWrapper'
 #: Keys of AmpOptimWrapper that the precision plugin takes over.
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')

@@ -23,6 +23,8 @@ from typing import Optional
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+__all__ = ['Preemption', 'stop']
+
 
 class Preemption:
     """The SIGTERM flag of one fit, and the agreement of the ranks on it."""

@@ -13,6 +13,8 @@ from lightning.pytorch.profilers import AdvancedProfiler, Profiler, PyTorchProfi
 
 from .config import ConfigError
 
+__all__ = ['PROFILERS', 'REPORT_NAME', 'build_profiler']
+
 #: The profiler names a config or the command line gives -> Lightning's profiler.
 PROFILERS: Dict[str, type] = {'simple': SimpleProfiler, 'advanced': AdvancedProfiler, 'pytorch': PyTorchProfiler}
 

@@ -18,6 +18,9 @@ from typing_extensions import override
 
 from .config import ConfigError
 
+__all__ = ['quiet_console', 'restore_console', 'file_only', 'draws', 'ConsoleProgress', 'TQDMConsoleProgress',
+           'RichConsoleProgress', 'PROGRESS_BARS', 'build_progress_bar']
+
 
 def quiet_console(logger: logging.Logger) -> List[Tuple[logging.Handler, int]]:
     """Send ``logger``'s INFO lines to its log file only: its console handlers show warnings and errors.

@@ -16,6 +16,9 @@ from mmengine.utils import get_object_from_string
 
 from .config import ConfigError, config_error
 
+__all__ = ['build', 'check_type_known', 'suggestions', 'unexpected_arguments', 'config_key', 'type_name',
+           'resolve_type', 'check_importable', 'names_subclass_of']
+
 
 def build(registry: Registry, cfg: Any, key: str, default_args: Optional[dict] = None) -> Any:
     """Build ``cfg`` (a dict with ``type``) from ``registry``; errors name ``key``."""

@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterator
 import numpy as np
 import torch
 
+__all__ = ['RngState', 'capture', 'restore', 'preserved']
+
 RngState = Dict[str, Any]
 
 

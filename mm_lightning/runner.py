@@ -33,6 +33,8 @@ from .module import ConfigModule
 from .trainer import trainer_kwargs
 from .view import RunnerView
 
+__all__ = ['RUNNER_TRAINER_KEYS', 'FlexibleRunner']
+
 #: Config keys (not constructor keywords) that shape the Trainer: Runner-style wrapping and extras.
 RUNNER_TRAINER_KEYS = ('model_wrapper_cfg', 'find_unused_parameters', 'lightning_trainer', 'progress_bar', 'profiler')
 
@@ -76,15 +78,9 @@ class FlexibleRunner(RunnerView):
         compile: Union[bool, Dict] = False,
         cfg: Optional[Union[Dict, Config]] = None,
     ) -> None:
-        parts = module_parts(
-            cfg, model=model, work_dir=work_dir, experiment_name=experiment_name, train_dataloader=train_dataloader,
-            optim_wrapper=optim_wrapper, param_scheduler=param_scheduler, train_cfg=train_cfg,
-            val_dataloader=val_dataloader, val_evaluator=val_evaluator, val_cfg=val_cfg,
-            test_dataloader=test_dataloader, test_evaluator=test_evaluator, test_cfg=test_cfg, strategy=strategy,
-            auto_scale_lr=auto_scale_lr, default_hooks=default_hooks, custom_hooks=custom_hooks,
-            data_preprocessor=data_preprocessor, load_from=load_from, resume=resume, launcher=launcher,
-            env_cfg=env_cfg, log_processor=log_processor, log_level=log_level, visualizer=visualizer,
-            default_scope=default_scope, randomness=randomness, compile=compile)
+        # The keywords are assembly.CONFIG_KEYWORDS (a test holds this signature to them), passed on as given.
+        keywords = {name: value for name, value in locals().items() if name not in ('self', 'cfg', '__class__')}
+        parts = module_parts(cfg, **keywords)
         module = ConfigModule.from_parts(parts)
         super().__init__(module)
         module.attach_runner(self)

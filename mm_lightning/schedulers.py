@@ -16,6 +16,8 @@ from mmengine.runner.base_loop import BaseLoop
 from .config import ConfigError, config_error
 from .registry import build
 
+__all__ = ['ParamSchedulers', 'build_param_schedulers', 'scheduler_states', 'load_scheduler_states']
+
 ParamSchedulers = Union[List[_ParamScheduler], Dict[str, List[_ParamScheduler]]]
 
 

@@ -28,6 +28,10 @@ from mmengine.runner.checkpoint import _load_checkpoint
 
 from .config import ConfigError
 
+__all__ = ['HISTORY_BUFFER_TAG', 'NDARRAY_TAG', 'to_safe', 'from_safe', 'UnsafeCheckpointError', 'to_bytes',
+           'from_bytes', 'UnreadableCheckpointError', 'LEGACY_HEAD', 'unsafe_checkpoint_error', 'read', 'read_trusted',
+           'make_safe', 'write', 'write_atomically', 'write_text_atomically', 'replace_path', 'is_whole']
+
 HISTORY_BUFFER_TAG = '__history_buffer__'
 NDARRAY_TAG = '__ndarray__'
 

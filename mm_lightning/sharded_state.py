@@ -31,6 +31,10 @@ from torch.optim import Optimizer
 
 from .serialization import replace_path
 
+__all__ = ['META_FILE', 'MODEL_KEY', 'OPTIMIZERS_KEY', 'SHARDS_KEY', 'is_sharded_checkpoint', 'full_model_state',
+           'load_full_model_state', 'full_optimizer_state', 'load_full_optimizer_state', 'save_sharded',
+           'sharded_to_full', 'read_full', 'numbered']
+
 #: The file of a sharded checkpoint directory that holds everything but model and optimizer tensors.
 META_FILE = 'meta.pth'
 

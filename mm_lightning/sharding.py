@@ -32,6 +32,9 @@ from typing_extensions import override
 from .config import ConfigError
 from .registry import resolve_type
 
+__all__ = ['SHARDING_STRATEGIES', 'NO_EXACT_EQUIVALENT', 'ShardingPlan', 'plan_from_wrapper', 'wrap_targets',
+           'is_sharded', 'shard_model', 'COPYING_HOOKS', 'check_hooks', 'FSDP2Strategy', 'shard_for', 'plan_of']
+
 #: mmengine's ``sharding_strategy`` (FSDP1) -> (how ranks are laid out, reshard parameters after forward).
 #: ``shard``: one mesh of every rank; ``hybrid``: shard within a node, replicate across nodes (HSDP);
 #: ``replicate``: every rank keeps everything (FSDP1's NO_SHARD: HSDP with shards of one rank).

@@ -46,6 +46,10 @@ from .launchers import (  # noqa: F401  (the layout API is re-exported for trans
 from .registry import resolve_type, type_name
 from .sharding import FSDP2Strategy, plan_from_wrapper
 
+__all__ = ['GPU_ONLY_STRATEGIES', 'SHARDING_STRATEGIES', 'shards_parameters', 'run_time_refusals', 'StrategyContext',
+           'strategy_context', 'StrategySpec', 'DEEPSPEED_CONFIG_KEYS', 'deepspeed_config', 'deepspeed_precision',
+           'STRATEGIES', 'MODEL_WRAPPERS', 'RUNNER_OWNED_KEYS', 'Translated', 'build_strategy', 'translate_strategy']
+
 #: Lightning strategies that refuse the CPU accelerator at run time.
 GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
 

@@ -25,6 +25,8 @@ from .progress import build_progress_bar
 from .strategies import build_strategy, strategy_context
 from .validation import validate_config
 
+__all__ = ['lightning_epochs', 'trainer_kwargs']
+
 
 def lightning_epochs(train_cfg: Any) -> Optional[int]:
     """Lightning's ``max_epochs`` for a training loop: its epochs, or one epoch holding every iteration.

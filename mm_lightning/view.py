@@ -44,6 +44,8 @@ from .strategies import build_strategy, strategy_context
 if TYPE_CHECKING:
     from .module import ConfigModule
 
+__all__ = ['RunnerView']
+
 
 def _context(name: str, doc: str = '') -> property:
     return property(lambda self: getattr(self.module.context, name), doc=doc)

@@ -21,6 +21,8 @@ from torch import nn
 
 from .config import ConfigError
 
+__all__ = ['SHOWN_KEYS', 'WeightsFit', 'REFUSED', 'revised', 'fit_of', 'check']
+
 #: How many key names a message shows of each kind.
 SHOWN_KEYS = 3
 

@@ -15,6 +15,13 @@ from mm_lightning import ConfigError
 from mm_lightning.registry import build, config_key, names_subclass_of, resolve_type, type_name
 
 
+@pytest.fixture(autouse=True)
+def mmengine_scope():
+    """mmengine's default scope, whatever an earlier test's run left as the process's current one."""
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        yield
+
+
 def test_builds_a_registered_type():
     model = build(MODELS, dict(type='ToyClassifier', hidden=4), 'model')
     assert type(model) is ToyClassifier and model.net[0].out_features == 4

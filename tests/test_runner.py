@@ -1,5 +1,6 @@
 """FlexibleRunner: mmengine's lazy construction, standalone evaluation, resume before train()."""
 import copy
+import inspect
 
 import pytest
 from conftest import data
@@ -8,6 +9,7 @@ from mmengine.registry import DATASETS
 from torch.utils.data import Dataset
 
 from mm_lightning import ConfigError, FlexibleRunner
+from mm_lightning.assembly import CONFIG_KEYWORDS
 
 
 @DATASETS.register_module(force=True)
@@ -100,3 +102,12 @@ def test_resume_before_train_under_a_sharding_strategy_is_refused_by_name(tmp_pa
     sharded = _runner(tmp_path / 'sharded', dict(TRAINING, strategy=dict(type='FSDPStrategy')))
     with pytest.raises(ConfigError, match=r'^strategy: resume\(\) before train\(\) would build the optimizer'):
         sharded.resume(str(tmp_path / 'full' / 'epoch_1.pth'))
+
+
+def test_the_constructor_takes_mmengines_keywords_and_the_spec_table_names_them():
+    """``FlexibleRunner.__init__`` passes its keywords on as they are: they must be the spec table's, with
+    mmengine's FlexibleRunner's names, and no other."""
+    from mmengine.runner import FlexibleRunner as MMEngineFlexibleRunner
+    ours = list(inspect.signature(FlexibleRunner.__init__).parameters)[1:]
+    assert ours == ['model', *CONFIG_KEYWORDS, 'cfg']
+    assert set(ours) == set(list(inspect.signature(MMEngineFlexibleRunner.__init__).parameters)[1:])
