@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any, Dict, List, Optional
 
 from lightning.pytorch import Trainer
@@ -25,6 +27,9 @@ from .module import ConfigModule
 from .trainer import trainer_kwargs
 
 __all__ = ['ConfigCLI', 'run']
+
+#: What ``LightningCLI`` needs and ``pip install 'mm_lightning[cli]'`` installs.
+MISSING_PARSER = "ConfigCLI needs jsonargparse, which LightningCLI parses with: pip install 'mm_lightning[cli]'"
 
 #: The datamodule arguments that follow the module's (one config for both).
 LINKED_ARGUMENTS = ('config', 'cfg_options')
@@ -43,6 +48,8 @@ class ConfigCLI(LightningCLI):
 
     def __init__(self, model_class: type = ConfigModule, datamodule_class: type = ConfigDataModule, *,
                  seed_everything_default: Any = False, **kwargs: Any) -> None:
+        if importlib.util.find_spec('jsonargparse') is None:
+            raise ModuleNotFoundError(MISSING_PARSER)
         super().__init__(model_class, datamodule_class, seed_everything_default=seed_everything_default, **kwargs)
 
     @override
@@ -76,6 +83,8 @@ def _as_list(value: Optional[Any]) -> List[Any]:
 
 def run(args: Optional[List[str]] = None) -> None:
     """``mm-lightning-cli``: :class:`ConfigCLI` on the command line (or ``args``)."""
+    if importlib.util.find_spec('jsonargparse') is None:
+        sys.exit(f'mm-lightning-cli: {MISSING_PARSER}')
     ConfigCLI(args=args)
 
 

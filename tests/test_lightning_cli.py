@@ -1,6 +1,7 @@
 """LightningCLI with the config-built classes: ``--model.config``/``--data.config``, and ConfigCLI's defaults."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 from parity import unique_name
 
 from mm_lightning import ConfigCLI, ConfigDataModule, ConfigError, ConfigModule, FlexibleRunner, load_config
+from mm_lightning.lightning_cli import run
 
 EXAMPLE = 'examples/spiral/mlp_spiral.py'
 EPOCHS = 2  # the example validates every 2 epochs
@@ -84,3 +86,11 @@ def test_config_cli_prints_its_config_with_the_config_given_once(tmp_path, capsy
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert f'config: {EXAMPLE}' in printed and 'data:' not in printed  # the datamodule follows --model.config
+
+
+def test_without_jsonargparse_the_cli_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'jsonargparse', None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'mm_lightning\[cli\]'"):
+        ConfigCLI(args=[])
+    with pytest.raises(SystemExit, match=r"^mm-lightning-cli: ConfigCLI needs jsonargparse"):
+        run([])
