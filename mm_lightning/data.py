@@ -351,13 +351,18 @@ class ConfigDataModule(pl.LightningDataModule):
         super().__init__()
         cfg = load_config(config, cfg_options) if config is not None else {}
         randomness = cfg.get('randomness') or {}
-        self._specs: Dict[str, Any] = {split: cfg.get(f'{split}_dataloader') for split in SPLITS}
+        self._configure({split: cfg.get(f'{split}_dataloader') for split in SPLITS}, randomness.get('seed'),
+                        randomness.get('diff_rank_seed', False))
         self._loaders: Dict[str, DataLoader] = {}
-        self.seed: Optional[int] = randomness.get('seed')
-        self.diff_rank_seed: bool = randomness.get('diff_rank_seed', False)
         self._train_stream: Optional[TrainStream] = None
         self._stream_state: Optional[Mapping[str, Any]] = None
         self._one_step: Dict[str, bool] = {}
+
+    def _configure(self, specs: Dict[str, Any], seed: Optional[int], diff_rank_seed: bool) -> None:
+        """The loaders' specs by split and their seeding: what the constructor and :meth:`from_loaders` set."""
+        self._specs = specs
+        self.seed = seed
+        self.diff_rank_seed = diff_rank_seed
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigDataModule':
@@ -370,8 +375,8 @@ class ConfigDataModule(pl.LightningDataModule):
                      diff_rank_seed: bool = False) -> 'ConfigDataModule':
         """Loaders given as mmengine's runner takes them: built ``DataLoader`` objects or their configs."""
         datamodule = cls()
-        datamodule._specs = dict(train=train_dataloader, val=val_dataloader, test=test_dataloader)
-        datamodule.seed, datamodule.diff_rank_seed = seed, diff_rank_seed
+        datamodule._configure(dict(train=train_dataloader, val=val_dataloader, test=test_dataloader), seed,
+                              diff_rank_seed)
         return datamodule
 
     def has(self, split: str) -> bool:
