@@ -4,7 +4,7 @@ An overhead-bound workload (a small MLP on CPU, one thread) makes the engines' o
 per-iteration work visible. The three engines run the same model, data and optimizer,
 alternating, ``--repeats`` times; the table reports medians over the repeats of the
 steady-state time per iteration (each run's median after ``--warmup`` iterations, timed
-as ``mm-lightning benchmark`` times them: :mod:`mm_lightning.benchmark`) and of the time
+as ``mm-lightning benchmark`` times them: :mod:`mm_lightning.tools.benchmark`) and of the time
 from building the runner (or Trainer) to the end of the first iteration.
 
     python benchmarks/overhead.py [--iters 400] [--repeats 5] [--hooks none|default]
@@ -36,8 +36,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from mm_lightning import load_config  # noqa: E402
-from mm_lightning.benchmark import steady_state  # noqa: E402
-from mm_lightning.engines import Iteration, run_engine  # noqa: E402
+from mm_lightning.tools.benchmark import steady_state  # noqa: E402
+from mm_lightning.tools.engines import Iteration, run_engine  # noqa: E402
 
 FEATURES, CLASSES, BATCH = 32, 10, 16
 

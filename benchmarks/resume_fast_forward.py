@@ -40,7 +40,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 from mm_lightning import FlexibleRunner  # noqa: E402
-from mm_lightning.serialization import read, write  # noqa: E402
+from mm_lightning.state.serialization import read, write  # noqa: E402
 
 IMAGES, SIZE, CROP, BATCH = 64, 64, 48, 8
 

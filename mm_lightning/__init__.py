@@ -9,11 +9,12 @@ libraries print while importing (DeepSpeed does) away from a command's output.
 import importlib
 from typing import Any
 
-from .config import ConfigError, load_config
+from mm_lightning.config import ConfigError, load_config
 
 #: Public name -> the module defining it.
-_LAZY = {'FlexibleRunner': '.runner', 'ConfigModule': '.module', 'ConfigDataModule': '.data',
-         'trainer_kwargs': '.trainer', 'ConfigCLI': '.lightning_cli'}
+_LAZY = {'FlexibleRunner': '.runner.flexible_runner', 'ConfigModule': '.runtime.module',
+         'ConfigDataModule': '.runtime.data', 'trainer_kwargs': '.translate.trainer',
+         'ConfigCLI': '.tools.lightning_cli'}
 
 __all__ = ['FlexibleRunner', 'ConfigModule', 'ConfigDataModule', 'trainer_kwargs', 'ConfigCLI', 'load_config',
            'ConfigError']

@@ -7,7 +7,7 @@ def run() -> int:
     # Some libraries print while they are imported (DeepSpeed reports its accelerator on stdout);
     # that must not mix into a command's output, such as `explain --json`.
     with contextlib.redirect_stdout(sys.stderr):
-        from .cli import main
+        from mm_lightning.tools.cli import main
     return main()
 
 

@@ -72,7 +72,7 @@ def toy_data():
 @pytest.fixture
 def no_launcher_environment(monkeypatch):
     """No torchrun, SLURM or MPI variables: a machine outside any launcher."""
-    from mm_lightning.launchers import LAUNCHERS
+    from mm_lightning.translate.launchers import LAUNCHERS
     for rule in LAUNCHERS.values():
         for name in (rule.world_size, rule.per_node, rule.nodes, *rule.process):
             if name:

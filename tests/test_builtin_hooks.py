@@ -14,8 +14,8 @@ from mmengine.hooks import EmptyCacheHook
 from mmengine.runner import Runner
 
 from mm_lightning import FlexibleRunner
-from mm_lightning.serialization import from_safe
-from mm_lightning.serialization import make_safe as convert_checkpoint
+from mm_lightning.state.serialization import from_safe
+from mm_lightning.state.serialization import make_safe as convert_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')

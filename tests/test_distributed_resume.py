@@ -17,7 +17,8 @@ import time
 import pytest
 from distributed_runs import ENV, HERE, RANKS, SCRIPT, TORCHRUN, assert_resumed_exactly, final, records, torchrun
 
-from mm_lightning import ConfigError, FlexibleRunner, serialization
+from mm_lightning import ConfigError, FlexibleRunner
+from mm_lightning.state import serialization
 
 _FULL = {}
 

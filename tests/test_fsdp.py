@@ -20,8 +20,9 @@ import torch
 from distributed_runs import ENV, HERE, RANKS, SCRIPT, assert_resumed_exactly, final, records, torchrun
 from mmengine.runner.checkpoint import load_checkpoint as mmengine_load_checkpoint
 
-from mm_lightning import ConfigError, FlexibleRunner, load_config, serialization
-from mm_lightning.cli import main as cli
+from mm_lightning import ConfigError, FlexibleRunner, load_config
+from mm_lightning.state import serialization
+from mm_lightning.tools.cli import main as cli
 
 CONFIG = os.path.join(HERE, 'configs', 'fsdp_toy.py')
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')

@@ -8,7 +8,7 @@ outcomes with the expected ones.
 
 Expected: every runner-building test that passes with mmengine's ``Runner`` passes but one that
 tests a model with weights that do not fit it (mm_lightning refuses that by design, see
-:mod:`mm_lightning.weights`), and so do two that fail there only because mmengine's checkpoints
+:mod:`mm_lightning.state.weights`), and so do two that fail there only because mmengine's checkpoints
 do not load under ``torch.load(weights_only=True)`` (ours do).
 """
 import os

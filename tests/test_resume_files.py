@@ -23,7 +23,7 @@ from conftest import data
 from mmengine.hooks import Hook
 
 from mm_lightning import ConfigDataModule, ConfigModule, FlexibleRunner, load_config, trainer_kwargs
-from mm_lightning.convert import convert
+from mm_lightning.state.convert import convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, 'examples', 'spiral', 'mlp_spiral.py')

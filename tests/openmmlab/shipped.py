@@ -87,7 +87,7 @@ def sample_configs(package: str, count: int) -> List[str]:
 def check_explains(path: str, capsys: Any) -> None:
     """``explain`` of a shipped config, as text and as JSON: exit 0, or 1 with a refusal; nothing written
     to the working directory (a test's empty ``tmp_path``)."""
-    from mm_lightning.cli import main
+    from mm_lightning.tools.cli import main
     assert main(['explain', path]) in (0, 1), path
     assert 'mmengine hooks by stage' in capsys.readouterr().out
     status = main(['explain', path, '--json'])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mm_lightning.cli import main
+from mm_lightning.tools.cli import main
 
 from .available import requires
 from .small_configs import imagenet_resnet18_config

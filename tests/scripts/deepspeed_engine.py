@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=2 tests/scripts/deepspeed_engine.py STAGE OUT
 
 Lightning's DeepSpeedStrategy refuses the CPU accelerator, so this drives the engine Lightning
-would build, as ``mm_lightning.checkpoint`` does through ``strategy.deepspeed_engine``: train 4
+would build, as ``mm_lightning.state.checkpoint`` does through ``strategy.deepspeed_engine``: train 4
 steps, save with ``deepspeed_state.save`` (mmengine's checkpoint as client state), train 3 more;
 then a fresh engine loads with ``deepspeed_state.load`` and trains the same 3 steps. Rank 0 writes
 OUT/result.json: the losses of both, the client state read back and the files written.
@@ -17,7 +17,7 @@ import deepspeed.ops
 import torch
 from torch import nn
 
-from mm_lightning import deepspeed_state
+from mm_lightning.state import deepspeed_state
 
 # Plain gloo collectives: DeepSpeed would otherwise compile its shared-memory op (minutes on 2 cores).
 deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False

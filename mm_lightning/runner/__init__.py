@@ -1,0 +1,1 @@
+"""mmengine's runner API: ``FlexibleRunner``, the view hooks receive, and the run's assembly."""

@@ -1,0 +1,1 @@
+"""What survives a restart: checkpoints in both formats, conversion, safe files, random state."""

@@ -1,0 +1,481 @@
+"""What a config becomes under Lightning, shown without building the model or the data.
+
+:func:`explain` translates a config for a layout (launcher, accelerator, devices per
+node, nodes; any of them may differ from this machine) and reports, as one JSON-ready
+dict: the ``lightning.Trainer`` arguments, the strategy and precision with their
+settings, the schedule (epochs and iterations, validation and checkpoint points,
+parameter scheduler steps), the mmengine hooks by stage with the Lightning event that
+calls each, the Lightning callbacks, the loggers, and every approximation or refusal a
+real run would meet on that layout. :func:`format_explanation` renders it as text.
+
+Only hooks, callbacks and loggers are instantiated (they are cheap and their settings
+decide the schedule); a part that cannot be translated becomes a refusal in
+``warnings`` and the rest is still explained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import warnings
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import Precision
+from mmengine.config import Config
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.registry import DefaultScope
+from mmengine.runner.priority import Priority, get_priority
+
+from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config, require_together
+from mm_lightning.config.registry import type_name
+from mm_lightning.runner.assembly import build_hooks
+from mm_lightning.runner.context import build_visualizer, unused_name
+from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
+from mm_lightning.runtime.hooks import HookList, build_lightning_callbacks
+from mm_lightning.runtime.loops import ValidationRule, parse_eval_cfg, parse_train_cfg
+from mm_lightning.translate.launchers import config_layout
+from mm_lightning.translate.loggers import route_vis_backends
+from mm_lightning.translate.precision import amp_flag
+from mm_lightning.translate.sharding import FSDP2Strategy, check_hooks
+from mm_lightning.translate.strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
+from mm_lightning.translate.trainer import trainer_kwargs
+
+__all__ = ['REFUSAL', 'APPROXIMATION', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render', 'callback_events',
+           'RUN_TIME_CHECKS', 'format_explanation']
+
+REFUSAL = 'refusal'
+APPROXIMATION = 'approximation'
+
+#: The run's log_dir, which explain does not decide (nothing is written there).
+LOG_DIR = '<work_dir>/<timestamp>'
+
+#: At most this many validation/checkpoint points are listed (``count`` gives them all).
+MAX_POINTS = 50
+
+
+def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Optional[str] = None,
+            devices: Any = None, num_nodes: Optional[int] = None, cfg_options: CfgOptions = None) -> Dict[str, Any]:
+    """What ``cfg`` becomes on the given layout (see module doc); JSON-ready.
+
+    A layout that cannot be resolved (a launcher's variables missing and no devices/nodes
+    given) raises ``ConfigError``; every other problem is listed under ``warnings``.
+    """
+    cfg = load_config(cfg, cfg_options)
+    layout = config_layout(cfg, launcher, accelerator, devices, num_nodes)
+    found: List[Dict[str, str]] = []
+    loggers, lightning_loggers = _guarded(found, lambda: _loggers(cfg), (None, []))
+    with warnings.catch_warnings():
+        # Scalers for a GPU layout, built on a machine without CUDA, warn that they are disabled here.
+        warnings.filterwarnings('ignore', message='.*GradScaler is enabled, but CUDA is not available')
+        kwargs = _guarded(found, lambda: trainer_kwargs(cfg, **dataclasses.asdict(layout),
+                                                        logger=lightning_loggers or False), None)
+    spec = _guarded(found, lambda: translate_strategy(cfg.get('strategy'), strategy_context(cfg, layout)), None)
+    hooks, hook_list = _guarded(found, lambda: _hooks(cfg), (None, None))
+    schedule = _guarded(found, lambda: _schedule(cfg, kwargs, hook_list), None)
+    if spec is not None:
+        found += [_warning(REFUSAL, message) for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout)]
+    found += _run_time_checks(cfg, spec)
+    found += _sharding(spec, hook_list)
+    return dict(
+        config=cfg.filename,
+        layout=dataclasses.asdict(layout),
+        trainer=None if kwargs is None else {key: render(value) for key, value in kwargs.items()},
+        strategy=_strategy(None if kwargs is None else kwargs['strategy'], spec),
+        precision=None if kwargs is None else _precision(kwargs, cfg.get('optim_wrapper')),
+        schedule=schedule,
+        hooks=hooks,
+        loggers=loggers,
+        warnings=list({entry['message']: entry for entry in found}.values()),  # each once, in order
+    )
+
+
+def _guarded(found: List[Dict[str, str]], part: Callable[[], Any], fallback: Any) -> Any:
+    """A part of the report; a ConfigError becomes a refusal and the part is left out."""
+    try:
+        return part()
+    except ConfigError as err:
+        found.append(_warning(REFUSAL, str(err)))
+        return fallback
+
+
+def _warning(kind: str, message: str) -> Dict[str, str]:
+    return dict(kind=kind, key=message.partition(':')[0], message=message)
+
+
+# -- rendering objects as JSON values -----------------------------------------------------------
+def render(value: Any) -> Any:
+    """A JSON value for a translated setting: objects by class name, callables by name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, torch.dtype):
+        return str(value).replace('torch.', '')
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return {str(key): render(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [render(item) for item in value]
+    if isinstance(value, functools.partial):
+        arguments = ', '.join(f'{key}={render(item)!r}' for key, item in value.keywords.items())
+        return f'{render(value.func)}({arguments})'
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value):
+        return value.__qualname__
+    if dataclasses.is_dataclass(value):  # FSDP's MixedPrecision, CPUOffload: their public fields
+        return {field.name: render(getattr(value, field.name)) for field in dataclasses.fields(value)
+                if not field.name.startswith('_')}
+    return type(value).__name__
+
+
+# -- strategy and precision ---------------------------------------------------------------------
+def _strategy(built: Any, spec: Any) -> Optional[Dict[str, Any]]:
+    """The strategy's class and settings: the translation's own arguments where it made the object."""
+    if isinstance(spec, StrategySpec) and (built is None or type(built) is spec.cls):
+        return dict(name=spec.cls.__name__, settings=render(spec.kwargs))
+    if built is None:
+        return None
+    if isinstance(built, str):
+        return dict(name=built, settings={})
+    return dict(name=type(built).__name__, settings={})  # a Lightning object given as is
+
+
+def _precision(kwargs: Mapping[str, Any], optim_wrapper: Any) -> Dict[str, Any]:
+    plugin = next((p for p in kwargs.get('plugins') or [] if isinstance(p, Precision)), None)
+    amp = amp_flag(optim_wrapper)
+    return dict(
+        precision=plugin.precision if plugin is not None else str(kwargs.get('precision', '32-true')),
+        plugin=None if plugin is None else type(plugin).__name__,
+        scaler=None if getattr(plugin, 'scaler', None) is None else type(plugin.scaler).__name__,
+        loss_scale=None if amp is None or plugin is None or plugin.precision != '16-mixed' else render(amp[2]),
+    )
+
+
+# -- schedule -----------------------------------------------------------------------------------
+def _schedule(cfg: Config, kwargs: Optional[Mapping[str, Any]], hooks: Optional[HookList]) -> Optional[dict]:
+    """Loop lengths and where validation, checkpoints and scheduler steps happen."""
+    if cfg.get('train_cfg') is None:
+        return None
+    loop = parse_train_cfg(cfg.train_cfg)
+    by_epoch = loop['by_epoch']
+    length = loop['max_epochs'] if by_epoch else loop['max_iters']
+    return dict(
+        by_epoch=by_epoch,
+        max_epochs=length if by_epoch else None,
+        max_iters=None if by_epoch else length,
+        iterations_per_epoch=None if by_epoch else length,  # epoch-based: len(train_dataloader), not built
+        lightning=None if kwargs is None else {key: kwargs.get(key) for key in ('max_epochs', 'max_steps')},
+        validation=_validation(cfg, loop),
+        checkpoints=[] if hooks is None else [_checkpoints(hook, by_epoch, length) for hook in hooks.hooks
+                                              if isinstance(hook, CheckpointHook)],
+        param_schedulers=_param_schedulers(cfg.get('param_scheduler'), by_epoch, length),
+    )
+
+
+def _validation(cfg: Config, loop_cfg: Mapping[str, Any]) -> Optional[dict]:
+    if cfg.get('val_cfg') is None or cfg.get('val_dataloader') is None:
+        return None
+    by_epoch = loop_cfg['by_epoch']
+    val_begin = loop_cfg.get('val_begin', 1)
+    val_interval = loop_cfg.get('val_interval', 1 if by_epoch else 1000)  # the loops' defaults
+    rule = ValidationRule.of(val_begin, val_interval, loop_cfg.get('dynamic_intervals'))
+    points = rule.points(loop_cfg['max_epochs'] if by_epoch else loop_cfg['max_iters'])
+    return dict(unit='epoch' if by_epoch else 'iteration', begin=val_begin, interval=val_interval,
+                dynamic_intervals=render(loop_cfg.get('dynamic_intervals') or []), at=points[:MAX_POINTS],
+                count=len(points))
+
+
+def _checkpoints(hook: CheckpointHook, loop_by_epoch: bool, length: int) -> dict:
+    """Where mmengine's CheckpointHook saves: every ``interval`` from ``save_begin``, and the last."""
+    unit = 'epoch' if hook.by_epoch else 'iteration'
+    if hook.by_epoch == loop_by_epoch:
+        units = length
+    elif hook.by_epoch:
+        units = 1  # an iteration-based loop calls after_train_epoch once, at its end
+    else:
+        units = None  # iterations of an epoch-based loop: known once the data is built
+    points = None if units is None else [
+        count for count in range(1, units + 1)
+        if (hook.interval > 0 and count >= hook.save_begin and (count - hook.save_begin) % hook.interval == 0)
+        or (hook.save_last and count == units)]
+    best = hook.save_best if hook.save_best is None or isinstance(hook.save_best, list) else [hook.save_best]
+    return dict(unit=unit, interval=hook.interval, save_begin=hook.save_begin, save_last=hook.save_last,
+                max_keep_ckpts=hook.max_keep_ckpts, save_best=best,
+                at=None if points is None else points[:MAX_POINTS], count=None if points is None else len(points))
+
+
+def _param_schedulers(cfg: Any, loop_by_epoch: bool, length: int) -> List[dict]:
+    """When each scheduler steps (ParamSchedulerHook) and over which range."""
+    if cfg is None:
+        return []
+    per_optimizer = isinstance(cfg, Mapping) and 'type' not in cfg
+    groups = cfg.items() if per_optimizer else [(None, cfg)]
+    found = []
+    for optimizer, items in groups:
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            by_epoch = item.get('by_epoch', True)
+            default_end = length if by_epoch == loop_by_epoch else (1 if by_epoch else None)
+            per_iteration = not by_epoch or item.get('convert_to_iter_based', False)
+            found.append(dict(optimizer=optimizer, type=type_name(item.get('type')),
+                              steps_after='iteration' if per_iteration else 'epoch',
+                              range_unit='epoch' if by_epoch else 'iteration',
+                              begin=item.get('begin', 0), end=item.get('end', default_end)))
+    return found
+
+
+# -- hooks, callbacks and loggers ---------------------------------------------------------------
+def _hooks(cfg: Config) -> Tuple[dict, HookList]:
+    """mmengine hooks in priority order and by stage; Lightning callbacks with their events."""
+    custom = cfg.get('custom_hooks') or []
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
+        # Visualization hooks look the run's visualizer up when built. Explain's has a name of its own (a name
+        # mmengine looks up again would hand a later run this instance) and no backends: it writes nothing.
+        visualizer = cfg.get('visualizer')
+        if visualizer is None or isinstance(visualizer, Mapping):
+            visualizer = {'type': 'Visualizer', **(visualizer or {}), 'name': unused_name('explain'),
+                          'vis_backends': []}
+        build_visualizer(visualizer, unused_name('explain'), LOG_DIR)
+        hooks = build_hooks(cfg.get('default_hooks'), custom)  # as a run builds them
+        callbacks = build_lightning_callbacks(custom)
+    by_epoch = cfg.get('train_cfg') is None or parse_train_cfg(cfg.train_cfg)['by_epoch']
+    events = dict(STAGE_EVENTS, **({} if by_epoch else ITERATION_BASED_EVENTS))
+    by_stage = [dict(stage=stage, lightning_event=events[stage],
+                     hooks=[type(hook).__name__ for hook in hooks.hooks if stage in hook.get_triggered_stages()])
+                for stage in Hook.stages]
+    return dict(
+        mmengine=[dict(name=type(hook).__name__, priority=_priority_name(hook.priority),
+                       stages=[stage for stage in Hook.stages if stage in hook.get_triggered_stages()])
+                  for hook in hooks.hooks],
+        by_stage=[entry for entry in by_stage if entry['hooks']],
+        lightning_callbacks=[dict(name='HookBridge', source='mm_lightning (calls the mmengine hooks)',
+                                  events=callback_events(HookBridge))]
+        + [dict(name=type(callback).__name__, source='custom_hooks', events=callback_events(type(callback)))
+           for callback in callbacks],
+    ), hooks
+
+
+def _priority_name(priority: Any) -> Any:
+    value = get_priority(priority)
+    try:
+        return Priority(value).name
+    except ValueError:  # a number between the named levels
+        return value
+
+
+def callback_events(cls: type) -> List[str]:
+    """The Lightning callback events a Callback class overrides."""
+    return [name for name, member in vars(Callback).items()
+            if (name.startswith('on_') or name in ('setup', 'teardown')) and callable(member)
+            and getattr(cls, name, member) is not member]
+
+
+def _loggers(cfg: Config) -> Tuple[dict, list]:
+    """vis_backends with the Lightning logger each becomes (or mmengine's own backend)."""
+    visualizer = cfg.get('visualizer')
+    if visualizer is None:  # the runner's default visualizer
+        visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
+    if not isinstance(visualizer, Mapping):
+        raise ConfigError(f'visualizer: expected a dict, got {visualizer!r}')
+    backends = visualizer.get('vis_backends') or []
+    backends = [backends] if isinstance(backends, Mapping) else list(backends)
+    routed, lightning_loggers = route_vis_backends(visualizer, LOG_DIR)
+    routed_backends = routed.get('vis_backends') or []
+    described = []
+    for backend, routed_backend in zip(backends, routed_backends):
+        logger = routed_backend.get('logger') if isinstance(routed_backend, Mapping) else None
+        described.append(dict(vis_backend=type_name(backend.get('type')),
+                              lightning_logger=None if logger is None else type(logger).__name__))
+    return dict(vis_backends=described, trainer=[type(logger).__name__ for logger in lightning_loggers],
+                log_file='<work_dir>/<timestamp>/<timestamp>.log'), lightning_loggers
+
+
+# -- what a run would meet ----------------------------------------------------------------------
+def _run_time_checks(cfg: Config, spec: Any) -> List[Dict[str, str]]:
+    """Refusals the runner raises once it starts, and the approximations it makes."""
+    found = []
+    for check in RUN_TIME_CHECKS:
+        try:
+            result = check(cfg, spec)
+        except ConfigError as err:
+            found.append(_warning(REFUSAL, str(err)))
+            continue
+        if result is not None:
+            found.append(_warning(*result))
+    return found
+
+
+def _sharding(spec: Any, hooks: Optional[HookList]) -> List[Dict[str, str]]:
+    """Under FSDP2: the settings it has no exact equivalent for, and the hooks it cannot carry."""
+    if not (isinstance(spec, StrategySpec) and issubclass(spec.cls, FSDP2Strategy)):
+        return []
+    found = [_warning(APPROXIMATION, note) for note in spec.kwargs['plan'].notes]
+    if hooks is not None:
+        _guarded(found, lambda: check_hooks(hooks.hooks), None)
+    return found
+
+
+def _needs_model(cfg: Config, spec: Any) -> None:
+    if 'model' not in cfg:
+        raise ConfigError('model: the config has no `model` entry')
+
+
+def _groups_complete(cfg: Config, spec: Any) -> None:
+    for split in ('train', 'val', 'test'):
+        third = 'optim_wrapper' if split == 'train' else f'{split}_evaluator'
+        require_together(**{f'{split}_dataloader': cfg.get(f'{split}_dataloader'),
+                            f'{split}_cfg': cfg.get(f'{split}_cfg'), third: cfg.get(third)})
+
+
+def _eval_loops(cfg: Config, spec: Any) -> None:
+    for key in ('val_cfg', 'test_cfg'):
+        if cfg.get(key) is not None:
+            parse_eval_cfg(cfg[key], key)
+
+
+def _strategy_kwargs(spec: Any, name: str) -> Optional[Mapping[str, Any]]:
+    return spec.kwargs if isinstance(spec, StrategySpec) and spec.cls.__name__ == name else None
+
+
+def _checkpoint_io(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
+    loads = bool(cfg.get('resume')) or cfg.get('load_from') is not None
+    fsdp1 = _strategy_kwargs(spec, 'FSDPStrategy')  # Lightning's own FSDPStrategy, named in the config
+    if fsdp1 is not None and loads and fsdp1.get('state_dict_type') == 'sharded':
+        return REFUSAL, ("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
+                         "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
+                         "(FSDP2), whose sharded checkpoints load")
+    return None
+
+
+def _deepspeed_inputs_to_half(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
+    strategy = cfg.get('strategy')
+    if isinstance(strategy, Mapping) and strategy.get('inputs_to_half') and \
+            _strategy_kwargs(spec, 'DeepSpeedStrategy') is not None:
+        return APPROXIMATION, ("strategy.inputs_to_half: not used; Lightning's DeepSpeed precision casts every "
+                               'floating-point input of the batch, not only the named ones')
+    return None
+
+
+#: What the runner checks once it starts (raising ConfigError) and the approximations it makes.
+RUN_TIME_CHECKS: List[Callable[[Config, Any], Optional[Tuple[str, str]]]] = [
+    _needs_model, _groups_complete, _eval_loops, _checkpoint_io, _deepspeed_inputs_to_half,
+]
+
+
+# -- text -----------------------------------------------------------------------------------------
+def format_explanation(report: Mapping[str, Any]) -> str:
+    """The report as text: one section per part, in the order a reader checks them."""
+    sections = [_format_layout, _format_trainer, _format_strategy, _format_schedule, _format_hooks,
+                _format_loggers, _format_warnings]
+    return '\n\n'.join(section(report) for section in sections) + '\n'
+
+
+def _table(rows: Sequence[Tuple[str, Any]], indent: str = '  ') -> str:
+    width = max((len(name) for name, _ in rows), default=0)
+    return '\n'.join(f'{indent}{name:<{width}}  {value}' for name, value in rows)
+
+
+def _points(entry: Mapping[str, Any]) -> str:
+    """``after epochs 2, 4, 6, ..., 20 (10 times)``: where a validation or checkpoint happens."""
+    points, count, unit = entry.get('at'), entry.get('count'), entry['unit']
+    if points is None:
+        return f"every {entry['interval']} {unit}s (the epoch length is known once the data is built)"
+    if not points:
+        return 'never'
+    shown = points if len(points) <= 6 else points[:3] + ['...'] + points[-2:]
+    text = ', '.join(map(str, shown))
+    return f'after {unit}s {text} ({count} times)' if count > 1 else f'after {unit} {text}'
+
+
+def _format_layout(report: Mapping[str, Any]) -> str:
+    layout = report['layout']
+    return (f"Explaining {report.get('config') or 'the config'}\n"
+            f"Layout: launcher={layout['launcher']}, accelerator={layout['accelerator']}, "
+            f"{layout['devices']} device(s) per node x {layout['num_nodes']} node(s)")
+
+
+def _format_trainer(report: Mapping[str, Any]) -> str:
+    if report['trainer'] is None:
+        return 'lightning.Trainer arguments: not translated (see warnings)'
+    return 'lightning.Trainer arguments\n' + _table(sorted(report['trainer'].items()))
+
+
+def _format_strategy(report: Mapping[str, Any]) -> str:
+    strategy, precision = report['strategy'], report['precision']
+    if strategy is None:
+        return 'Strategy: not translated (see warnings)'
+    lines = [f"Strategy: {strategy['name']}"]
+    if strategy['settings']:
+        rows = []
+        for key, value in strategy['settings'].items():
+            if key == 'plan':  # FSDP2's sharding plan, a row per field (its notes are warnings)
+                rows += [(f'plan.{field}', entry) for field, entry in value.items() if field != 'notes']
+            else:
+                rows.append((key, value))
+        lines.append(_table(rows))
+    if precision is None:
+        return '\n'.join(lines)
+    plugin = f" ({precision['plugin']}" + (f", scaler {precision['scaler']}" if precision['scaler'] else '') + ')' \
+        if precision['plugin'] else ''
+    scale = f", loss scale {precision['loss_scale']}" if precision['loss_scale'] is not None else ''
+    lines.append(f"Precision: {precision['precision']}{plugin}{scale}")
+    return '\n'.join(lines)
+
+
+def _format_schedule(report: Mapping[str, Any]) -> str:
+    schedule = report['schedule']
+    if schedule is None:
+        return 'Schedule: no training (no train_cfg)'
+    if schedule['by_epoch']:
+        length = f"{schedule['max_epochs']} epochs of len(train_dataloader) iterations"
+    else:
+        length = f"{schedule['max_iters']} iterations (one Lightning epoch)"
+    rows = [('training', length)]
+    if schedule['lightning']:
+        rows.append(('Lightning', ', '.join(f'{k}={v}' for k, v in schedule['lightning'].items())))
+    validation = schedule['validation']
+    rows.append(('validation', 'none' if validation is None else _points(validation)))
+    for hook in schedule['checkpoints']:
+        best = f"; best by {', '.join(hook['save_best'])}" if hook['save_best'] else ''
+        keep = f"; keeps {hook['max_keep_ckpts']}" if hook['max_keep_ckpts'] > 0 else ''
+        rows.append(('checkpoints', f"{_points(hook)}{keep}{best}"))
+    for item in schedule['param_schedulers']:
+        owner = f"[{item['optimizer']}] " if item['optimizer'] else ''
+        end = 'the end' if item['end'] is None else item['end']
+        rows.append((f"{owner}{item['type']}", f"steps after every {item['steps_after']}, "
+                                               f"{item['range_unit']}s [{item['begin']}, {end})"))
+    return 'Schedule\n' + _table(rows)
+
+
+def _format_hooks(report: Mapping[str, Any]) -> str:
+    hooks = report['hooks']
+    if hooks is None:
+        return 'Hooks: not built (see warnings)'
+    rows = [(f"{entry['stage']} <- {entry['lightning_event']}", ', '.join(entry['hooks']))
+            for entry in hooks['by_stage']]
+    callbacks = [(entry['name'], f"{entry['source']}: {', '.join(entry['events'])}")
+                 for entry in hooks['lightning_callbacks']]
+    return ('mmengine hooks by stage (bridged: stage <- Lightning event)\n' + _table(rows)
+            + '\nLightning callbacks (native)\n' + _table(callbacks))
+
+
+def _format_loggers(report: Mapping[str, Any]) -> str:
+    loggers = report['loggers']
+    if loggers is None:
+        return 'Loggers: not built (see warnings)'
+    rows = [(entry['vis_backend'], f"Lightning {entry['lightning_logger']} (shared with the Trainer)"
+             if entry['lightning_logger'] else "mmengine's own backend")
+            for entry in loggers['vis_backends']]
+    rows.append(('LoggerHook', f"mmengine log lines, {loggers['log_file']}"))
+    return 'Loggers\n' + _table(rows)
+
+
+def _format_warnings(report: Mapping[str, Any]) -> str:
+    if not report['warnings']:
+        return 'Warnings: none'
+    return 'Warnings\n' + '\n'.join(f"  [{entry['kind']}] {entry['message']}" for entry in report['warnings'])

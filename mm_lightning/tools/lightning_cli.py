@@ -1,0 +1,92 @@
+"""Lightning's command line for config-built runs: ``LightningCLI`` with the config's Trainer settings.
+
+``LightningCLI(ConfigModule, ConfigDataModule)`` works as it is (``--model.config PATH
+--data.config PATH``), with Lightning's Trainer defaults, which agree with every config
+(:mod:`mm_lightning.runtime.agreement`). :class:`ConfigCLI` is that CLI with what a config implies:
+
+- ``--model.config`` is given once; the datamodule reads the same config (``--model.cfg_options`` too);
+- the Trainer gets ``trainer_kwargs(cfg)`` (strategy, precision, loggers from ``vis_backends``,
+  the config's Lightning callbacks, ``work_dir``...), and each ``--trainer.*`` given on the
+  command line wins over the config's value; ``--trainer.callbacks`` add to the config's;
+- the config's ``randomness`` seeds the run (``seed_everything`` is off unless given).
+
+``mm-lightning-cli fit|validate|test|predict --model.config PATH`` runs it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any, Dict, List, Optional
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
+
+from mm_lightning.runtime.data import ConfigDataModule
+from mm_lightning.runtime.module import ConfigModule
+from mm_lightning.translate.trainer import trainer_kwargs
+
+__all__ = ['ConfigCLI', 'run']
+
+#: What ``LightningCLI`` needs and ``pip install 'mm_lightning[cli]'`` installs.
+MISSING_PARSER = "ConfigCLI needs jsonargparse, which LightningCLI parses with: pip install 'mm_lightning[cli]'"
+
+#: The datamodule arguments that follow the module's (one config for both).
+LINKED_ARGUMENTS = ('config', 'cfg_options')
+
+
+class ConfigCLI(LightningCLI):
+    """``LightningCLI`` for :class:`~mm_lightning.ConfigModule` and :class:`~mm_lightning.ConfigDataModule`.
+
+    Args:
+        model_class: the module class (``ConfigModule`` or a subclass).
+        datamodule_class: the datamodule class (``ConfigDataModule`` or a subclass).
+        seed_everything_default: Lightning's ``seed_everything`` before the classes are built;
+            off by default, since the config's ``randomness`` seeds the run as mmengine does.
+        **kwargs: the rest of ``LightningCLI``'s arguments.
+    """
+
+    def __init__(self, model_class: type = ConfigModule, datamodule_class: type = ConfigDataModule, *,
+                 seed_everything_default: Any = False, **kwargs: Any) -> None:
+        if importlib.util.find_spec('jsonargparse') is None:
+            raise ModuleNotFoundError(MISSING_PARSER)
+        super().__init__(model_class, datamodule_class, seed_everything_default=seed_everything_default, **kwargs)
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for argument in LINKED_ARGUMENTS:
+            parser.link_arguments(f'model.{argument}', f'data.{argument}')
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The config's Trainer settings, then the ones the command line gives (``kwargs`` last)."""
+        module = self.model
+        settings = trainer_kwargs(module.cfg, logger=module.context.lightning_loggers or False)
+        given = self._given_trainer_settings()
+        callbacks: List[Any] = settings.pop('callbacks') + _as_list(given.pop('callbacks', None))
+        extra_callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        return self._instantiate_trainer({**settings, **given, 'callbacks': callbacks, **kwargs}, extra_callbacks)
+
+    def _given_trainer_settings(self) -> Dict[str, Any]:
+        """The ``--trainer.*`` values (built) that differ from the parser's defaults: the command line's own."""
+        parsed = vars(self._get(self.config, 'trainer'))
+        defaults = vars(self._get(self._parser(self.subcommand).get_defaults(), 'trainer'))
+        built = self._get(self.config_init, 'trainer')
+        return {key: built[key] for key, value in parsed.items() if value != defaults.get(key)}
+
+
+def _as_list(value: Optional[Any]) -> List[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def run(args: Optional[List[str]] = None) -> None:
+    """``mm-lightning-cli``: :class:`ConfigCLI` on the command line (or ``args``)."""
+    if importlib.util.find_spec('jsonargparse') is None:
+        sys.exit(f'mm-lightning-cli: {MISSING_PARSER}')
+    ConfigCLI(args=args)
+
+
+if __name__ == '__main__':
+    run()
