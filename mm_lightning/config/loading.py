@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Type, Union
 
 from mmengine.config import Config, DictAction
 from mmengine.utils import import_modules_from_strings
@@ -54,9 +54,9 @@ class ConfigRuntimeError(ConfigError, RuntimeError):
 
 
 #: mmengine's exception type -> the ConfigError that is also one.
-_AS_MMENGINE_RAISES = {None: ConfigError, ValueError: ConfigError, TypeError: ConfigTypeError,
-                       AssertionError: ConfigAssertionError, KeyError: ConfigKeyError,
-                       RuntimeError: ConfigRuntimeError}
+_AS_MMENGINE_RAISES: Dict[Optional[type], Type[ConfigError]] = {
+    None: ConfigError, ValueError: ConfigError, TypeError: ConfigTypeError, AssertionError: ConfigAssertionError,
+    KeyError: ConfigKeyError, RuntimeError: ConfigRuntimeError}
 
 
 def config_error(message: str, like: Optional[type] = None) -> ConfigError:

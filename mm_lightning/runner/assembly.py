@@ -91,24 +91,27 @@ def check_scheduler_shape(param_scheduler: Any) -> None:
 def build_model(model: Union[nn.Module, Mapping[str, Any]], data_preprocessor: Any, *, distributed: bool,
                 sync_bn: Optional[str]) -> nn.Module:
     """mmengine's ``build_model`` (with ``data_preprocessor``) and its SyncBatchNorm handling."""
+    built: nn.Module
     if isinstance(model, Mapping):
-        model = copy.deepcopy(dict(model))
+        model_cfg = copy.deepcopy(dict(model))
         if data_preprocessor is not None:
-            model.setdefault('data_preprocessor', data_preprocessor)
-        model = build(MODELS, model, 'model')
+            model_cfg.setdefault('data_preprocessor', data_preprocessor)
+        built = build(MODELS, model_cfg, 'model')
     elif not isinstance(model, nn.Module):
         raise config_error(f'model: model should be a nn.Module object or dict, but got {model!r}', TypeError)
     elif data_preprocessor is not None:
         raise ConfigError('data_preprocessor: it configures a model built from a config dict; '
                           'this model is already built')
-    if is_model_wrapper(model):
+    else:
+        built = model
+    if is_model_wrapper(built):
         raise ConfigError('model: pass the bare model; Lightning wraps it for the strategy')
     if not distributed:
-        return revert_sync_batchnorm(model)
+        return revert_sync_batchnorm(built)
     if sync_bn is not None:
         with config_key('sync_bn'):
-            model = convert_sync_batchnorm(model, sync_bn)
-    return model
+            built = convert_sync_batchnorm(built, sync_bn)
+    return built
 
 
 def build_hooks(default_hooks: Optional[Mapping[str, Any]], custom_hooks: Optional[List[Any]]) -> HookList:

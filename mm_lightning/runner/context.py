@@ -10,7 +10,7 @@ import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Iterator, List, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from lightning.pytorch.loggers import Logger
@@ -195,7 +195,7 @@ def unused_name(name: str) -> str:
     return candidate
 
 
-def _manager_classes(cls: type) -> Iterator[type]:
+def _manager_classes(cls: Type[ManagerMixin]) -> Iterator[Type[ManagerMixin]]:
     """``cls`` and its subclasses: each keeps its own instances (a Visualizer subclass apart from Visualizer)."""
     yield cls
     for subclass in cls.__subclasses__():
@@ -246,7 +246,7 @@ def _log_env(context: RunContext, cfg: Config) -> None:
     runtime = '\n    ' + '\n    '.join(f'{k}: {v}' for k, v in runtime_env.items())
     dash = '-' * 60
     context.logger.info(f'\n{dash}\nSystem environment:{system}\n\nRuntime environment:{runtime}\n{dash}\n')
-    if cfg._cfg_dict:
+    if len(cfg):
         context.logger.info(f'Config:\n{cfg.pretty_text}')
 
 

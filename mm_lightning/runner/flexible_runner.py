@@ -19,7 +19,6 @@ from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmengine.runner.base_loop import BaseLoop
-from mmengine.runner.utils import _get_batch_size
 from mmengine.visualization import Visualizer
 from torch import nn
 from torch.utils.data import DataLoader
@@ -29,6 +28,7 @@ from mm_lightning.runner.assembly import config_keywords, module_parts
 from mm_lightning.runner.view import RunnerView
 from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.hooks import split_custom_hooks
+from mm_lightning.runtime.internals import batch_size
 from mm_lightning.runtime.module import ConfigModule
 from mm_lightning.translate.launchers import check_backend
 from mm_lightning.translate.trainer import trainer_kwargs
@@ -44,6 +44,9 @@ class FlexibleRunner(RunnerView):
 
     ``train()`` returns the model; ``val()``/``test()`` return the metrics dict.
     """
+
+    #: The module it built and drives (the view's ``module``, known here to be a ConfigModule).
+    module: ConfigModule
 
     def __init__(
         self,
@@ -93,7 +96,7 @@ class FlexibleRunner(RunnerView):
             work_dir=work_dir, train_cfg=train_cfg, launcher=launcher, env_cfg=env_cfg, strategy=strategy,
             default_scope=default_scope,
             optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
-            train_dataloader=dict(batch_size=_get_batch_size(train_dataloader)) if train_dataloader else None,
+            train_dataloader=dict(batch_size=batch_size(train_dataloader)) if train_dataloader else None,
             val_dataloader=dict() if val_dataloader is not None else None,
             **{key: module.cfg.get(key) for key in RUNNER_TRAINER_KEYS})
         context.open(module.cfg, module.hooks.info())

@@ -8,7 +8,7 @@ describes what the Trainer actually runs, whoever built that Trainer.
 from __future__ import annotations
 
 import os.path as osp
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -22,7 +22,6 @@ from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
 from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.priority import Priority
-from mmengine.runner.utils import _get_batch_size
 from mmengine.visualization import Visualizer
 from torch import nn
 from torch.optim import Optimizer
@@ -31,8 +30,10 @@ from torch.utils.data import DataLoader
 from mm_lightning.config.loading import config_error
 from mm_lightning.config.registry import build
 from mm_lightning.runner.context import build_log_processor, build_visualizer, setup_environment
+from mm_lightning.runtime.contract import RunModule
 from mm_lightning.runtime.data import build_dataloader
 from mm_lightning.runtime.hooks import merged_default_hooks
+from mm_lightning.runtime.internals import batch_size
 from mm_lightning.runtime.loops import build_train_loop
 from mm_lightning.runtime.metrics import build_evaluator
 from mm_lightning.runtime.optim import build_optim_wrapper, scale_lr
@@ -40,9 +41,6 @@ from mm_lightning.runtime.schedulers import build_param_schedulers
 from mm_lightning.state import checkpoint as ckpt
 from mm_lightning.translate.launchers import config_layout, init_process_group
 from mm_lightning.translate.strategies import build_strategy, strategy_context
-
-if TYPE_CHECKING:
-    from mm_lightning.runtime.module import ConfigModule
 
 __all__ = ['RunnerView']
 
@@ -61,10 +59,17 @@ def _loop_value(name: str, doc: str = '') -> property:
     return property(lambda self: getattr(self.train_loop, name) if self.train_loop is not None else 0, doc=doc)
 
 
+def _dataloader(loop: Optional[BaseLoop], split: str) -> DataLoader:
+    """A loop's loader; an AttributeError before the loop is built, as mmengine's ``None.dataloader``."""
+    if loop is None:
+        raise AttributeError(f'{split}_dataloader: the {split} loop is not built yet')
+    return loop.dataloader
+
+
 class RunnerView:
     """mmengine's runner surface over a :class:`~mm_lightning.ConfigModule` and its Trainer."""
 
-    def __init__(self, module: 'ConfigModule') -> None:
+    def __init__(self, module: RunModule) -> None:
         self.module = module
 
     # -- what runs -------------------------------------------------------------------------------
@@ -80,7 +85,7 @@ class RunnerView:
     def datamodule(self) -> Any:
         """The datamodule of the Trainer running the module (its loaders are what it iterates)."""
         trainer = self.module.attached_trainer
-        return trainer.datamodule if trainer is not None else None
+        return getattr(trainer, 'datamodule', None)  # Lightning sets it when a stage starts
 
     lightning_module = property(lambda self: self.module, doc='The ConfigModule.')
 
@@ -93,7 +98,9 @@ class RunnerView:
         self.module.model = model
 
     model_name = property(lambda self: type(self.module.model).__name__)
-    cfg: Config = property(lambda self: self.module.cfg)  # type: ignore[assignment]
+    @property
+    def cfg(self) -> Config:
+        return self.module.cfg
 
     @property
     def optim_wrapper(self) -> Any:
@@ -131,10 +138,10 @@ class RunnerView:
     deterministic = _context('deterministic')
     default_scope = _context('default_scope')
     lightning_loggers = _context('lightning_loggers', 'The Lightning loggers vis_backends became.')
-    logger: MMLogger = _assignable_context('logger')  # type: ignore[assignment]
-    message_hub: MessageHub = _assignable_context('message_hub')  # type: ignore[assignment]
-    visualizer: Visualizer = _assignable_context('visualizer')  # type: ignore[assignment]
-    log_processor: LogProcessor = _assignable_context('log_processor')  # type: ignore[assignment]
+    logger: MMLogger = _assignable_context('logger')
+    message_hub: MessageHub = _assignable_context('message_hub')
+    visualizer: Visualizer = _assignable_context('visualizer')
+    log_processor: LogProcessor = _assignable_context('log_processor')
 
     # -- loops ----------------------------------------------------------------------------------------
     @property
@@ -154,9 +161,19 @@ class RunnerView:
     iter = _loop_value('iter', 'Iterations finished (advances after after_train_iter).')
     max_epochs = _loop_value('max_epochs')
     max_iters = _loop_value('max_iters')
-    train_dataloader: DataLoader = property(lambda self: self.train_loop.dataloader)  # type: ignore[assignment]
-    val_dataloader: DataLoader = property(lambda self: self.val_loop.dataloader)  # type: ignore[assignment]
-    test_dataloader: DataLoader = property(lambda self: self.test_loop.dataloader)  # type: ignore[assignment]
+
+    @property
+    def train_dataloader(self) -> DataLoader:
+        return _dataloader(self.train_loop, 'train')
+
+    @property
+    def val_dataloader(self) -> DataLoader:
+        return _dataloader(self.val_loop, 'val')
+
+    @property
+    def test_dataloader(self) -> DataLoader:
+        return _dataloader(self.test_loop, 'test')
+
     val_evaluator = property(lambda self: self.val_loop.evaluator)
     test_evaluator = property(lambda self: self.test_loop.evaluator)
     val_interval = property(lambda self: self.train_loop.val_interval)
@@ -295,7 +312,7 @@ class RunnerView:
                                                            for s in self.param_schedulers):
             raise RuntimeError('`scale_lr` should be called before building ParamScheduler because '
                                'ParamScheduler will store initial lr from optimizer wrappers')
-        scale_lr(optim_wrapper, auto_scale_lr, _get_batch_size(self.train_dataloader), self.world_size,
+        scale_lr(optim_wrapper, auto_scale_lr, batch_size(self.train_dataloader), self.world_size,
                  self.logger)
 
     def build_message_hub(self, message_hub: Optional[Dict] = None) -> MessageHub:
@@ -407,8 +424,9 @@ class RunnerView:
                   save_param_scheduler=save_param_scheduler, meta=meta, by_epoch=by_epoch,
                   backend_args=backend_args)
 
-    def save_resumable_checkpoint(self) -> str:
-        """A checkpoint of the run as it stands between two iterations (SIGTERM, preemption)."""
+    def save_resumable_checkpoint(self) -> Optional[str]:
+        """A checkpoint of the run as it stands between two iterations (SIGTERM, preemption); its path on
+        the ranks that write it, None on the others."""
         return ckpt.save_between_iterations(self.module)
 
     def dump_config(self) -> None:

@@ -39,13 +39,15 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
+from mm_lightning.runtime.contract import RunModule
+from mm_lightning.runtime.data import config_datamodule
 from mm_lightning.runtime.fidelity import (
     check_epoch_length,
-    position_fit_loop,
     restore_validation_cadence,
     schedule_validation,
-    validate_now,
 )
+from mm_lightning.runtime.internals import position_fit_loop, run_fit_validation
+from mm_lightning.runtime.loops import TrainProgress
 from mm_lightning.runtime.preemption import Preemption, stop
 from mm_lightning.translate.sharding import check_hooks
 
@@ -82,72 +84,84 @@ ITERATION_BASED_EVENTS: Dict[str, str] = {'after_train_epoch': 'on_train_epoch_e
 
 
 class HookBridge(Callback):
-    """Calls the module's mmengine hooks at mmengine's points of a Lightning run."""
+    """Calls the module's mmengine hooks at mmengine's points of a Lightning run.
 
-    def __init__(self) -> None:
+    Args:
+        module: the run it serves (the :class:`~mm_lightning.ConfigModule` whose ``configure_callbacks``
+            returns this bridge).
+    """
+
+    def __init__(self, module: RunModule) -> None:
+        self._module = module
         self._epoch_open = False  # before_train_epoch called, after_train_epoch not yet
         self._preemption: Optional[Preemption] = None
 
-    @staticmethod
-    def _call(module: Any, stage: str, **kwargs: Any) -> None:
-        module.hooks.call(module.runner, stage, **kwargs)
+    @property
+    def _progress(self) -> TrainProgress:
+        """The training loop's driver, built when a fit binds the loop to its loader."""
+        if self._module.progress is None:
+            raise RuntimeError('the hook bridge reached a training event before the training loop was built')
+        return self._module.progress
+
+    def _call(self, stage: str, **kwargs: Any) -> None:
+        self._module.hooks.call(self._module.runner, stage, **kwargs)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        pl_module.prepare_run(trainer, stage)
+        self._module.prepare_run(trainer, stage)
         if isinstance(trainer.strategy, ModelParallelStrategy):
             # mmengine's FlexibleRunner order under sharding: the strategy initialises and shards the model
             # before before_run, so hooks (EMAHook's copy) see the sharded model
-            check_hooks(pl_module.hooks.hooks)
-            pl_module.initialize_weights(stage)
-            pl_module.configure_model()
-            self._call(pl_module, 'before_run')
+            check_hooks(self._module.hooks.hooks)
+            self._module.initialize_weights(stage)
+            self._module.configure_model()
+            self._call('before_run')
             return
-        self._call(pl_module, 'before_run')
-        pl_module.initialize_weights(stage)
+        self._call('before_run')
+        self._module.initialize_weights(stage)
 
     # -- training ---------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.start_fit()
+        self._module.start_fit()
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_open = False
         self._preemption = Preemption.install(trainer)  # after Lightning registered its signal handlers
-        self._call(pl_module, 'before_train')
-        if pl_module.resumed:
-            self._continue(trainer, pl_module)
+        self._call('before_train')
+        if self._module.resumed:
+            self._continue(trainer)
 
-    def _continue(self, trainer: pl.Trainer, module: Any) -> None:
+    def _continue(self, trainer: pl.Trainer) -> None:
         """Carry on exactly where the checkpoint was taken (see module doc)."""
-        module.restore_data_position(trainer.datamodule)
-        loop, stream = module.progress, trainer.datamodule.train_stream
+        self._module.restore_data_position(config_datamodule(trainer))
+        loop, stream = self._progress, config_datamodule(trainer).train_stream
         if not loop.by_epoch or stream.mid_pass:
-            self._open_epoch(trainer, module)
-        module.restore_continuation_state()
+            self._open_epoch(trainer)
+        self._module.restore_continuation_state()
         if stream.pass_complete:
-            self._close_epoch(trainer, module)
+            self._close_epoch(trainer)
         if loop.validation_pending:
-            validate_now(trainer)
+            run_fit_validation(trainer)
         position_fit_loop(trainer, loop.epoch if loop.by_epoch else 0, loop.optimizer_steps, loop.iter)
         if loop.finished and not (loop.by_epoch and stream.mid_pass):  # an epoch is finished first
             trainer.should_stop = True
 
-    def _open_epoch(self, trainer: pl.Trainer, module: Any) -> None:
+    def _open_epoch(self, trainer: pl.Trainer) -> None:
         self._epoch_open = True
-        self._call(module, 'before_train_epoch')
-        if module.progress.by_epoch:
-            module.train()  # after before_train_epoch, as mmengine's run_epoch
+        self._call('before_train_epoch')
+        if self._progress.by_epoch:
+            self._module.train()  # after before_train_epoch, as mmengine's run_epoch
             # a hook may have given the loop a new dataloader: the pass iterates it
-            check_epoch_length(trainer, len(trainer.datamodule.train_stream))
+            check_epoch_length(trainer, len(config_datamodule(trainer).train_stream))
 
-    def _close_epoch(self, trainer: pl.Trainer, module: Any) -> None:
+    def _close_epoch(self, trainer: pl.Trainer) -> None:
         """The end of an epoch-based pass: the loader's end, after_train_epoch, the validation rule."""
-        loop = module.progress
-        trainer.datamodule.train_stream.finish_pass()
+        loop = self._progress
+        config_datamodule(trainer).train_stream.finish_pass()
         with loop.ending_hooks('epoch'):
-            self._call(module, 'after_train_epoch')
+            self._call('after_train_epoch')
         self._epoch_open = False
         loop.epoch_done()
         loop.validation_pending = loop.validation_due()
@@ -156,29 +170,29 @@ class HookBridge(Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._epoch_open:
-            self._open_epoch(trainer, pl_module)
+            self._open_epoch(trainer)
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        loop = pl_module.progress
+        loop = self._progress
         if not loop.by_epoch:
-            pl_module.train()  # every iteration, as mmengine's IterBasedTrainLoop
-        index = trainer.datamodule.train_stream.batch_index if loop.by_epoch else loop.iter
-        self._call(pl_module, 'before_train_iter', batch_idx=index, data_batch=batch)
+            self._module.train()  # every iteration, as mmengine's IterBasedTrainLoop
+        index = config_datamodule(trainer).train_stream.batch_index if loop.by_epoch else loop.iter
+        self._call('before_train_iter', batch_idx=index, data_batch=batch)
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        loop, stream = pl_module.progress, trainer.datamodule.train_stream
+        loop, stream = self._progress, config_datamodule(trainer).train_stream
         index = stream.batch_index if loop.by_epoch else loop.iter
         with loop.ending_hooks('iteration'):
-            self._call(pl_module, 'after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
+            self._call('after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
         loop.iteration_done()
         loop.optimizer_steps = trainer.global_step
         if loop.by_epoch:
             if stream.pass_complete:
-                self._close_epoch(trainer, pl_module)
+                self._close_epoch(trainer)
             else:
                 schedule_validation(trainer, False)
         else:
@@ -186,81 +200,81 @@ class HookBridge(Callback):
             schedule_validation(trainer, loop.validation_pending)
             if loop.finished:
                 trainer.should_stop = True
-        self._stop_if_preempted(pl_module)
+        self._stop_if_preempted()
 
-    def _stop_if_preempted(self, module: Any) -> None:
+    def _stop_if_preempted(self) -> None:
         """A safe point: between two iterations, or after a validation, on every rank at once."""
         if self._preemption is not None and self._preemption.agreed():
-            module.runner.save_resumable_checkpoint()
+            self._module.runner.save_resumable_checkpoint()
             stop()
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = pl_module.progress
+        loop = self._progress
         if not loop.by_epoch:
-            self._call(pl_module, 'after_train_epoch')
+            self._call('after_train_epoch')
         if loop.finished:
             trainer.should_stop = True
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call(pl_module, 'after_train')
+        self._call('after_train')
         restore_validation_cadence(trainer)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._call(pl_module, 'after_run')
+        self._call('after_run')
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         restore_validation_cadence(trainer)
 
     # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
-    def _eval_start(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
+    def _eval_start(self, trainer: pl.Trainer, mode: str) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
-            module.load_for_evaluation()
-        if not module.eval_runs_itself(mode):
-            self._call(module, f'before_{mode}')
+            self._module.load_for_evaluation()
+        if not self._module.eval_runs_itself(mode):
+            self._call(f'before_{mode}')
 
-    def _eval_epoch_start(self, module: Any, mode: str) -> None:
-        if not module.eval_runs_itself(mode):
-            self._call(module, f'before_{mode}_epoch')
+    def _eval_epoch_start(self, mode: str) -> None:
+        if not self._module.eval_runs_itself(mode):
+            self._call(f'before_{mode}_epoch')
 
-    def _eval_end(self, trainer: pl.Trainer, module: Any, mode: str) -> None:
+    def _eval_end(self, trainer: pl.Trainer, mode: str) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         if fitting:  # evaluated: a file written by after_val_epoch (a new best) continues after it
-            module.progress.validation_pending = False
-        if not module.eval_runs_itself(mode):
-            self._call(module, f'after_{mode}_epoch', metrics=module.metrics.get(mode))
-            self._call(module, f'after_{mode}')
+            self._progress.validation_pending = False
+        if not self._module.eval_runs_itself(mode):
+            self._call(f'after_{mode}_epoch', metrics=self._module.metrics.get(mode))
+            self._call(f'after_{mode}')
         if not fitting:
-            self._call(module, 'after_run')
+            self._call('after_run')
             return
-        loop = module.progress
+        loop = self._progress
         if not loop.by_epoch and loop.stop_training:
             trainer.should_stop = True  # epoch-based runs stop at the epoch's end
-        self._stop_if_preempted(module)
+        self._stop_if_preempted()
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_start(trainer, pl_module, 'val')
+        self._eval_start(trainer, 'val')
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_epoch_start(pl_module, 'val')
+        self._eval_epoch_start('val')
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_end(trainer, pl_module, 'val')
+        self._eval_end(trainer, 'val')
 
     @override
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_start(trainer, pl_module, 'test')
+        self._eval_start(trainer, 'test')
 
     @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_epoch_start(pl_module, 'test')
+        self._eval_epoch_start('test')
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._eval_end(trainer, pl_module, 'test')
+        self._eval_end(trainer, 'test')

@@ -39,7 +39,8 @@ from mm_lightning.config.registry import config_key
 from mm_lightning.state import rng
 from mm_lightning.state.serialization import from_safe, to_safe
 
-__all__ = ['LoaderSpec', 'SPLITS', 'build_dataloader', 'TrainStream', 'EvalBatches', 'ConfigDataModule']
+__all__ = ['LoaderSpec', 'SPLITS', 'build_dataloader', 'TrainStream', 'EvalBatches', 'ConfigDataModule',
+           'config_datamodule']
 
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
 #: The splits a config's ``<split>_dataloader`` keys name.
@@ -86,10 +87,11 @@ def _rest_of_pass(loader: DataLoader, skipped: int) -> DataLoader:
 
 def _set_sampler_epoch(loader: DataLoader, epoch: int) -> None:
     """What mmengine's iteration stream does when it restarts an exhausted loader."""
+    batch_sampler_sampler = getattr(loader.batch_sampler, 'sampler', None)  # a BatchSampler's
     if hasattr(loader.sampler, 'set_epoch'):
         loader.sampler.set_epoch(epoch)
-    elif loader.batch_sampler is not None and hasattr(loader.batch_sampler.sampler, 'set_epoch'):
-        loader.batch_sampler.sampler.set_epoch(epoch)
+    elif batch_sampler_sampler is not None and hasattr(batch_sampler_sampler, 'set_epoch'):
+        batch_sampler_sampler.set_epoch(epoch)
 
 
 def _is_endless(loader: DataLoader) -> bool:
@@ -155,7 +157,12 @@ class TrainStream:
             return len(self.loader)
         # Lightning does not start a fit with no batches (no before_train, no validation that was due,
         # no after_train): a finished stream, resumed, claims one batch, never drawn as the run stops first.
-        return max(self.total_iters - self._drawn, 1)  # type: ignore[operator]
+        return max(self._iteration_budget() - self._drawn, 1)
+
+    def _iteration_budget(self) -> int:
+        if self.total_iters is None:
+            raise RuntimeError('an epoch-based stream has no iteration budget')
+        return self.total_iters
 
     def __iter__(self) -> Iterator[Any]:
         return self._epoch_batches() if self.by_epoch else self._stream_batches()
@@ -179,7 +186,7 @@ class TrainStream:
         """End an epoch's pass as mmengine's ``for`` loop does: ask for one more batch."""
         self._ensure_iterator()
         try:
-            next(self._iterator)  # type: ignore[arg-type]
+            next(self._pass_iterator)
         except StopIteration:
             self._drained = True
             self._iterator = None
@@ -210,6 +217,13 @@ class TrainStream:
             _set_sampler_epoch(self.loader, epoch)
             iterator = iter(self.loader)
 
+    @property
+    def _pass_iterator(self) -> Iterator[Any]:
+        """The iterator of the open pass (:meth:`_ensure_iterator` opens one)."""
+        if self._iterator is None:
+            raise RuntimeError('train_dataloader: no pass is open to draw from')
+        return self._iterator
+
     def _ensure_iterator(self) -> None:
         if self._recreate:
             self._recreate = False
@@ -222,7 +236,7 @@ class TrainStream:
             self._start_pass()
 
     def _draw(self) -> Any:
-        batch = next(self._iterator)  # type: ignore[arg-type]
+        batch = next(self._pass_iterator)
         self._in_pass += 1
         self._drawn += 1
         return batch
@@ -240,7 +254,8 @@ class TrainStream:
     def _stream_batches(self) -> Iterator[Any]:
         self._ensure_iterator()
         endless = _is_endless(self.loader)
-        while self._drawn < self.total_iters:  # type: ignore[operator]
+        total_iters = self._iteration_budget()
+        while self._drawn < total_iters:
             if not endless and self._in_pass >= len(self.loader):  # this draw restarts the loader
                 self._passes += 1
                 self._in_pass = 0
@@ -301,8 +316,9 @@ def _log_replay(count: int) -> None:
 def _replay(iterator: Iterator[Any], count: int) -> None:
     if count:
         _log_replay(count)
-    for _ in tqdm(range(count), desc='replaying data to the resume position', disable=count < 1 or
-                  not rank_zero_only.rank == 0, leave=False):  # type: ignore[attr-defined]
+    rank = getattr(rank_zero_only, 'rank', 0)  # Lightning sets it on the function when the run starts
+    for _ in tqdm(range(count), desc='replaying data to the resume position', disable=count < 1 or rank != 0,
+                  leave=False):
         next(iterator)
 
 
@@ -470,3 +486,17 @@ class ConfigDataModule(pl.LightningDataModule):
             self._train_stream.set_position(train)
         else:
             self._stream_state = train
+
+
+def config_datamodule(trainer: pl.Trainer) -> ConfigDataModule:
+    """The datamodule of a Trainer running a ConfigModule (Lightning sets ``trainer.datamodule`` when a stage
+    starts; it is not a declared attribute).
+
+    Raises:
+        ConfigError: the Trainer runs without a ConfigDataModule.
+    """
+    datamodule = getattr(trainer, 'datamodule', None)
+    if not isinstance(datamodule, ConfigDataModule):
+        raise ConfigError('a ConfigModule runs with a ConfigDataModule: '
+                          'trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))')
+    return datamodule

@@ -46,8 +46,9 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
 - Loop positions restored from a checkpoint, mid-epoch restarts with Lightning's own
   rules (epoch-start hooks skipped, a due validation skipped or repeated); mmengine
   resumes from ``meta``'s counters; :func:`drop_loop_state`, then the run is positioned
-  from mm_lightning's own state (:func:`position_fit_loop`) and a validation that was due
-  at the saved point runs first (:func:`validate_now`).
+  from mm_lightning's own state (:func:`~mm_lightning.runtime.internals.position_fit_loop`)
+  and a validation that was due at the saved point runs first
+  (:func:`~mm_lightning.runtime.internals.run_fit_validation`).
 - Accumulation, clipping and precision by the Trainer; mmengine's ``optim_wrapper`` and
   ``AmpOptimWrapper``; manual optimization, wrappers routed through Lightning
   (:mod:`mm_lightning.runtime.optim`).
@@ -75,10 +76,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.strategies import Strategy
 
 from mm_lightning.config.loading import ConfigError
+from mm_lightning.runtime.internals import evaluate_without_inference_mode, set_validation_check
 from mm_lightning.state.convert import EitherFormatCheckpointIO
 
 __all__ = ['TRAINER_SETTINGS', 'neutralise', 'schedule_validation', 'check_after_validation',
-           'restore_validation_cadence', 'check_epoch_length', 'drop_loop_state', 'position_fit_loop', 'validate_now']
+           'restore_validation_cadence', 'check_epoch_length', 'drop_loop_state']
 
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
 TRAINER_SETTINGS: Dict[str, Any] = dict(
@@ -98,9 +100,7 @@ TRAINER_SETTINGS: Dict[str, Any] = dict(
 def neutralise(trainer: pl.Trainer) -> None:
     """Apply, to any Trainer, the settings above that a module can still change at setup."""
     trainer.num_sanity_val_steps = 0
-    trainer.validate_loop.inference_mode = False
-    trainer.test_loop.inference_mode = False
-    trainer.predict_loop.inference_mode = False
+    evaluate_without_inference_mode(trainer)
     strategy = trainer.strategy
     if type(strategy).load_checkpoint is Strategy.load_checkpoint \
             and not isinstance(strategy.checkpoint_io, EitherFormatCheckpointIO):
@@ -115,8 +115,7 @@ def schedule_validation(trainer: pl.Trainer, due: bool) -> None:
     ``val_check_batch``. With ``val_check_batch=1`` the epoch test alone decides, so
     ``1`` means "this batch" and ``current_epoch + 2`` means "not in this epoch".
     """
-    trainer.val_check_batch = 1
-    trainer.check_val_every_n_epoch = 1 if due else trainer.current_epoch + 2
+    set_validation_check(trainer, 1 if due else trainer.current_epoch + 2)
 
 
 def check_after_validation(trainer: pl.Trainer) -> None:
@@ -147,24 +146,3 @@ def check_epoch_length(trainer: pl.Trainer, batches: int) -> None:
 def drop_loop_state(checkpoint: Dict[str, Any]) -> None:
     """Keep Lightning from restoring its own loop positions from a checkpoint (see module doc)."""
     checkpoint.pop('loops', None)
-
-
-def position_fit_loop(trainer: pl.Trainer, epoch: int, optimizer_steps: int, batches: int) -> None:
-    """Start Lightning's fit loop at ``epoch`` with its step counters where the run left them.
-
-    ``optimizer_steps`` is Lightning's ``global_step`` (what ``ModelCheckpoint`` and
-    ``max_steps`` count); ``batches`` the trained batches (the step loggers write at).
-    """
-    fit_loop = trainer.fit_loop
-    for progress in (fit_loop.epoch_progress.current, fit_loop.epoch_progress.total):
-        progress.ready = progress.started = progress.processed = progress.completed = epoch
-    steps = fit_loop.epoch_loop.manual_optimization.optim_step_progress.total
-    steps.ready = steps.completed = optimizer_steps
-    fit_loop.epoch_loop.on_load_checkpoint({'_batches_that_stepped': batches})
-
-
-def validate_now(trainer: pl.Trainer) -> None:
-    """Run the fit's validation loop at once (a validation that was due when the run stopped)."""
-    trainer.validating = True
-    trainer.fit_loop.epoch_loop.val_loop.run()
-    trainer.training = True

@@ -52,7 +52,8 @@ def is_lightning_callback(entry: Any, key: str = 'custom_hooks') -> bool:
 
 def split_custom_hooks(custom_hooks: Optional[Sequence[Any]]) -> Tuple[List[HookSpec], List[Any]]:
     """(mmengine hooks, Lightning callback entries) from ``custom_hooks``."""
-    hooks, callbacks = [], []
+    hooks: List[HookSpec] = []
+    callbacks: List[Any] = []
     for index, entry in enumerate(custom_hooks or []):
         (callbacks if is_lightning_callback(entry, f'custom_hooks[{index}]') else hooks).append(entry)
     return hooks, callbacks
@@ -125,7 +126,7 @@ class HookList:
             try:
                 method(runner, **kwargs)
             except TypeError as err:
-                raise TypeError(f'{err} in {method.__self__}') from err
+                raise TypeError(f'{err} in {getattr(method, "__self__", method)}') from err
 
     def info(self) -> str:
         """The per-stage listing mmengine logs at start-up."""

@@ -25,7 +25,7 @@ import contextlib
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
 
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
@@ -33,6 +33,7 @@ from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import calc_dynamic_intervals
 
 from mm_lightning.config.loading import ConfigError, config_error
+from mm_lightning.runtime.internals import set_loop_position
 
 __all__ = ['TRAIN_LOOP_BASES', 'TRAIN_LOOP_DRIVERS', 'EVAL_LOOPS', 'EVAL_LOSSES', 'loop_class', 'train_loop_kind',
            'parse_train_cfg', 'check_drivable', 'build_train_loop', 'ValidationRule', 'TrainProgress', 'parse_eval_cfg',
@@ -234,10 +235,10 @@ class TrainProgress:
         return self.loop.stop_training
 
     def iteration_done(self) -> None:
-        self.loop._iter += 1
+        set_loop_position(self.loop, iteration=self.loop.iter + 1)
 
     def epoch_done(self) -> None:
-        self.loop._epoch += 1
+        set_loop_position(self.loop, epoch=self.loop.epoch + 1)
 
     @property
     def finished(self) -> bool:
@@ -301,8 +302,7 @@ class TrainProgress:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore progress; lengths and cadence stay the config's (a resumed run may train longer)."""
-        self.loop._epoch = int(state['epoch'])
-        self.loop._iter = int(state['iter'])
+        set_loop_position(self.loop, epoch=int(state['epoch']), iteration=int(state['iter']))
         self.loop.stop_training = bool(state.get('stop_training', False))
         self.validation_pending = bool(state.get('validation_pending', False))
         self.optimizer_steps = int(state.get('optimizer_steps', state['iter']))
@@ -357,6 +357,6 @@ def eval_loop_class(mode: str, loop_cfg: Any) -> type:
 def runs_itself(loop: Any, mode: str) -> bool:
     """Whether an evaluation loop (or loop class)'s own ``run`` must run: it does more than iterate one
     loader once (and builds the loaders it is given, as mmagic's loops do)."""
-    cls = loop if inspect.isclass(loop) else type(loop)
+    cls: Type[BaseLoop] = loop if inspect.isclass(loop) else type(loop)
     base = EVAL_LOOPS[mode]
     return not issubclass(cls, base) or cls.run is not base.run

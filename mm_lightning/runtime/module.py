@@ -18,12 +18,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.optim import OptimWrapper
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
 from mmengine.runner.base_loop import BaseLoop
-from mmengine.runner.loops import _parse_losses
-from mmengine.runner.utils import _get_batch_size
 from torch.optim import Optimizer
 from typing_extensions import override
 
@@ -33,8 +32,9 @@ from mm_lightning.runner.assembly import ModuleParts, module_parts
 from mm_lightning.runner.view import RunnerView
 from mm_lightning.runtime.agreement import check_trainer
 from mm_lightning.runtime.bridge import HookBridge
-from mm_lightning.runtime.data import ConfigDataModule
+from mm_lightning.runtime.data import config_datamodule
 from mm_lightning.runtime.fidelity import check_after_validation, drop_loop_state, neutralise
+from mm_lightning.runtime.internals import batch_size, parse_losses
 from mm_lightning.runtime.loops import (
     EVAL_LOSSES,
     TrainProgress,
@@ -84,7 +84,8 @@ class ConfigModule(pl.LightningModule):
         super().__init__()
         parts = _parts if _parts is not None else module_parts(load_config(config, cfg_options))
         self.automatic_optimization = False
-        self.model = parts.model
+        #: mmengine's model (a ``BaseModel``, or any ``nn.Module`` with its step methods).
+        self.model: BaseModel = parts.model
         self.context = parts.context
         self.hooks = parts.hooks
         self.cfg = parts.cfg
@@ -118,7 +119,7 @@ class ConfigModule(pl.LightningModule):
         self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
         self._weights_ready = False
         self._lr_scaled = False
-        self._bridge = HookBridge()
+        self._bridge = HookBridge(self)
         self._runner: Optional[RunnerView] = None
         self._wrapper_of_optimizer: Dict[int, OptimWrapper] = {}
 
@@ -148,6 +149,20 @@ class ConfigModule(pl.LightningModule):
     def attached_trainer(self) -> Optional[pl.Trainer]:
         """The Trainer running this module, or None before one does."""
         return self._trainer
+
+    @property
+    def training_progress(self) -> TrainProgress:
+        """``progress``, once a fit has built the training loop (before, nothing trains)."""
+        if self.progress is None:
+            raise RuntimeError('the training loop is not built yet: a fit builds it over the training loader')
+        return self.progress
+
+    @property
+    def built_train_loop(self) -> BaseLoop:
+        """``train_loop``, once a fit has built it."""
+        if self.train_loop is None:
+            raise RuntimeError('the training loop is not built yet: a fit builds it over the training loader')
+        return self.train_loop
 
     @property
     def has_training(self) -> bool:
@@ -196,11 +211,7 @@ class ConfigModule(pl.LightningModule):
         self.check_stage(stage)
         neutralise(trainer)
         self.context.open(self.cfg, self.hooks.info())
-        datamodule = trainer.datamodule
-        if not isinstance(datamodule, ConfigDataModule):
-            raise ConfigError('a ConfigModule runs with a ConfigDataModule: '
-                              'trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))')
-        self.bind(datamodule, stage)
+        self.bind(config_datamodule(trainer), stage)
 
     def bind(self, datamodule: Any, stage: str) -> None:
         """Point the loops a Lightning ``stage`` runs at ``datamodule``'s loaders (the ones it iterates)."""
@@ -209,7 +220,7 @@ class ConfigModule(pl.LightningModule):
         if stage == 'fit':
             self.bind_train(datamodule)
             check_drivable(type(self.train_loop))
-            if self.progress.has_validation:
+            if self.training_progress.has_validation:
                 self.bind_eval('val', datamodule)
         else:
             self.bind_eval('test' if stage == 'test' else 'val', datamodule)
@@ -228,8 +239,8 @@ class ConfigModule(pl.LightningModule):
             self.train_loop = build_train_loop(self.train_cfg, self.runner, datamodule.loader('train'))
             self.progress = TrainProgress(self.train_loop, has_validation=False)
             self._first_pass_rng = first_pass_rng
-        self.progress.has_validation = self.has_eval('val') and datamodule.has('val')
-        datamodule.train_stream.follow(self.train_loop, self.progress.by_epoch, self._first_pass_rng)
+        self.training_progress.has_validation = self.has_eval('val') and datamodule.has('val')
+        datamodule.train_stream.follow(self.train_loop, self.training_progress.by_epoch, self._first_pass_rng)
 
     def use_train_loop(self, loop: Any) -> None:
         """What assigning the runner's ``_train_loop`` means: a built loop becomes the run's; a config, built later."""
@@ -299,7 +310,7 @@ class ConfigModule(pl.LightningModule):
         self.optim_wrapper = build_optim_wrapper(self.model, self.optim_wrapper)
         if not self._lr_scaled:  # once, before the schedulers record the initial LRs
             self._lr_scaled = True
-            scale_lr(self.optim_wrapper, self.auto_scale_lr, _get_batch_size(self.train_loop.dataloader),
+            scale_lr(self.optim_wrapper, self.auto_scale_lr, batch_size(self.built_train_loop.dataloader),
                      self.context.world_size, self.context.logger)
         if self.param_schedulers is not None:
             self.param_schedulers = build_param_schedulers(self.param_schedulers, self.optim_wrapper, self.train_loop)
@@ -323,11 +334,12 @@ class ConfigModule(pl.LightningModule):
         if self.resumed and not self.loaded:
             self.context.logger.info('Continuing from the Lightning checkpoint given to Trainer.fit; '
                                      f'load_from/resume in the config are not used '
-                                     f'(epoch {self.progress.epoch}, iter {self.progress.iter})')
+                                     f'(epoch {self.training_progress.epoch}, iter {self.training_progress.iter})')
         elif not self.loaded:
             self.resumed = ckpt.load_or_resume(self)
         self.loaded = True
-        self.optim_wrapper.initialize_count_status(self.model, self.progress.iter, self.progress.max_iters)
+        progress = self.training_progress
+        self.optim_wrapper.initialize_count_status(self.model, progress.iter, progress.max_iters)
         self.compile_model()
 
     def load_for_evaluation(self) -> None:
@@ -367,10 +379,10 @@ class ConfigModule(pl.LightningModule):
         loop = state.get('loop')
         self._data_position = own.get('data')
         if loop is None or loop.get('from_meta'):
-            loop = self.progress.state_from_meta(meta['epoch'], meta['iter'])
+            loop = self.training_progress.state_from_meta(meta['epoch'], meta['iter'])
             self._data_position = {'train': self.runner.datamodule.train_stream.state_from_meta(meta['epoch'],
                                                                                                  meta['iter'])}
-        self.progress.load_state_dict(loop)
+        self.training_progress.load_state_dict(loop)
         self._random_state = own.get('rng')
         self._gradients = own.get('gradients')
         self.resumed = True
@@ -387,7 +399,7 @@ class ConfigModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """mm_lightning's state, and the hooks' ``before_save_checkpoint`` (as for an mmengine file)."""
         if self.progress is not None and self.trainer.state.fn == TrainerFn.FITTING:
-            loop_state = self.progress.snapshot()
+            loop_state = self.training_progress.snapshot()
             state = ckpt.training_state(self, loop_state)
             meta = ckpt.run_meta(self, {}, loop_state)
             view = ckpt.hook_view(checkpoint, meta)
@@ -450,11 +462,13 @@ class ConfigModule(pl.LightningModule):
         """The start of mmengine's ``ValLoop.run``/``TestLoop.run`` (after its two hooks, which the bridge calls)."""
         if self.eval_runs_itself(mode):
             return
-        self.trainer.model.eval()
-        getattr(self.eval_loop(mode), EVAL_LOSSES[mode]).clear()
+        wrapped = self.trainer.model  # the strategy's wrapper of the model (DDP, FSDP) or this module
+        if wrapped is not None:
+            wrapped.eval()
+        getattr(self._eval_loops[mode], EVAL_LOSSES[mode]).clear()
 
     def _eval_step(self, mode: str, batch: Any, batch_idx: int) -> None:
-        loop = self.eval_loop(mode)
+        loop = self._eval_loops[mode]
         if self.eval_runs_itself(mode):
             self.metrics[mode] = loop.run()  # the loop iterates its loaders and calls its hooks itself
         else:
@@ -463,11 +477,11 @@ class ConfigModule(pl.LightningModule):
     def _eval_epoch_end(self, mode: str) -> None:
         """The end of mmengine's ``run``: the evaluator's metrics and the losses the steps returned."""
         if not self.eval_runs_itself(mode):
-            loop = self.eval_loop(mode)
+            loop = self._eval_loops[mode]
             metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))
             losses = getattr(loop, EVAL_LOSSES[mode])
             if losses:
-                metrics.update(_parse_losses(losses, mode))
+                metrics.update(parse_losses(losses, mode))
             self.metrics[mode] = metrics
         scalars = scalar_metrics(self.metrics[mode] or {})
         if scalars:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, List, Mapping, Optional, Union
+from typing import Any, Iterator, List, Mapping, Optional, Union, cast
 
 import lightning.pytorch as pl
 import torch
@@ -20,10 +20,12 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.optim import build_optim_wrapper as mm_build_optim_wrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim import Optimizer
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import build, config_key
+from mm_lightning.runtime.internals import clip_grad, count_backward
 from mm_lightning.translate.precision import AMP_WRAPPER, strip_amp
 
 __all__ = ['AnyOptimWrapper', 'build_optim_wrapper', 'wrappers_of', 'scale_lr', 'clip_gradients',
@@ -105,7 +107,7 @@ class _LightningRoute:
         # Lightning decides whether DDP synchronises gradients when backward starts.
         with self.skip_sync_while_accumulating():
             self.module.manual_backward(loss, **kwargs)
-        self.wrapper._inner_count += 1
+        count_backward(self.wrapper)
 
     def step(self, **kwargs: Any) -> None:
         # Clipping runs in ConfigModule.on_before_optimizer_step, after AMP unscaling.
@@ -134,10 +136,11 @@ def clip_gradients(wrapper: OptimWrapper, strategy: Any) -> None:
     module; elsewhere mmengine's own clipping runs unchanged (and logs ``train/grad_norm``).
     """
     if isinstance(strategy, FSDPStrategy) and wrapper.grad_name == 'grad_norm':
-        norm = strategy.model.clip_grad_norm_(**wrapper.clip_grad_kwargs)
+        root = cast(FullyShardedDataParallel, strategy.model)  # the root FSDP module, once set up
+        norm = root.clip_grad_norm_(**wrapper.clip_grad_kwargs)
         wrapper.message_hub.update_scalar('train/grad_norm', float(norm))
     else:
-        wrapper._clip_grad()
+        clip_grad(wrapper)
 
 
 def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.LightningModule) -> None:
@@ -148,6 +151,6 @@ def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.Lightning
     """
     for index, wrapper in enumerate(wrappers_of(optim_wrapper)):
         route = _LightningRoute(wrapper, module, index)
-        wrapper.backward = route.backward  # type: ignore[method-assign]
-        wrapper.step = route.step  # type: ignore[method-assign]
-        wrapper.optim_context = route.optim_context  # type: ignore[method-assign]
+        wrapper.backward = route.backward
+        wrapper.step = route.step
+        wrapper.optim_context = route.optim_context

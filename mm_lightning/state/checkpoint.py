@@ -26,11 +26,13 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from mmengine.fileio import FileClient, join_path
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint, weights_to_cpu
+from mmengine.runner.checkpoint import find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 from torch.distributed.tensor import DTensor
 
 from mm_lightning.config.loading import ConfigError, config_error
+from mm_lightning.runtime.contract import RunModule
+from mm_lightning.runtime.internals import fsdp_state_dict_type, load_state_into_model
 from mm_lightning.runtime.optim import wrappers_of
 from mm_lightning.runtime.schedulers import load_scheduler_states, scheduler_states
 from mm_lightning.state import deepspeed_state, rng, serialization, sharded_state, weights
@@ -50,7 +52,7 @@ def _to_cpu(state: Any) -> Any:
     return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
 
 
-def run_meta(module: Any, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> Dict[str, Any]:
+def run_meta(module: RunModule, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> Dict[str, Any]:
     """``meta`` as mmengine's Runner writes it (counters, config, seed, names, dataset meta)."""
     meta.setdefault('epoch', loop_state['epoch'])
     meta.setdefault('iter', loop_state['iter'])
@@ -58,13 +60,13 @@ def run_meta(module: Any, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> D
     meta.update(cfg=module.cfg.pretty_text, seed=context.seed, experiment_name=context.experiment_name,
                 time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
                 mmengine_version=mmengine.__version__ + get_git_hash())
-    dataset = module.train_loop.dataloader.dataset
+    dataset = module.built_train_loop.dataloader.dataset
     if hasattr(dataset, 'metainfo'):
         meta.update(dataset_meta=dataset.metainfo)
     return meta
 
 
-def training_state(module: Any, loop_state: Dict[str, Any],
+def training_state(module: RunModule, loop_state: Dict[str, Any],
                    ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """What a resumed run needs besides weights and optimizers, in the safe form.
 
@@ -78,7 +80,7 @@ def training_state(module: Any, loop_state: Dict[str, Any],
     return to_safe(state)
 
 
-def rank_states(module: Any, everywhere: bool = False) -> Optional[List[Dict[str, Any]]]:
+def rank_states(module: RunModule, everywhere: bool = False) -> Optional[List[Dict[str, Any]]]:
     """Each rank's own part of the run's state, gathered on rank 0 (None elsewhere, unless ``everywhere``);
     every rank calls it.
 
@@ -94,7 +96,8 @@ def rank_states(module: Any, everywhere: bool = False) -> Optional[List[Dict[str
     world_size = module.context.world_size
     if world_size == 1 or not torch.distributed.is_initialized():
         return [own]
-    payload, gathered = serialization.to_bytes(own), [None] * world_size  # bytes: tensors do not pickle across
+    payload = serialization.to_bytes(own)  # bytes: tensors do not pickle across
+    gathered: List[Any] = [None] * world_size
     if everywhere:
         torch.distributed.all_gather_object(gathered, payload)
     else:
@@ -130,7 +133,7 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-def restore_gradients(module: Any, gradients: Dict[str, torch.Tensor]) -> None:
+def restore_gradients(module: RunModule, gradients: Dict[str, torch.Tensor]) -> None:
     """Each rank's own gradients (its shards under FSDP2) back on the parameters."""
     parameters = dict(module.model.named_parameters())
     for name, grad in gradients.items():
@@ -170,47 +173,47 @@ def optimizer_names(optim_wrapper: Any) -> Optional[list]:
 
 
 # -- the strategy's part -------------------------------------------------------------------------------
-def _strategy(module: Any) -> Any:
+def _strategy(module: RunModule) -> Any:
     trainer = module.attached_trainer
     return trainer.strategy if trainer is not None else None
 
 
-def _fsdp2(module: Any) -> bool:
+def _fsdp2(module: RunModule) -> bool:
     """Whether the model is sharded by FSDP2 (mmengine's FSDPStrategy here; :mod:`mm_lightning.translate.sharding`)."""
     return is_sharded(module.model)
 
 
-def _deepspeed_engine(module: Any) -> Any:
+def _deepspeed_engine(module: RunModule) -> Any:
     """The DeepSpeed engine Lightning's DeepSpeedStrategy runs (None under any other strategy)."""
     strategy = _strategy(module)
     return strategy.deepspeed_engine if isinstance(strategy, DeepSpeedStrategy) else None
 
 
-def gathers_state(module: Any) -> bool:
+def gathers_state(module: RunModule) -> bool:
     """Whether saving needs every rank: FSDP and DeepSpeed keep model and optimizer state sharded."""
     return isinstance(_strategy(module), FSDPStrategy) or _fsdp2(module) or _deepspeed_engine(module) is not None
 
 
-def writes_parts(module: Any) -> bool:
+def writes_parts(module: RunModule) -> bool:
     """Whether each rank writes its own file (Lightning's FSDP1 ``state_dict_cfg='local'``, as mmengine)."""
     strategy = _strategy(module)
-    return isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == 'sharded'
+    return isinstance(strategy, FSDPStrategy) and fsdp_state_dict_type(strategy) == 'sharded'
 
 
-def writes_shards(module: Any) -> bool:
+def writes_shards(module: RunModule) -> bool:
     """Whether checkpoints are sharded directories (FSDP2 with ``state_dict_cfg='local'``; :mod:`.sharded_state`)."""
     plan = plan_of(_strategy(module))
     return plan is not None and plan.state_dict_type == 'sharded' and _fsdp2(module)
 
 
-def _check_supported(module: Any, action: str) -> None:
+def _check_supported(module: RunModule, action: str) -> None:
     if action != 'save' and writes_parts(module):
         raise ConfigError("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
                           "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
                           "(FSDP2), whose sharded checkpoints load")
 
 
-def model_state_dict(module: Any) -> dict:
+def model_state_dict(module: RunModule) -> dict:
     """The mmengine model's weights (bare keys); gathered through Lightning under FSDP."""
     strategy = _strategy(module)
     if _fsdp2(module):
@@ -222,7 +225,7 @@ def model_state_dict(module: Any) -> dict:
                        if key.startswith(MODULE_PREFIX))
 
 
-def optimizer_state_dict(module: Any) -> dict:
+def optimizer_state_dict(module: RunModule) -> dict:
     """``optim_wrapper.state_dict()`` with the AMP loss scaler; gathered through Lightning under FSDP."""
     strategy = _strategy(module)
     if _deepspeed_engine(module) is not None:  # the engine writes its optimizer itself, as mmengine's does
@@ -242,13 +245,13 @@ def optimizer_state_dict(module: Any) -> dict:
     return _to_cpu(state)
 
 
-def _optimizers(module: Any) -> Dict[str, Any]:
+def _optimizers(module: RunModule) -> Dict[str, Any]:
     """Each wrapper's optimizer by the name its state has in a checkpoint (``optimizer`` for one wrapper)."""
     names = optimizer_names(module.optim_wrapper) or ['optimizer']
     return {name: wrapper.optimizer for name, wrapper in zip(names, wrappers_of(module.optim_wrapper))}
 
 
-def _wrapper_states(module: Any, state_of: Callable[[str, Any], dict]) -> dict:
+def _wrapper_states(module: RunModule, state_of: Callable[[str, Any], dict]) -> dict:
     """``optim_wrapper.state_dict()`` with each optimizer's state from ``state_of(name, optimizer)``."""
     states = {}
     for (name, optimizer), wrapper in zip(_optimizers(module).items(), wrappers_of(module.optim_wrapper)):
@@ -258,7 +261,7 @@ def _wrapper_states(module: Any, state_of: Callable[[str, Any], dict]) -> dict:
     return states if isinstance(module.optim_wrapper, OptimWrapperDict) else states['optimizer']
 
 
-def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: list, filename: str,
+def load_into_model(module: RunModule, checkpoint: dict, strict: bool, revise_keys: list, filename: str,
                     purpose: str) -> dict:
     """mmengine's weight loading (key revision, strictness); through Lightning under FSDP.
 
@@ -285,8 +288,7 @@ def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: li
         if not strict:
             weights.check(fit, filename, purpose)
         # mmengine loads (and raises when strict); its warning is replaced by the line below
-        checkpoint = _load_checkpoint_to_model(module.model, checkpoint, strict, logger='silent',
-                                               revise_keys=revise_keys)
+        checkpoint = load_state_into_model(module.model, checkpoint, strict, revise_keys)
         if not fit.exact:
             module.context.logger.warning(f'The checkpoint does not fit the model exactly: {fit.describe(filename)}')
         return checkpoint
@@ -295,7 +297,7 @@ def load_into_model(module: Any, checkpoint: dict, strict: bool, revise_keys: li
     return checkpoint
 
 
-def load_optimizer_state(module: Any, state: dict) -> None:
+def load_optimizer_state(module: RunModule, state: dict) -> None:
     """``optim_wrapper.load_state_dict`` and the loss scaler; scattered through Lightning under FSDP."""
     if state.get(deepspeed_state.ENGINE_KEY):
         return  # loaded by the engine with the model (see load_checkpoint)
@@ -305,9 +307,9 @@ def load_optimizer_state(module: Any, state: dict) -> None:
         module.runner.grad_scaler.load_state_dict(scaler_state)
     strategy = _strategy(module)
     if _fsdp2(module):
-        states = state if isinstance(module.optim_wrapper, OptimWrapperDict) else {'optimizer': state}
+        by_name = state if isinstance(module.optim_wrapper, OptimWrapperDict) else {'optimizer': state}
         for (name, optimizer), wrapper in zip(_optimizers(module).items(), wrappers_of(module.optim_wrapper)):
-            wrapper_state = dict(states[name])
+            wrapper_state = dict(by_name[name])
             settings = wrapper_state.pop('base_param_settings', None)
             if settings is not None:
                 wrapper.base_param_settings = settings
@@ -317,7 +319,7 @@ def load_optimizer_state(module: Any, state: dict) -> None:
         module.optim_wrapper.load_state_dict(state)
         return
     wrappers = wrappers_of(module.optim_wrapper)
-    states = [dict(state[name]) for name in module.optim_wrapper.keys()] \
+    states: List[Dict[str, Any]] = [dict(state[name]) for name in module.optim_wrapper.keys()] \
         if isinstance(module.optim_wrapper, OptimWrapperDict) else [state]
     for wrapper, wrapper_state in zip(wrappers, states):
         settings = wrapper_state.pop('base_param_settings', None)
@@ -327,8 +329,8 @@ def load_optimizer_state(module: Any, state: dict) -> None:
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def build_checkpoint(module: Any, meta: dict, save_optimizer: bool, save_param_scheduler: bool,
-                     loop_state: Dict[str, Any], ranks: List[Dict[str, Any]]) -> dict:
+def build_checkpoint(module: RunModule, meta: dict, save_optimizer: bool, save_param_scheduler: bool,
+                     loop_state: Dict[str, Any], ranks: Optional[List[Dict[str, Any]]]) -> dict:
     """The dict mmengine's ``Runner.save_checkpoint`` writes, plus mm_lightning's state."""
     _check_supported(module, 'save')
     runner = module.runner
@@ -368,7 +370,7 @@ def checkpoint_path(out_dir: str, filename: str, file_client_args: Optional[dict
     return join_path(out_dir, filename, backend_args=backend_args)
 
 
-def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional[dict], save_optimizer: bool,
+def save(module: RunModule, out_dir: str, filename: str, *, file_client_args: Optional[dict], save_optimizer: bool,
          save_param_scheduler: bool, meta: Optional[dict], by_epoch: bool, backend_args: Optional[dict],
          loop_state: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """mmengine's ``Runner.save_checkpoint``; returns the path written on this rank.
@@ -384,7 +386,7 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     elif not isinstance(meta, dict):
         raise TypeError(f'meta should be a dict or None, but got {type(meta)}')
     if loop_state is None:
-        loop_state = module.progress.snapshot()
+        loop_state = module.training_progress.snapshot()
     filepath = checkpoint_path(out_dir, filename, file_client_args, backend_args)
     checkpoint = build_checkpoint(module, meta, save_optimizer, save_param_scheduler, loop_state, ranks)
     engine = _deepspeed_engine(module)
@@ -407,9 +409,9 @@ def save(module: Any, out_dir: str, filename: str, *, file_client_args: Optional
     return filepath
 
 
-def save_between_iterations(module: Any) -> Optional[str]:
+def save_between_iterations(module: RunModule) -> Optional[str]:
     """A resumable checkpoint of a run stopped between two iterations (SIGTERM); ``last_checkpoint`` follows."""
-    loop = module.progress
+    loop = module.training_progress
     filename = f'iter_{loop.iter}.pth'
     path = save(module, module.context.work_dir, filename, file_client_args=None, save_optimizer=True,
                 save_param_scheduler=True, meta=None, by_epoch=loop.by_epoch, backend_args=None,
@@ -481,19 +483,20 @@ def _latest_whole_checkpoint(work_dir: str, logger: Any) -> Optional[str]:
     return whole[-1] if whole else None
 
 
-def load_or_resume(module: Any, weights_only: bool = False) -> bool:
+def load_or_resume(module: RunModule, weights_only: bool = False) -> bool:
     """Resume (``resume=True``: latest in work_dir; a path) or load ``load_from``; True if resumed."""
     resume_from, load_from = sources(module.context.work_dir, module.resume, module.load_from,
                                      module.context.logger)
     if resume_from is not None and not weights_only:
         resume(module, resume_from)
         return True
-    if resume_from is not None or load_from is not None:
-        load_checkpoint(module, resume_from or load_from, purpose='evaluate' if weights_only else 'fine-tune')
+    source = resume_from if resume_from is not None else load_from
+    if source is not None:
+        load_checkpoint(module, source, purpose='evaluate' if weights_only else 'fine-tune')
     return False
 
 
-def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
+def load_checkpoint(module: RunModule, filename: str, map_location: Union[str, Callable] = 'cpu', strict: bool = False,
                     revise_keys: list = [(r'^module.', '')], purpose: str = 'load',
                     with_optimizer: bool = False) -> dict:
     """mmengine's ``Runner.load_checkpoint``: weights, after ``after_load_checkpoint``; a file of either
@@ -509,7 +512,7 @@ def load_checkpoint(module: Any, filename: str, map_location: Union[str, Callabl
     return checkpoint
 
 
-def _load_deepspeed(module: Any, filename: str, with_optimizer: bool) -> dict:
+def _load_deepspeed(module: RunModule, filename: str, with_optimizer: bool) -> dict:
     engine = _deepspeed_engine(module)
     if engine is None:
         raise ConfigError(f'resume: {filename} is a DeepSpeed checkpoint directory: load it under '
@@ -522,7 +525,7 @@ def _load_deepspeed(module: Any, filename: str, with_optimizer: bool) -> dict:
     return checkpoint
 
 
-def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_param_scheduler: bool = True,
+def resume(module: RunModule, filename: str, resume_optimizer: bool = True, resume_param_scheduler: bool = True,
            map_location: Union[str, Callable] = 'default') -> None:
     """mmengine's ``Runner.resume``, plus the data position, pending validation and random state."""
     if map_location == 'default':
@@ -533,10 +536,10 @@ def resume(module: Any, filename: str, resume_optimizer: bool = True, resume_par
     checkpoint = load_checkpoint(module, filename, map_location=map_location, with_optimizer=resume_optimizer)
     check_resumable(checkpoint, filename, 'resume')
     restore_training_state(module, checkpoint, resume_optimizer, resume_param_scheduler)
-    module.context.logger.info(f'resumed epoch: {module.train_loop.epoch}, iter: {module.train_loop.iter}')
+    module.context.logger.info(f'resumed epoch: {module.built_train_loop.epoch}, iter: {module.built_train_loop.iter}')
 
 
-def restore_training_state(module: Any, checkpoint: dict, resume_optimizer: bool,
+def restore_training_state(module: RunModule, checkpoint: dict, resume_optimizer: bool,
                            resume_param_scheduler: bool) -> None:
     """What a resume restores besides weights (mmengine's checks and warnings included)."""
     meta = checkpoint['meta']

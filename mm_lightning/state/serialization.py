@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from mmengine.fileio import FileClient, LocalBackend, get_file_backend
 from mmengine.logging import HistoryBuffer
-from mmengine.runner.checkpoint import _load_checkpoint
 
 from mm_lightning.config.loading import ConfigError
+from mm_lightning.runtime.internals import load_checkpoint_file
 
 __all__ = ['HISTORY_BUFFER_TAG', 'NDARRAY_TAG', 'to_safe', 'from_safe', 'UnsafeCheckpointError', 'to_bytes',
            'from_bytes', 'UnreadableCheckpointError', 'LEGACY_HEAD', 'unsafe_checkpoint_error', 'read', 'read_trusted',
@@ -113,7 +113,7 @@ def read(filename: str, map_location: Any = 'cpu') -> dict:
     if local and not _looks_whole(path):
         raise _unreadable(filename)
     try:
-        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        checkpoint = load_checkpoint_file(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
         if local and not is_whole(path):  # a legacy-format file cut short
             raise _unreadable(filename) from err

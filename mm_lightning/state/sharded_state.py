@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, cast
 
 import torch
 from mmengine.dist import barrier, get_rank
@@ -58,7 +58,7 @@ def is_sharded_checkpoint(path: str) -> bool:
 
 
 # -- 'full': one file, gathered on rank 0 ---------------------------------------------------------------
-def full_model_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+def full_model_state(model: nn.Module) -> Dict[str, Any]:
     """The whole model state on rank 0 (empty elsewhere); every rank calls it."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
     return OrderedDict(get_model_state_dict(model, options=_options(full=True)))
@@ -73,7 +73,8 @@ def load_full_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], s
 def _parameter_names(model: nn.Module, optimizer: Optimizer) -> List[str]:
     """The mmengine key of each of ``optimizer``'s parameters, in ``optimizer.state_dict()``'s numbering."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-    groups = get_optimizer_state_dict(model, optimizer, options=_options(full=False))['param_groups']
+    state = cast(Dict[str, Any], get_optimizer_state_dict(model, optimizer, options=_options(full=False)))
+    groups: List[Dict[str, Any]] = state['param_groups']
     return [name for group in groups for name in group['params']]
 
 
@@ -92,7 +93,7 @@ def load_full_optimizer_state(model: nn.Module, optimizer: Optimizer, state: Map
     """Load ``optimizer.state_dict()`` of the unsharded model (every rank holds it) into the sharded one."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
     names = _parameter_names(model, optimizer)
-    named = dict(state={names[i]: value for i, value in state['state'].items()},
+    named: Dict[str, Any] = dict(state={names[i]: value for i, value in state['state'].items()},
                  param_groups=[dict(group, params=[names[i] for i in group['params']])
                                for group in state['param_groups']])
     set_optimizer_state_dict(model, optimizer, named, options=_options(full=True))

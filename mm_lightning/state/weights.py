@@ -77,7 +77,7 @@ def revised(state_dict: Mapping[str, torch.Tensor], revise_keys: Sequence[Tuple[
 def fit_of(model: nn.Module, state_dict: Mapping[str, object]) -> WeightsFit:
     """How ``state_dict`` (revised keys) fits ``model``'s own state dict."""
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module  # mmengine loads into the model these wrap
+        model = model.get_submodule('module')  # mmengine loads into the model these wrap
     expected = model.state_dict()
     missing: List[str] = []
     mismatched: List[str] = []
@@ -87,9 +87,9 @@ def fit_of(model: nn.Module, state_dict: Mapping[str, object]) -> WeightsFit:
             if 'num_batches_tracked' in key:  # mmengine ignores these when missing
                 continue
             missing.append(key)
-        elif isinstance(value, torch.Tensor) and isinstance(state_dict[key], torch.Tensor) \
-                and state_dict[key].shape != value.shape:
-            mismatched.append(f'{key} (file {tuple(state_dict[key].shape)}, model {tuple(value.shape)})')
+        elif isinstance(value, torch.Tensor) and isinstance(given := state_dict[key], torch.Tensor) \
+                and given.shape != value.shape:
+            mismatched.append(f'{key} (file {tuple(given.shape)}, model {tuple(value.shape)})')
         total += 1
     unexpected = tuple(key for key in state_dict if key not in expected)
     return WeightsFit(total, tuple(missing), unexpected, tuple(mismatched))

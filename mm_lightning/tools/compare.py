@@ -86,7 +86,10 @@ def _iteration_row(number: int, reference: Optional[Iteration], ours: Optional[I
 
 def _validation_row(index: int, reference: Optional[Validation], ours: Optional[Validation],
                     atol: float) -> Dict[str, Any]:
-    after = (reference or ours).after_iteration  # type: ignore[union-attr]
+    either = reference if reference is not None else ours
+    if either is None:
+        raise ValueError('a validation row compares at least one validation')
+    after = either.after_iteration
     if reference is None or ours is None or reference.after_iteration != ours.after_iteration:
         missing = Divergence(after, 'validation', None if reference is None else reference.after_iteration,
                              None if ours is None else ours.after_iteration)

@@ -19,7 +19,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from mmengine.config import Config
@@ -33,7 +33,7 @@ __all__ = ['ENGINES', 'IterationLimit', 'Iteration', 'Validation', 'IterationRec
            'prepared_config', 'fixed_seed', 'run_engine']
 
 #: Engine name -> its runner class.
-ENGINES: Dict[str, type] = {'mmengine': Runner, 'mm_lightning': FlexibleRunner}
+ENGINES: Dict[str, Union[Type[Runner], Type[FlexibleRunner]]] = {'mmengine': Runner, 'mm_lightning': FlexibleRunner}
 
 _run_ids = itertools.count()
 
@@ -82,7 +82,7 @@ class IterationRecorder(Hook):
         self._lr = {key: [float(lr) for lr in values] for key, values in runner.optim_wrapper.get_lr().items()}
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        losses = {key: _scalar(value) for key, value in (outputs or {}).items() if _scalar(value) is not None}
+        losses = {key: scalar for key, value in (outputs or {}).items() if (scalar := _scalar(value)) is not None}
         self.iterations.append(Iteration(len(self.iterations) + 1, runner.epoch, losses, self._lr,
                                          self._started, time.perf_counter(), batch_size(data_batch)))
 

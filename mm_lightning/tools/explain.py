@@ -152,7 +152,7 @@ def _precision(kwargs: Mapping[str, Any], optim_wrapper: Any) -> Dict[str, Any]:
     return dict(
         precision=plugin.precision if plugin is not None else str(kwargs.get('precision', '32-true')),
         plugin=None if plugin is None else type(plugin).__name__,
-        scaler=None if getattr(plugin, 'scaler', None) is None else type(plugin.scaler).__name__,
+        scaler=None if (scaler := getattr(plugin, 'scaler', None)) is None else type(scaler).__name__,
         loss_scale=None if amp is None or plugin is None or plugin.precision != '16-mixed' else render(amp[2]),
     )
 
@@ -389,7 +389,7 @@ def _points(entry: Mapping[str, Any]) -> str:
         return 'never'
     shown = points if len(points) <= 6 else points[:3] + ['...'] + points[-2:]
     text = ', '.join(map(str, shown))
-    return f'after {unit}s {text} ({count} times)' if count > 1 else f'after {unit} {text}'
+    return f'after {unit}s {text} ({count} times)' if (count or 0) > 1 else f'after {unit} {text}'
 
 
 def _format_layout(report: Mapping[str, Any]) -> str:

@@ -22,10 +22,10 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
-from lightning.fabric.utilities.distributed import _destroy_dist_connection, _init_dist_connection
 from mmengine.dist import infer_launcher
 
 from mm_lightning.config.loading import ConfigError
+from mm_lightning.runtime.internals import destroy_dist_connection, init_dist_connection
 
 __all__ = ['LauncherRule', 'LAUNCHERS', 'ACCELERATORS', 'BACKEND_ACCELERATORS', 'Layout', 'resolve_launcher',
            'accelerator_name', 'resolve_accelerator', 'launcher_variables', 'world_layout', 'resolve_layout',
@@ -174,7 +174,7 @@ def process_group_settings(env_cfg: Mapping[str, Any], accelerator: str) -> Dict
 def backend_refusal(env_cfg: Mapping[str, Any], accelerator: str) -> Optional[str]:
     """Why the configured backend cannot run on ``accelerator`` (None when it can)."""
     backend = (env_cfg.get('dist_cfg') or {}).get('backend')
-    needed = BACKEND_ACCELERATORS.get(backend)
+    needed = BACKEND_ACCELERATORS.get(backend) if isinstance(backend, str) else None
     if needed is None or needed == accelerator:
         return None
     return (f'env_cfg.dist_cfg.backend: {backend!r} needs {needed.upper()} devices; on {accelerator.upper()} use '
@@ -198,7 +198,7 @@ def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
     check_backend(env_cfg, accelerator)
     settings = process_group_settings(env_cfg, accelerator)
     kwargs = {'timeout': settings['timeout']} if 'timeout' in settings else {}
-    _init_dist_connection(cluster_environment(launcher), settings['process_group_backend'], **kwargs)
+    init_dist_connection(cluster_environment(launcher), settings['process_group_backend'], **kwargs)
     # Close it at exit for every backend (Lightning does so for NCCL only): a gloo group left to the
     # interpreter's shutdown can abort the process.
-    atexit.register(_destroy_dist_connection)
+    atexit.register(destroy_dist_connection)

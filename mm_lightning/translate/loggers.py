@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import os.path as osp
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, cast
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class LightningLoggerVisBackend(BaseVisBackend):
     """
 
     MMENGINE_NAME: ClassVar[str] = ''
-    LOGGER_CLASS: ClassVar[Type[Logger]] = Logger
+    LOGGER_CLASS: ClassVar[Type[Logger]]  # each subclass names its logger
     LOGGER_OPTIONS: ClassVar[Dict[str, str]] = {}
     BACKEND_OPTIONS: ClassVar[Tuple[str, ...]] = ()
     PACKAGE: ClassVar[str] = ''
@@ -78,7 +78,8 @@ class LightningLoggerVisBackend(BaseVisBackend):
 
     @property
     def experiment(self) -> Any:
-        return self._logger.experiment
+        # every Lightning logger of a backend has one; the Logger base class does not declare it
+        return getattr(self._logger, 'experiment')
 
     def _init_env(self) -> None:
         """The Lightning logger sets itself up on first use."""
@@ -135,7 +136,7 @@ class WandbLoggerVisBackend(LightningLoggerVisBackend):
     BACKEND_OPTIONS = ('define_metric_cfg', 'commit', 'log_code_name', 'watch_kwargs')
     PACKAGE = 'wandb'
     #: ``wandb.init`` arguments that are ``WandbLogger`` arguments of another name.
-    INIT_ARGUMENTS = dict(dir='save_dir')
+    INIT_ARGUMENTS: ClassVar[Dict[str, str]] = {'dir': 'save_dir'}
 
     @classmethod
     def build_logger(cls, save_dir: str, options: Mapping[str, Any], key: str) -> Tuple[Logger, Dict[str, Any]]:
@@ -159,7 +160,8 @@ class WandbLoggerVisBackend(LightningLoggerVisBackend):
                               f'no other mode), got {anonymous!r}')
         init_kwargs.setdefault('dir', save_dir)
         init_kwargs.setdefault('project', os.environ.get('WANDB_PROJECT') or 'uncategorized')
-        renamed = {cls.INIT_ARGUMENTS.get(k, k): v for k, v in init_kwargs.items()}
+        renamed: Dict[str, Any] = {cls.INIT_ARGUMENTS[k] if k in cls.INIT_ARGUMENTS else k: v
+                                   for k, v in init_kwargs.items()}
         return dict(renamed, anonymous=anonymous == 'allow' or None)
 
     def _init_env(self) -> None:
@@ -184,7 +186,7 @@ class WandbLoggerVisBackend(LightningLoggerVisBackend):
 
     @force_init_env
     def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
-        self._logger.log_image(key=name, images=[image], step=step)
+        cast(WandbLogger, self._logger).log_image(key=name, images=[image], step=step)
 
     def close(self) -> None:
         if self._env_initialized:
@@ -251,8 +253,8 @@ class MLflowLoggerVisBackend(LightningLoggerVisBackend):
         self._logger.finalize('success')
 
     @property
-    def _run_id(self) -> str:
-        return self._logger.run_id  # type: ignore[attr-defined]
+    def _run_id(self) -> Optional[str]:
+        return cast(MLFlowLogger, self._logger).run_id
 
     def _log_params(self, params: Dict[str, Any]) -> None:
         from mlflow.entities import Param

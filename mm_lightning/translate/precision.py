@@ -8,7 +8,7 @@ Under DeepSpeed the DeepSpeed config's ``fp16``/``bf16`` sections set the precis
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
@@ -17,6 +17,9 @@ from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import type_name
 
+if TYPE_CHECKING:  # at run time imported where a sharded scaler is made, as FSDP runs need it
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
 __all__ = ['AMP_WRAPPER', 'AMP_ONLY_KEYS', 'AMP_DTYPES', 'StaticGradScaler', 'amp_settings', 'strip_amp', 'amp_flag',
            'precision_settings']
 
@@ -24,7 +27,8 @@ AMP_WRAPPER = 'AmpOptimWrapper'
 #: Keys of AmpOptimWrapper that the precision plugin takes over.
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 #: AmpOptimWrapper ``dtype`` -> Lightning precision flag.
-AMP_DTYPES: Dict[Any, str] = {
+MixedFlag = Literal['16-mixed', 'bf16-mixed']
+AMP_DTYPES: Dict[Any, MixedFlag] = {
     None: '16-mixed', 'float16': '16-mixed', 'half': '16-mixed', torch.float16: '16-mixed',
     'bfloat16': 'bf16-mixed', torch.bfloat16: 'bf16-mixed',
 }
@@ -36,6 +40,7 @@ class _StaticScale:
     static_scale: float
 
     def update(self, new_scale: Optional[Union[float, torch.Tensor]] = None) -> None:
+        # the checker sees object as this mixin's base; at run time super() is the scaler it is mixed into
         super().update(self.static_scale if new_scale is None else new_scale)  # type: ignore[misc]
 
 
@@ -45,7 +50,7 @@ class StaticGradScaler(_StaticScale, torch.amp.GradScaler):
         self.static_scale = float(scale)
 
 
-def _sharded_scaler(loss_scale: Any, device: str) -> torch.amp.GradScaler:
+def _sharded_scaler(loss_scale: Any, device: str) -> ShardedGradScaler:
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
     class StaticShardedGradScaler(_StaticScale, ShardedGradScaler):
@@ -86,7 +91,7 @@ def strip_amp(optim_wrapper_cfg: Any) -> Any:
     return cfg
 
 
-def amp_flag(optim_wrapper_cfg: Any) -> Optional[Tuple[str, str, Any]]:
+def amp_flag(optim_wrapper_cfg: Any) -> Optional[Tuple[str, MixedFlag, Any]]:
     """(key, Lightning precision flag, loss_scale) of the config's AMP, or None."""
     entries = amp_settings(optim_wrapper_cfg)
     if not entries:

@@ -25,7 +25,7 @@ __all__ = ['quiet_console', 'restore_console', 'file_only', 'draws', 'ConsolePro
 def quiet_console(logger: logging.Logger) -> List[Tuple[logging.Handler, int]]:
     """Send ``logger``'s INFO lines to its log file only: its console handlers show warnings and errors.
     Returns what :func:`restore_console` puts back."""
-    quieted = []
+    quieted: List[Tuple[logging.Handler, int]] = []
     for handler in logger.handlers:
         if type(handler) is logging.StreamHandler and handler.level < logging.WARNING:  # not a FileHandler
             quieted.append((handler, handler.level))

@@ -31,6 +31,7 @@ from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type
+from mm_lightning.runtime.internals import apply_activation_checkpointing
 
 __all__ = ['SHARDING_STRATEGIES', 'NO_EXACT_EQUIVALENT', 'ShardingPlan', 'plan_from_wrapper', 'wrap_targets',
            'is_sharded', 'shard_model', 'COPYING_HOOKS', 'check_hooks', 'FSDP2Strategy', 'shard_for', 'plan_of']
@@ -224,7 +225,6 @@ def shard_model(model: nn.Module, plan: ShardingPlan, mesh: Any, num_nodes: int 
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
     _same_start(model)
     if plan.activation_checkpointing is not None:
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
         apply_activation_checkpointing(model, check_fn=plan.activation_checkpointing)
     ignored = tuple(_ignored_modules(model, plan.ignored_modules))
     kwargs: Dict[str, Any] = dict(
