@@ -30,8 +30,8 @@ from mm_lightning.runner.context import RunContext, create_context, setup_enviro
 from mm_lightning.runtime.hooks import HookList, is_lightning_callback, merged_default_hooks
 from mm_lightning.translate.launchers import init_process_group, resolve_launcher
 
-__all__ = ['CONFIG_KEYWORDS', 'config_keywords', 'check_keywords', 'check_scheduler_shape', 'build_model',
-           'build_hooks', 'ModuleParts', 'module_parts']
+__all__ = ['CONFIG_KEYWORDS', 'STAGE_GROUPS', 'require_model', 'check_stage_groups', 'config_keywords',
+           'check_keywords', 'check_scheduler_shape', 'build_model', 'build_hooks', 'ModuleParts', 'module_parts']
 
 #: Constructor keywords ``from_cfg`` reads from a config, with their defaults (mmengine's).
 CONFIG_KEYWORDS: Dict[str, Any] = dict(
@@ -42,10 +42,26 @@ CONFIG_KEYWORDS: Dict[str, Any] = dict(
     log_level='INFO', visualizer=None, default_scope='mmengine', randomness=dict(seed=None), compile=False)
 
 
-def config_keywords(cfg: Config) -> Dict[str, Any]:
-    """The runner keywords a config gives (mmengine's defaults for the missing ones), ``model`` included."""
+#: Each stage's three keys, which mmengine's Runner takes all or none of.
+STAGE_GROUPS = (('train_dataloader', 'train_cfg', 'optim_wrapper'), ('val_dataloader', 'val_cfg', 'val_evaluator'),
+                ('test_dataloader', 'test_cfg', 'test_evaluator'))
+
+
+def require_model(cfg: Mapping[str, Any]) -> None:
+    """A run needs ``model`` (mmengine's Runner reads ``cfg['model']``)."""
     if 'model' not in cfg:
         raise config_error('model: the config has no `model` entry', KeyError)
+
+
+def check_stage_groups(keywords: Mapping[str, Any]) -> None:
+    """mmengine's all-or-none rule for each stage's three keys (:data:`STAGE_GROUPS`)."""
+    for group in STAGE_GROUPS:
+        require_together(**{key: keywords.get(key) for key in group})
+
+
+def config_keywords(cfg: Config) -> Dict[str, Any]:
+    """The runner keywords a config gives (mmengine's defaults for the missing ones), ``model`` included."""
+    require_model(cfg)
     keywords = {key: cfg.get(key, default) for key, default in CONFIG_KEYWORDS.items()}
     keywords['work_dir'] = cfg.get('work_dir') or default_work_dir(cfg)
     keywords['model'] = cfg['model']
@@ -56,9 +72,7 @@ def check_keywords(*, train_dataloader: Any, train_cfg: Any, optim_wrapper: Any,
                    val_dataloader: Any, val_cfg: Any, val_evaluator: Any, test_dataloader: Any, test_cfg: Any,
                    test_evaluator: Any, compile: Any, resume: Any, load_from: Any) -> None:
     """mmengine's constructor checks, with errors that name the keys."""
-    require_together(train_dataloader=train_dataloader, train_cfg=train_cfg, optim_wrapper=optim_wrapper)
-    require_together(val_dataloader=val_dataloader, val_cfg=val_cfg, val_evaluator=val_evaluator)
-    require_together(test_dataloader=test_dataloader, test_cfg=test_cfg, test_evaluator=test_evaluator)
+    check_stage_groups(locals())
     if param_scheduler is not None and optim_wrapper is None:
         raise ConfigError('param_scheduler: param_scheduler should be None when optim_wrapper is None')
     check_scheduler_shape(param_scheduler)

@@ -36,8 +36,8 @@ from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.runtime.internals import set_loop_position
 
 __all__ = ['TRAIN_LOOP_BASES', 'TRAIN_LOOP_DRIVERS', 'EVAL_LOOPS', 'EVAL_LOSSES', 'loop_class', 'train_loop_kind',
-           'parse_train_cfg', 'check_drivable', 'build_train_loop', 'ValidationRule', 'TrainProgress', 'parse_eval_cfg',
-           'build_eval_loop', 'eval_loop_class', 'runs_itself']
+           'parse_train_cfg', 'VALIDATION_SETTINGS', 'validation_settings', 'check_drivable', 'build_train_loop',
+           'ValidationRule', 'TrainProgress', 'parse_eval_cfg', 'build_eval_loop', 'eval_loop_class', 'runs_itself']
 
 #: mmengine's training loops (class -> by_epoch): Lightning drives these and subclasses that iterate as they do.
 TRAIN_LOOP_BASES = {EpochBasedTrainLoop: True, IterBasedTrainLoop: False}
@@ -149,6 +149,30 @@ def build_train_loop(train_cfg: Any, runner: Any, dataloader: Any) -> BaseLoop:
         if isinstance(err, ConfigError):
             raise
         raise config_error(f'train_cfg: {err or type(err).__name__}', type(err)) from err
+
+
+#: The settings of a training loop that decide when it validates.
+VALIDATION_SETTINGS = ('val_begin', 'val_interval', 'dynamic_intervals')
+
+
+def validation_settings(train_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """``val_begin``, ``val_interval`` and ``dynamic_intervals`` as the loop built from ``train_cfg`` holds them:
+    the config's, else the defaults of the class mmengine builds (a subclass's own where it sets them)."""
+    parsed = parse_train_cfg(train_cfg)
+    if 'type' in train_cfg:
+        cls = loop_class(train_cfg['type'], 'train_cfg.type')
+    else:
+        cls = EpochBasedTrainLoop if parsed['by_epoch'] else IterBasedTrainLoop
+    return {name: parsed[name] if name in parsed else _default(cls, name) for name in VALIDATION_SETTINGS}
+
+
+def _default(cls: type, name: str) -> Any:
+    """The first default of ``name`` along ``cls``'s constructors (one taking ``**kwargs`` passes it on)."""
+    for klass in cls.__mro__:
+        parameter = inspect.signature(vars(klass).get('__init__', object.__init__)).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return None
 
 
 @dataclass(frozen=True)

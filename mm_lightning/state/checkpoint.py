@@ -41,11 +41,11 @@ from mm_lightning.state.serialization import to_safe
 from mm_lightning.translate.sharding import is_sharded, plan_of
 from mm_lightning.translate.strategies import shards_parameters
 
-__all__ = ['run_meta', 'training_state', 'rank_states', 'check_world_size', 'restore_gradients', 'hook_view',
-           'apply_hook_view', 'optimizer_names', 'gathers_state', 'writes_parts', 'writes_shards', 'model_state_dict',
-           'optimizer_state_dict', 'load_into_model', 'load_optimizer_state', 'build_checkpoint', 'checkpoint_path',
-           'save', 'save_between_iterations', 'sources', 'read_checkpoint', 'load_or_resume', 'load_checkpoint',
-           'resume', 'restore_training_state']
+__all__ = ['fsdp1_load_refusal', 'run_meta', 'training_state', 'rank_states', 'check_world_size', 'restore_gradients',
+           'hook_view', 'apply_hook_view', 'optimizer_names', 'gathers_state', 'writes_parts', 'writes_shards',
+           'model_state_dict', 'optimizer_state_dict', 'load_into_model', 'load_optimizer_state', 'build_checkpoint',
+           'checkpoint_path', 'save', 'save_between_iterations', 'sources', 'read_checkpoint', 'load_or_resume',
+           'load_checkpoint', 'resume', 'restore_training_state']
 
 
 def _to_cpu(state: Any) -> Any:
@@ -206,11 +206,20 @@ def writes_shards(module: RunModule) -> bool:
     return plan is not None and plan.state_dict_type == 'sharded' and _fsdp2(module)
 
 
+def fsdp1_load_refusal(state_dict_type: Optional[str]) -> Optional[str]:
+    """Why Lightning's FSDPStrategy (FSDP1) with ``state_dict_type`` cannot load a checkpoint (None: it can)."""
+    if state_dict_type != 'sharded':
+        return None
+    return ("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded checkpoints here; "
+            "save with state_dict_cfg='full', or use mmengine's FSDPStrategy (FSDP2), whose sharded "
+            'checkpoints load')
+
+
 def _check_supported(module: RunModule, action: str) -> None:
-    if action != 'save' and writes_parts(module):
-        raise ConfigError("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
-                          "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
-                          "(FSDP2), whose sharded checkpoints load")
+    strategy = _strategy(module)
+    refusal = fsdp1_load_refusal(fsdp_state_dict_type(strategy)) if isinstance(strategy, FSDPStrategy) else None
+    if action != 'save' and refusal is not None:
+        raise ConfigError(refusal)
 
 
 def model_state_dict(module: RunModule) -> dict:

@@ -30,13 +30,14 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import DefaultScope
 from mmengine.runner.priority import Priority, get_priority
 
-from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config, require_together
+from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config
 from mm_lightning.config.registry import type_name
-from mm_lightning.runner.assembly import build_hooks
+from mm_lightning.runner.assembly import build_hooks, check_stage_groups, require_model
 from mm_lightning.runner.context import build_visualizer, unused_name
 from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from mm_lightning.runtime.hooks import HookList, build_lightning_callbacks
-from mm_lightning.runtime.loops import ValidationRule, parse_eval_cfg, parse_train_cfg
+from mm_lightning.runtime.loops import ValidationRule, parse_eval_cfg, parse_train_cfg, validation_settings
+from mm_lightning.state.checkpoint import fsdp1_load_refusal
 from mm_lightning.translate.launchers import config_layout
 from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.precision import amp_flag
@@ -79,6 +80,7 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     if spec is not None:
         found += [_warning(REFUSAL, message) for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout)]
     found += _run_time_checks(cfg, spec)
+    found += _strategy_notes(spec)
     found += _sharding(spec, hook_list)
     return dict(
         config=cfg.filename,
@@ -179,16 +181,16 @@ def _schedule(cfg: Config, kwargs: Optional[Mapping[str, Any]], hooks: Optional[
 
 
 def _validation(cfg: Config, loop_cfg: Mapping[str, Any]) -> Optional[dict]:
+    """Where training validates: the loop's settings (as the built loop holds them) under the run's rule."""
     if cfg.get('val_cfg') is None or cfg.get('val_dataloader') is None:
         return None
     by_epoch = loop_cfg['by_epoch']
-    val_begin = loop_cfg.get('val_begin', 1)
-    val_interval = loop_cfg.get('val_interval', 1 if by_epoch else 1000)  # the loops' defaults
-    rule = ValidationRule.of(val_begin, val_interval, loop_cfg.get('dynamic_intervals'))
+    settings = validation_settings(cfg.train_cfg)
+    rule = ValidationRule.of(settings['val_begin'], settings['val_interval'], settings['dynamic_intervals'])
     points = rule.points(loop_cfg['max_epochs'] if by_epoch else loop_cfg['max_iters'])
-    return dict(unit='epoch' if by_epoch else 'iteration', begin=val_begin, interval=val_interval,
-                dynamic_intervals=render(loop_cfg.get('dynamic_intervals') or []), at=points[:MAX_POINTS],
-                count=len(points))
+    return dict(unit='epoch' if by_epoch else 'iteration', begin=settings['val_begin'],
+                interval=settings['val_interval'], dynamic_intervals=render(settings['dynamic_intervals'] or []),
+                at=points[:MAX_POINTS], count=len(points))
 
 
 def _checkpoints(hook: CheckpointHook, loop_by_epoch: bool, length: int) -> dict:
@@ -310,6 +312,11 @@ def _run_time_checks(cfg: Config, spec: Any) -> List[Dict[str, str]]:
     return found
 
 
+def _strategy_notes(spec: Any) -> List[Dict[str, str]]:
+    """The settings the translated strategy follows only approximately (logged when a run builds it)."""
+    return [_warning(APPROXIMATION, note) for note in spec.notes] if isinstance(spec, StrategySpec) else []
+
+
 def _sharding(spec: Any, hooks: Optional[HookList]) -> List[Dict[str, str]]:
     """Under FSDP2: the settings it has no exact equivalent for, and the hooks it cannot carry."""
     if not (isinstance(spec, StrategySpec) and issubclass(spec.cls, FSDP2Strategy)):
@@ -321,15 +328,11 @@ def _sharding(spec: Any, hooks: Optional[HookList]) -> List[Dict[str, str]]:
 
 
 def _needs_model(cfg: Config, spec: Any) -> None:
-    if 'model' not in cfg:
-        raise ConfigError('model: the config has no `model` entry')
+    require_model(cfg)
 
 
 def _groups_complete(cfg: Config, spec: Any) -> None:
-    for split in ('train', 'val', 'test'):
-        third = 'optim_wrapper' if split == 'train' else f'{split}_evaluator'
-        require_together(**{f'{split}_dataloader': cfg.get(f'{split}_dataloader'),
-                            f'{split}_cfg': cfg.get(f'{split}_cfg'), third: cfg.get(third)})
+    check_stage_groups(cfg)
 
 
 def _eval_loops(cfg: Config, spec: Any) -> None:
@@ -345,25 +348,13 @@ def _strategy_kwargs(spec: Any, name: str) -> Optional[Mapping[str, Any]]:
 def _checkpoint_io(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
     loads = bool(cfg.get('resume')) or cfg.get('load_from') is not None
     fsdp1 = _strategy_kwargs(spec, 'FSDPStrategy')  # Lightning's own FSDPStrategy, named in the config
-    if fsdp1 is not None and loads and fsdp1.get('state_dict_type') == 'sharded':
-        return REFUSAL, ("strategy.state_dict_cfg: Lightning's FSDPStrategy (FSDP1) cannot load sharded "
-                         "checkpoints here; save with state_dict_cfg='full', or use mmengine's FSDPStrategy "
-                         "(FSDP2), whose sharded checkpoints load")
-    return None
-
-
-def _deepspeed_inputs_to_half(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
-    strategy = cfg.get('strategy')
-    if isinstance(strategy, Mapping) and strategy.get('inputs_to_half') and \
-            _strategy_kwargs(spec, 'DeepSpeedStrategy') is not None:
-        return APPROXIMATION, ("strategy.inputs_to_half: not used; Lightning's DeepSpeed precision casts every "
-                               'floating-point input of the batch, not only the named ones')
-    return None
+    refusal = None if fsdp1 is None or not loads else fsdp1_load_refusal(fsdp1.get('state_dict_type'))
+    return None if refusal is None else (REFUSAL, refusal)
 
 
 #: What the runner checks once it starts (raising ConfigError) and the approximations it makes.
 RUN_TIME_CHECKS: List[Callable[[Config, Any], Optional[Tuple[str, str]]]] = [
-    _needs_model, _groups_complete, _eval_loops, _checkpoint_io, _deepspeed_inputs_to_half,
+    _needs_model, _groups_complete, _eval_loops, _checkpoint_io,
 ]
 
 

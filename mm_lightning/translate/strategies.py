@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from mmengine.logging import print_log
 from mmengine.registry import FUNCTIONS
 
 from mm_lightning.config.loading import ConfigError
@@ -112,16 +114,21 @@ def _batch_size(dataloader: Any) -> Any:
 
 @dataclass
 class StrategySpec:
-    """A Lightning strategy class and the arguments a config translates to."""
+    """A Lightning strategy class, the arguments a config translates to, and the settings it follows only
+    approximately (``notes``, each naming its key: logged when built, listed by ``explain``)."""
 
     cls: type
     kwargs: Dict[str, Any]
+    notes: List[str] = field(default_factory=list)
 
     def build(self) -> Strategy:
         try:
-            return self.cls(**self.kwargs)
+            strategy = self.cls(**self.kwargs)
         except TypeError as err:
             raise ConfigError(f'strategy: {self.cls.__name__}: {err}') from err
+        for note in self.notes:
+            print_log(note, logger='current', level=logging.WARNING)
+        return strategy
 
 
 # -- DDP ----------------------------------------------------------------------------------------
@@ -247,12 +254,15 @@ def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     except ImportError as err:
         raise ConfigError('strategy.type: DeepSpeedStrategy needs the deepspeed package: '
                           'pip install "mm_lightning[deepspeed]"') from err
-    options.pop('inputs_to_half', None)  # Lightning's DeepSpeed precision casts float inputs itself
+    notes = []
+    if options.pop('inputs_to_half', None):
+        notes.append("strategy.inputs_to_half: not used; Lightning's DeepSpeed precision casts every "
+                     'floating-point input of the batch, not only the named ones')
     config = deepspeed_config(options, ctx.train_batch_size)
     exclude_frozen = options.pop('exclude_frozen_parameters', None)
     extra = {} if exclude_frozen is None else {'exclude_frozen_parameters': exclude_frozen}
     _no_options_left(options, 'strategy')
-    return StrategySpec(DeepSpeedStrategy, dict(config=config, **_process_group(ctx), **extra))
+    return StrategySpec(DeepSpeedStrategy, dict(config=config, **_process_group(ctx), **extra), notes)
 
 
 def _single_device(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:

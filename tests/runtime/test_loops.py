@@ -10,7 +10,14 @@ from mmengine.runner import Runner as MMRunner
 
 from mm_lightning import ConfigError, FlexibleRunner
 from mm_lightning.runtime.data import build_dataloader
-from mm_lightning.runtime.loops import TrainProgress, ValidationRule, build_train_loop, parse_eval_cfg, parse_train_cfg
+from mm_lightning.runtime.loops import (
+    TrainProgress,
+    ValidationRule,
+    build_train_loop,
+    parse_eval_cfg,
+    parse_train_cfg,
+    validation_settings,
+)
 
 
 class Runner:
@@ -23,6 +30,24 @@ class Runner:
 def _loop(dataloader_batches=5, **train_cfg):
     loader = build_dataloader(data(size=dataloader_batches * 4, batch_size=4), 'train_dataloader', seed=0)
     return TrainProgress(build_train_loop(train_cfg, Runner(), loader), has_validation=True)
+
+
+class EveryThirdEpoch(EpochBasedTrainLoop):
+    """A loop class with a validation default of its own."""
+
+    def __init__(self, runner, dataloader, max_epochs, val_interval=3, **kwargs):
+        super().__init__(runner, dataloader, max_epochs, val_interval=val_interval, **kwargs)
+
+
+@pytest.mark.parametrize('train_cfg', [
+    dict(by_epoch=True, max_epochs=4), dict(by_epoch=False, max_iters=9), dict(type=EveryThirdEpoch, max_epochs=6),
+    dict(type='EpochBasedTrainLoop', max_epochs=6, val_begin=2, val_interval=2, dynamic_intervals=[(4, 1)])])
+def test_validation_settings_read_from_a_config_are_the_built_loops(train_cfg):
+    """explain reads a schedule from the config without building the loop: it must be the built loop's."""
+    settings = validation_settings(train_cfg)
+    progress = _loop(**copy.deepcopy(train_cfg))
+    assert (settings['val_begin'], settings['val_interval']) == (progress.loop.val_begin, progress.loop.val_interval)
+    assert ValidationRule.of(**settings) == progress.rule
 
 
 def test_parse_train_cfg_forms_and_errors():

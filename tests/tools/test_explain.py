@@ -7,11 +7,12 @@ from conftest import data
 from mmengine.hooks import Hook
 from paths import ROOT, TESTS
 
-from mm_lightning import ConfigModule, FlexibleRunner
+from mm_lightning import ConfigModule, FlexibleRunner, load_config
 from mm_lightning.runtime.bridge import HookBridge
 from mm_lightning.tools.cli import main
 from mm_lightning.tools.explain import STAGE_EVENTS, explain
-from mm_lightning.translate.launchers import LAUNCHERS
+from mm_lightning.translate.launchers import LAUNCHERS, config_layout
+from mm_lightning.translate.strategies import strategy_context, translate_strategy
 
 SNAPSHOT = os.path.join(TESTS, 'snapshots', 'explain_fsdp_cluster.txt')
 GPU_CLUSTER = ['--accelerator', 'gpu', '--devices', '8', '--num-nodes', '2']
@@ -98,6 +99,18 @@ def test_deepspeed_precision_and_batch_size_as_translated(tmp_path, capsys):
     _, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy'), *GPU_CLUSTER)
     assert report['trainer']['precision'] == 'bf16-mixed'
     assert report['strategy']['settings']['config']['train_micro_batch_size_per_gpu'] == 32
+
+
+@pytest.mark.deepspeed
+def test_strategy_approximations_are_the_translations_notes(tmp_path, capsys):
+    """What explain lists is what the translated strategy carries (and a run logs when it builds it)."""
+    extras = "strategy = dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=2), inputs_to_half=['inputs'])\n"
+    _, report = _explain_json(capsys, _config(tmp_path, 'DeepSpeedStrategy', extras), *GPU_CLUSTER)
+    approximations = [w['message'] for w in report['warnings'] if w['kind'] == 'approximation']
+    cfg = load_config(_config(tmp_path, 'DeepSpeedStrategy', extras))
+    spec = translate_strategy(cfg.strategy, strategy_context(cfg, config_layout(cfg, None, 'gpu', 8, 2)))
+    assert spec.notes and approximations == spec.notes
+    assert spec.notes[0].startswith('strategy.inputs_to_half: not used')
 
 
 def test_hooks_by_stage_and_lightning_callbacks(tmp_path, capsys):
