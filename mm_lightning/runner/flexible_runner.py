@@ -28,7 +28,6 @@ from mm_lightning.runner.assembly import config_keywords, module_parts
 from mm_lightning.runner.view import RunnerView
 from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.hooks import split_custom_hooks
-from mm_lightning.runtime.internals import batch_size
 from mm_lightning.runtime.module import ConfigModule
 from mm_lightning.translate.launchers import check_backend
 from mm_lightning.translate.trainer import trainer_kwargs
@@ -92,12 +91,11 @@ class FlexibleRunner(RunnerView):
             train_dataloader, val_dataloader, test_dataloader, seed=context.seed,
             diff_rank_seed=context.randomness.get('diff_rank_seed', False))
         self._trainer: Optional[pl.Trainer] = None
+        #: The runner keywords and config keys the Trainer's arguments are translated from (``trainer_kwargs``).
         self._trainer_settings = dict(
             work_dir=work_dir, train_cfg=train_cfg, launcher=launcher, env_cfg=env_cfg, strategy=strategy,
-            default_scope=default_scope,
-            optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
-            train_dataloader=dict(batch_size=batch_size(train_dataloader)) if train_dataloader else None,
-            val_dataloader=dict() if val_dataloader is not None else None,
+            default_scope=default_scope, optim_wrapper=optim_wrapper, custom_hooks=split_custom_hooks(custom_hooks)[1],
+            train_dataloader=train_dataloader, val_dataloader=val_dataloader,
             **{key: module.cfg.get(key) for key in RUNNER_TRAINER_KEYS})
         context.open(module.cfg, module.hooks.info())
 

@@ -35,6 +35,7 @@ from mmengine.registry import FUNCTIONS
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type, type_name
+from mm_lightning.runtime.internals import batch_size
 from mm_lightning.translate.launchers import (  # noqa: F401  (the layout API is re-exported for translation callers)
     LAUNCHERS,
     Layout,
@@ -106,10 +107,14 @@ def strategy_context(cfg: Mapping[str, Any], layout: Layout) -> StrategyContext:
                            train_batch_size=_batch_size(cfg.get('train_dataloader')), runner_cfg=cfg)
 
 
-def _batch_size(dataloader: Any) -> Any:
-    if isinstance(dataloader, Mapping):
-        return dataloader.get('batch_size')
-    return getattr(dataloader, 'batch_size', None)
+def _batch_size(dataloader: Any) -> Optional[int]:
+    """The training batch size as mmengine reads it (a loader or its config); None where there is none."""
+    if dataloader is None:
+        return None
+    try:
+        return batch_size(dataloader)
+    except (ValueError, AttributeError):  # mmengine's "Please set batch_size"; a loader without a batch sampler
+        return None
 
 
 @dataclass
