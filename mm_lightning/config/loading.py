@@ -60,7 +60,16 @@ _AS_MMENGINE_RAISES: Dict[Optional[type], Type[ConfigError]] = {
 
 
 def config_error(message: str, like: Optional[type] = None) -> ConfigError:
-    """A :class:`ConfigError` with ``message`` that is also a ``like`` (the type mmengine raises)."""
+    """A :class:`ConfigError` with ``message`` that is also a ``like`` (the type mmengine raises).
+
+    Args:
+        message: the error's message, starting with the config key it names.
+        like: the built-in type mmengine raises for the same mistake: ``ValueError``, ``TypeError``,
+            ``AssertionError``, ``KeyError`` or ``RuntimeError``. None: a plain :class:`ConfigError`.
+
+    Returns:
+        The error, to raise: a :class:`ConfigError` (a ``ValueError``) that is also a ``like``.
+    """
     return _AS_MMENGINE_RAISES[like](message)
 
 
@@ -78,6 +87,22 @@ def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
 
     ``custom_imports`` are imported here for dicts and ``Config`` objects; mmengine
     already imports them while reading a file.
+
+    Args:
+        source: a config file path (``.py``, ``.json``, ``.yaml``), a dict or an mmengine ``Config``;
+            it is copied, never changed.
+        cfg_options: overrides of config keys, as ``--cfg-options`` gives them: ``KEY=VALUE`` strings
+            (parsed by :func:`parse_cfg_options`) or a mapping of dotted keys to values. None: no overrides.
+
+    Returns:
+        The config, with ``cfg_options`` merged in.
+
+    Raises:
+        ConfigError: the file does not exist, reading it fails on an import (``custom_imports`` or a
+            lazy-import config's), ``source`` is of another type, ``custom_imports`` is malformed, or a
+            ``cfg_options`` item is not ``KEY=VALUE``.
+        ImportError: a dict's or ``Config``'s ``custom_imports`` names a module that cannot be imported
+            (unless ``allow_failed_imports=True``).
     """
     if isinstance(source, Config):
         cfg = copy.deepcopy(source)
@@ -107,6 +132,15 @@ def parse_cfg_options(options: CfgOptions) -> dict:
     """Parse ``KEY=VALUE`` items as mmengine's ``DictAction`` does (lists, tuples, bools).
 
     A mapping is taken as already parsed.
+
+    Args:
+        options: ``KEY=VALUE`` strings (one string or several), a mapping of dotted keys to values, or None.
+
+    Returns:
+        The overrides as a dict of dotted keys to parsed values (``{}`` for None).
+
+    Raises:
+        ConfigError: an item has no ``=`` or an empty key.
     """
     if options is None:
         return {}

@@ -49,7 +49,25 @@ SPLITS = ('train', 'val', 'test')
 
 def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed: Optional[int] = None,
                      diff_rank_seed: bool = False) -> DataLoader:
-    """mmengine's ``Runner.build_dataloader`` with errors that name ``key``."""
+    """mmengine's ``Runner.build_dataloader`` with errors that name ``key``.
+
+    Args:
+        spec: a ``DataLoader`` (returned as it is) or its config: ``dataset`` and ``sampler`` (required),
+            ``batch_size``, ``num_workers``, ``collate_fn``... as mmengine takes them.
+        key: the config key ``spec`` came from (``train_dataloader``...), named in errors.
+        seed: the run's seed (``randomness.seed``): the sampler's default ``seed`` and the seed of
+            mmengine's default ``worker_init_fn``. None: neither is seeded from it.
+        diff_rank_seed: ``randomness.diff_rank_seed``; when True, ``seed`` is not given to the sampler, as
+            mmengine's Runner does.
+
+    Returns:
+        The built loader.
+
+    Raises:
+        ConfigError: ``spec`` is neither a dict nor a ``DataLoader`` (also a ``TypeError``), or lacks
+            ``dataset`` or ``sampler``, or names a type no registry knows (also a ``KeyError``). Other errors
+            raised while building it carry a note that names ``key``.
+    """
     if isinstance(spec, DataLoader):
         return spec
     if not isinstance(spec, Mapping):
@@ -358,7 +376,8 @@ class ConfigDataModule(pl.LightningDataModule):
     Args:
         config: an mmengine config (a file path, a dict or a ``Config``) whose ``*_dataloader``
             and ``randomness`` keys it reads; ``LightningCLI`` gives it as ``--data.config PATH``.
-        cfg_options: overrides of config keys, as ``--cfg-options`` gives them.
+            None: no loaders (what :meth:`from_loaders` starts from).
+        cfg_options: overrides of config keys, as ``--cfg-options`` gives them. None: no overrides.
 
     :meth:`from_loaders` takes the loaders as mmengine's runner does (built or as configs).
     """
@@ -382,14 +401,36 @@ class ConfigDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigDataModule':
-        """Loaders from ``*_dataloader`` keys; seeds from ``randomness`` as mmengine does (the constructor's)."""
+        """Loaders from ``*_dataloader`` keys; seeds from ``randomness`` as mmengine does (the constructor's).
+
+        Args:
+            cfg: an mmengine config: a file path, a dict or a ``Config``.
+            cfg_options: overrides of config keys, as ``--cfg-options`` gives them. None: no overrides.
+
+        Returns:
+            The datamodule; its loaders are built on first use.
+        """
         return cls(cfg, cfg_options)
 
     @classmethod
     def from_loaders(cls, train_dataloader: LoaderSpec = None, val_dataloader: Any = None,
                      test_dataloader: Any = None, *, seed: Optional[int] = None,
                      diff_rank_seed: bool = False) -> 'ConfigDataModule':
-        """Loaders given as mmengine's runner takes them: built ``DataLoader`` objects or their configs."""
+        """Loaders given as mmengine's runner takes them: built ``DataLoader`` objects or their configs.
+
+        Args:
+            train_dataloader: the training loader or its config (``train_dataloader``). None: no training data.
+            val_dataloader: the validation loader or its config (``val_dataloader``), or a list of configs
+                handed as it is to a loop that builds its own loaders. None: no validation data.
+            test_dataloader: as ``val_dataloader``, for testing (``test_dataloader``); prediction iterates it
+                too. None: no test data.
+            seed: the run's seed (``randomness.seed``) for the loaders built from configs (see
+                :func:`build_dataloader`). None: not seeded from it.
+            diff_rank_seed: ``randomness.diff_rank_seed`` for those loaders (see :func:`build_dataloader`).
+
+        Returns:
+            The datamodule; the loaders given as configs are built on first use.
+        """
         datamodule = cls()
         datamodule._configure(dict(train=train_dataloader, val=val_dataloader, test=test_dataloader), seed,
                               diff_rank_seed)
@@ -491,6 +532,12 @@ class ConfigDataModule(pl.LightningDataModule):
 def config_datamodule(trainer: pl.Trainer) -> ConfigDataModule:
     """The datamodule of a Trainer running a ConfigModule (Lightning sets ``trainer.datamodule`` when a stage
     starts; it is not a declared attribute).
+
+    Args:
+        trainer: the Trainer running a :class:`~mm_lightning.ConfigModule`.
+
+    Returns:
+        The Trainer's :class:`ConfigDataModule`.
 
     Raises:
         ConfigError: the Trainer runs without a ConfigDataModule.

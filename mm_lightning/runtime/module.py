@@ -74,7 +74,11 @@ class ConfigModule(pl.LightningModule):
     Args:
         config: an mmengine config: a file path, a dict or a ``Config``.
         cfg_options: overrides of config keys, as ``--cfg-options`` gives them
-            (``{'train_cfg.max_epochs': 2}`` or ``['train_cfg.max_epochs=2']``).
+            (``{'train_cfg.max_epochs': 2}`` or ``['train_cfg.max_epochs=2']``). None: no overrides.
+
+    Raises:
+        ConfigError: the config cannot be read, or has a value mmengine's Runner would refuse; the
+            message names its config key.
 
     :meth:`from_parts` makes one of parts already put together (``FlexibleRunner``'s).
     """
@@ -125,12 +129,28 @@ class ConfigModule(pl.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: ConfigLike, cfg_options: CfgOptions = None) -> 'ConfigModule':
-        """The run described by ``cfg`` (the constructor's); it writes nothing until its Trainer starts."""
+        """The run described by ``cfg`` (the constructor's); it writes nothing until its Trainer starts.
+
+        Args:
+            cfg: an mmengine config: a file path, a dict or a ``Config``.
+            cfg_options: overrides of config keys, as ``--cfg-options`` gives them. None: no overrides.
+
+        Returns:
+            The module, with its model and hooks built (the run seeded first, as mmengine's Runner does).
+        """
         return cls(cfg, cfg_options)
 
     @classmethod
     def from_parts(cls, parts: ModuleParts) -> 'ConfigModule':
-        """A module of parts already put together (``FlexibleRunner`` builds its own from its keywords)."""
+        """A module of parts already put together (``FlexibleRunner`` builds its own from its keywords).
+
+        Args:
+            parts: the built model, context and hooks and the stage configs
+                (:func:`~mm_lightning.runner.assembly.module_parts` makes them).
+
+        Returns:
+            The module over ``parts``; ``parts.cfg`` is its ``cfg``.
+        """
         return cls(parts.cfg, _parts=parts)
 
     # -- the runner view ------------------------------------------------------------------------
@@ -142,7 +162,12 @@ class ConfigModule(pl.LightningModule):
         return self._runner
 
     def attach_runner(self, runner: RunnerView) -> None:
-        """Make ``runner`` (a :class:`~mm_lightning.FlexibleRunner`) the one hooks receive."""
+        """Make ``runner`` (a :class:`~mm_lightning.FlexibleRunner`) the one hooks receive.
+
+        Args:
+            runner: the runner view to hand hooks as ``runner`` (and loops as their runner), in place of the
+                module's own :class:`~mm_lightning.runner.view.RunnerView`.
+        """
         self._runner = runner
 
     @property
@@ -170,7 +195,14 @@ class ConfigModule(pl.LightningModule):
         return self.train_cfg is not None
 
     def eval_loop(self, mode: str) -> Optional[BaseLoop]:
-        """mmengine's ValLoop/TestLoop (or the config's loop) for ``mode`` once bound to a loader, or None."""
+        """mmengine's ValLoop/TestLoop (or the config's loop) for ``mode`` once bound to a loader, or None.
+
+        Args:
+            mode: ``'val'`` or ``'test'``.
+
+        Returns:
+            The built loop, or None before a run has bound it to a loader.
+        """
         return self._eval_loops.get(mode)
 
     def has_eval(self, mode: str) -> bool:
@@ -187,7 +219,22 @@ class ConfigModule(pl.LightningModule):
 
     def build_eval_loop(self, mode: str, loop_cfg: Any, dataloader: Any) -> BaseLoop:
         """The evaluation loop ``loop_cfg`` describes, over ``dataloader``, as mmengine's Runner builds it:
-        given the evaluator config, which the loop builds through ``runner.build_evaluator``."""
+        given the evaluator config, which the loop builds through ``runner.build_evaluator``.
+
+        Args:
+            mode: ``'val'`` or ``'test'``: whose evaluator (``val_evaluator``/``test_evaluator``) it gets.
+            loop_cfg: ``val_cfg``/``test_cfg`` (``ValLoop``/``TestLoop`` without a ``type``), or a built loop,
+                returned as it is.
+            dataloader: what the loop iterates: a built loader, or, for a loop that builds its own loaders,
+                the ``*_dataloader`` config.
+
+        Returns:
+            The loop, with :attr:`runner` as its runner (:meth:`bind_eval` keeps the one it builds).
+
+        Raises:
+            ConfigError: ``loop_cfg`` is refused; the message names ``val_cfg``/``test_cfg``. Errors of the
+                evaluator it builds name ``val_evaluator``/``test_evaluator``.
+        """
         evaluator = self._eval_cfgs[mode][1]
         if isinstance(evaluator, (BaseMetric, torchmetrics.Metric)):
             evaluator = [evaluator]  # a lone built metric, in the list form mmengine's loops take

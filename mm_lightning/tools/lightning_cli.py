@@ -38,12 +38,20 @@ LINKED_ARGUMENTS = ('config', 'cfg_options')
 class ConfigCLI(LightningCLI):
     """``LightningCLI`` for :class:`~mm_lightning.ConfigModule` and :class:`~mm_lightning.ConfigDataModule`.
 
+    Over ``LightningCLI`` it links ``--data.config``/``--data.cfg_options`` to ``--model.config``/
+    ``--model.cfg_options``, builds the Trainer from ``trainer_kwargs(cfg)`` (each ``--trainer.*`` given on
+    the command line winning, ``--trainer.callbacks`` added to the config's) and leaves seeding to the
+    config's ``randomness``.
+
     Args:
         model_class: the module class (``ConfigModule`` or a subclass).
         datamodule_class: the datamodule class (``ConfigDataModule`` or a subclass).
         seed_everything_default: Lightning's ``seed_everything`` before the classes are built;
             off by default, since the config's ``randomness`` seeds the run as mmengine does.
-        **kwargs: the rest of ``LightningCLI``'s arguments.
+        **kwargs: the rest of ``LightningCLI``'s arguments (``args``, ``run``, ``parser_kwargs``...).
+
+    Raises:
+        ModuleNotFoundError: jsonargparse is not installed (``pip install 'mm_lightning[cli]'``).
     """
 
     def __init__(self, model_class: type = ConfigModule, datamodule_class: type = ConfigDataModule, *,
@@ -82,7 +90,15 @@ def _as_list(value: Optional[Any]) -> List[Any]:
 
 
 def run(args: Optional[List[str]] = None) -> None:
-    """``mm-lightning-cli``: :class:`ConfigCLI` on the command line (or ``args``)."""
+    """``mm-lightning-cli``: :class:`ConfigCLI` on the command line (or ``args``).
+
+    Args:
+        args: the arguments to parse (``fit --model.config PATH ...``). None: ``sys.argv``'s.
+
+    Raises:
+        SystemExit: jsonargparse is not installed (with the message to install it), or as ``LightningCLI``
+            exits (``--help``, a parse error).
+    """
     if importlib.util.find_spec('jsonargparse') is None:
         sys.exit(f'mm-lightning-cli: {MISSING_PARSER}')
     ConfigCLI(args=args)

@@ -51,6 +51,32 @@ def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[st
     ``devices`` per node, ``num_nodes``) comes from these arguments, then from the config,
     then from the launcher's environment and this machine: give all four to translate
     for another machine. ``overrides`` win over everything.
+
+    Args:
+        cfg: an mmengine config: a file path, a dict or a ``Config``.
+        launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``. None: the config's ``launcher``, else
+            inferred from the environment as mmengine does.
+        accelerator: ``'cpu'``, ``'gpu'`` (``'cuda'``) or ``'auto'``. None: ``lightning_trainer.accelerator``,
+            else this machine's.
+        devices: devices per node. None: ``lightning_trainer.devices``, else the launcher's environment
+            (1 without a launcher).
+        num_nodes: number of nodes. None: ``lightning_trainer.num_nodes``, else the launcher's environment
+            (1 without a launcher).
+        **overrides: ``Trainer`` arguments set last (e.g. ``logger``), over everything above.
+
+    Returns:
+        ``lightning.Trainer`` keyword arguments: the fixed settings of :mod:`mm_lightning.runtime.fidelity`,
+        ``default_root_dir`` (the ``work_dir``; ``work_dirs/<config name>`` without one), ``max_epochs`` from
+        ``train_cfg``, ``limit_val_batches=0`` without a ``val_dataloader``, ``strategy`` (from ``strategy``
+        or Runner-style ``model_wrapper_cfg``), ``benchmark`` (``env_cfg.cudnn_benchmark``), precision from
+        ``optim_wrapper``, ``callbacks`` (the Lightning callbacks in ``custom_hooks``, and the
+        ``progress_bar``), ``profiler``; then ``lightning_trainer``'s entries, ``accelerator``, ``devices``,
+        ``num_nodes`` and ``overrides``, in that order.
+
+    Raises:
+        ConfigError: the config cannot be read, or a value cannot be translated (the message names its key);
+            also when a launcher's environment variables are missing and ``devices``/``num_nodes`` are not
+            given.
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
