@@ -1,7 +1,9 @@
 """Putting a run together from mmengine's runner keywords, in the order mmengine's Runner uses.
 
-The process group is opened first, then the environment, seed and names (so the model
-is built from the same random state as under mmengine), then the model and the hooks.
+What this machine cannot run (the strategy's run-time refusals, as ``explain`` lists them)
+is refused first, before anything is built. The process group is opened next, then the
+environment, seed and names (so the model is built from the same random state as under
+mmengine), then the model and the hooks.
 Nothing is written to disk here: ``FlexibleRunner`` opens the run's outputs at once,
 a ``ConfigModule`` in someone else's Trainer when that Trainer starts.
 """
@@ -28,7 +30,13 @@ from mm_lightning.config.registry import build, config_key
 from mm_lightning.config.validation import validate_config
 from mm_lightning.runner.context import RunContext, create_context, setup_environment
 from mm_lightning.runtime.hooks import HookList, is_lightning_callback, merged_default_hooks
-from mm_lightning.translate.launchers import init_process_group, resolve_launcher
+from mm_lightning.translate.launchers import (
+    config_layout,
+    init_process_group,
+    require_launcher_variables,
+    resolve_launcher,
+)
+from mm_lightning.translate.strategies import check_run_time
 
 __all__ = ['CONFIG_KEYWORDS', 'STAGE_GROUPS', 'require_model', 'check_stage_groups', 'config_keywords',
            'check_keywords', 'check_scheduler_shape', 'build_model', 'build_hooks', 'ModuleParts', 'module_parts']
@@ -188,6 +196,8 @@ def module_parts(cfg: Optional[Config] = None, **keywords: Any) -> ModuleParts:
         'train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler', 'val_dataloader', 'val_cfg',
         'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator', 'compile', 'resume', 'load_from')})
     launcher = resolve_launcher(run['launcher'])
+    require_launcher_variables(launcher)
+    check_run_time(keywords, config_layout(keywords, launcher))  # what this machine cannot run, before it is built
     env_cfg = dict(run['env_cfg'] or {})
     setup_environment(env_cfg, distributed=launcher != 'none')
     init_process_group(launcher, env_cfg)

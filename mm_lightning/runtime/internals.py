@@ -9,12 +9,14 @@ one function here, not resume somewhere else. Nothing outside this module names 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import lightning.pytorch as pl
+import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.fabric.utilities.distributed import _destroy_dist_connection, _init_dist_connection
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from mmengine.optim import OptimWrapper
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from mmengine.runner.loops import _parse_losses
@@ -24,7 +26,7 @@ from torch import nn
 __all__ = ['position_fit_loop', 'run_fit_validation', 'set_validation_check', 'evaluate_without_inference_mode',
            'fsdp_state_dict_type', 'init_dist_connection', 'destroy_dist_connection', 'parse_losses',
            'batch_size', 'load_checkpoint_file', 'load_state_into_model', 'count_backward', 'clip_grad',
-           'set_loop_position', 'apply_activation_checkpointing']
+           'set_loop_position', 'apply_activation_checkpointing', 'deepspeed_device_rank']
 
 
 # -- Lightning (read against 2.6.6) --------------------------------------------------------------------
@@ -74,6 +76,29 @@ def evaluate_without_inference_mode(trainer: pl.Trainer) -> None:
 def fsdp_state_dict_type(strategy: FSDPStrategy) -> str:
     """``FSDPStrategy(state_dict_type=...)`` as given (Lightning 2.6.6 keeps it as ``_state_dict_type``)."""
     return strategy._state_dict_type
+
+
+@contextmanager
+def deepspeed_device_rank(strategy: DeepSpeedStrategy) -> Iterator[None]:
+    """Number the strategy's devices by local rank while it reads their index, on devices without one (CPU).
+
+    Lightning 2.6.6's DeepSpeedStrategy reads ``root_device.index`` (``parallel_devices[local_rank]``) twice:
+    ``setup_distributed`` checks every index equals its local rank (``_validate_device_index_selection``),
+    and the engine gets it as ``argparse.Namespace(device_rank=...)`` (``_setup_model_and_optimizer``,
+    ``_initialize_deepspeed_inference``). A CPU device has no index, and DeepSpeed (0.19,
+    ``DeepSpeedEngine._set_distributed_vars``) compares it with 0 to tell a distributed engine from a single
+    one; its CPU accelerator ignores the number otherwise. Numbered devices, for those moments only, are
+    what Lightning then reads; everything else keeps the plain device.
+    """
+    devices = strategy.parallel_devices
+    if devices is None or strategy.root_device.index is not None:
+        yield
+        return
+    strategy.parallel_devices = [torch.device(device.type, index) for index, device in enumerate(devices)]
+    try:
+        yield
+    finally:
+        strategy.parallel_devices = devices
 
 
 def init_dist_connection(environment: ClusterEnvironment, backend: str, **kwargs: Any) -> None:

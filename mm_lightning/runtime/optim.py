@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Union, cast
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
-from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim import BaseOptimWrapper, OptimWrapper, OptimWrapperDict
 from mmengine.optim import build_optim_wrapper as mm_build_optim_wrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
@@ -41,7 +41,7 @@ def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
     """
     if isinstance(cfg, Optimizer):  # mmengine wraps a bare optimizer
         return OptimWrapper(optimizer=cfg)
-    if isinstance(cfg, OptimWrapper):
+    if isinstance(cfg, BaseOptimWrapper):  # DeepSpeedOptimWrapper is no OptimWrapper
         if type(cfg).__name__ == AMP_WRAPPER:
             raise ConfigError('optim_wrapper: pass AmpOptimWrapper as a config dict; its loss scaling '
                               "becomes Lightning's precision plugin")
@@ -96,9 +96,11 @@ class _LightningRoute:
 
     Bound onto a built wrapper by :func:`route_through_lightning`; the wrapper keeps its own
     class and every other behaviour (``update_params``, ``should_update``, ``scale_loss``...).
+    A wrapper that is no ``OptimWrapper`` (mmengine's ``DeepSpeedOptimWrapper``) accumulates
+    nothing itself: its backward and step go through Lightning to DeepSpeed's engine, which does.
     """
 
-    def __init__(self, wrapper: OptimWrapper, module: pl.LightningModule, index: int) -> None:
+    def __init__(self, wrapper: BaseOptimWrapper, module: pl.LightningModule, index: int) -> None:
         self.wrapper = wrapper
         self.module = module
         self.index = index
@@ -107,7 +109,8 @@ class _LightningRoute:
         # Lightning decides whether DDP synchronises gradients when backward starts.
         with self.skip_sync_while_accumulating():
             self.module.manual_backward(loss, **kwargs)
-        count_backward(self.wrapper)
+        if isinstance(self.wrapper, OptimWrapper):
+            count_backward(self.wrapper)
 
     def step(self, **kwargs: Any) -> None:
         # Clipping runs in ConfigModule.on_before_optimizer_step, after AMP unscaling.
@@ -124,7 +127,8 @@ class _LightningRoute:
     def skip_sync_while_accumulating(self) -> Any:
         """mmengine's no-sync during accumulation, through the strategy (DDP's ``no_sync``)."""
         strategy = self.module.trainer.strategy
-        if self.wrapper.should_sync() or not isinstance(strategy, ParallelStrategy):
+        if not isinstance(self.wrapper, OptimWrapper) or self.wrapper.should_sync() \
+                or not isinstance(strategy, ParallelStrategy):
             return nullcontext()
         return strategy.block_backward_sync()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections import OrderedDict
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins import CheckpointIO
@@ -25,7 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
-from mm_lightning.state import serialization, sharded_state
+from mm_lightning.state import deepspeed_state, serialization, sharded_state
 
 __all__ = ['STATE_KEY', 'MODULE_PREFIX', 'HOOK_KEYS', 'LIGHTNING_VERSION_KEY', 'RESUME_KEYS', 'PRECISION_KEYS',
            'DATAMODULE_KEY', 'MMENGINE_KEYS', 'is_lightning_checkpoint', 'bare_keys', 'own_rank_state',
@@ -210,13 +210,19 @@ def convert(src: str, dst: str) -> str:
     ``.ckpt`` -> ``.pth``: Lightning to mmengine. ``.pth`` -> ``.ckpt``: mmengine to Lightning.
     ``.pth`` -> ``.pth``: an mmengine file rewritten so it loads with ``weights_only=True``.
     A sharded directory (FSDP ``state_dict_cfg='local'``) -> one full file of either format.
+    A DeepSpeed directory -> one file of either format, with the weights DeepSpeed gathers in fp32 and
+    no optimizer state (it stays in the directory's ZeRO partitions).
     The source is unpickled in full: convert only files you trust.
     """
     sharded = sharded_state.is_sharded_checkpoint(src)
-    if not (sharded or os.path.isfile(src)):
+    deepspeed = deepspeed_state.is_deepspeed_checkpoint(src)
+    if not (sharded or deepspeed or os.path.isfile(src)):
         raise ConfigError(f'convert-checkpoint: file not found: {src!r}')
     read = serialization.read_trusted
-    checkpoint = sharded_state.read_full(src, read) if sharded else read(src)
+    if deepspeed:
+        checkpoint = _from_deepspeed(src, read)
+    else:
+        checkpoint = sharded_state.read_full(src, read) if sharded else read(src)
     to_lightning = dst.endswith('.ckpt')
     if is_lightning_checkpoint(checkpoint):
         if to_lightning:
@@ -230,6 +236,17 @@ def convert(src: str, dst: str) -> str:
         serialization.write_atomically(serialization.to_safe(lightning_from_mmengine(checkpoint)), dst)
         return 'mmengine checkpoint -> Lightning checkpoint'
     serialization.write(checkpoint, dst)
+    if deepspeed:
+        return 'DeepSpeed checkpoint -> one mmengine checkpoint (fp32 weights, no optimizer state)'
     if sharded:
         return 'sharded checkpoint -> one full mmengine checkpoint'
     return 'mmengine checkpoint -> mmengine checkpoint loadable with weights_only=True'
+
+
+def _from_deepspeed(src: str, read: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+    """A DeepSpeed directory as an mmengine checkpoint: its client state, with the fp32 weights under bare keys
+    (the engine's carry the ConfigModule's ``model.``)."""
+    checkpoint = deepspeed_state.read_client_state(src, read)
+    checkpoint['state_dict'] = bare_keys(deepspeed_state.fp32_weights(src))
+    checkpoint.pop('optimizer', None)  # {ENGINE_KEY: True}: the state is in the directory's partitions
+    return checkpoint

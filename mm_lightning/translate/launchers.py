@@ -30,7 +30,7 @@ from mm_lightning.runtime.internals import destroy_dist_connection, init_dist_co
 __all__ = ['LauncherRule', 'LAUNCHERS', 'ACCELERATORS', 'BACKEND_ACCELERATORS', 'Layout', 'resolve_launcher',
            'accelerator_name', 'resolve_accelerator', 'launcher_variables', 'world_layout', 'resolve_layout',
            'config_layout', 'cluster_environment', 'process_group_settings', 'backend_refusal', 'check_backend',
-           'init_process_group']
+           'require_launcher_variables', 'init_process_group']
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,18 @@ def check_backend(env_cfg: Mapping[str, Any], accelerator: str) -> None:
         raise ConfigError(refusal)
 
 
+def require_launcher_variables(launcher: str) -> None:
+    """Refuse a run under ``launcher`` that its launcher did not start (a variable every process needs is missing)."""
+    rule = LAUNCHERS[launcher]
+    if rule.environment is not None:
+        launcher_variables(launcher, (rule.world_size, *rule.process), f'Start the job with {rule.started_by}.')
+
+
 def init_process_group(launcher: str, env_cfg: Mapping[str, Any]) -> None:
     """Open the process group from the launcher's environment (Lightning reuses it)."""
     if launcher == 'none' or torch.distributed.is_initialized():
         return
-    rule = LAUNCHERS[launcher]
-    launcher_variables(launcher, (rule.world_size, *rule.process), f'Start the job with {rule.started_by}.')
+    require_launcher_variables(launcher)
     accelerator = accelerator_name()
     check_backend(env_cfg, accelerator)
     settings = process_group_settings(env_cfg, accelerator)

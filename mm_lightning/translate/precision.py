@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, T
 
 import torch
 from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
-from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import type_name
@@ -135,7 +135,7 @@ def precision_settings(optim_wrapper_cfg: Any, strategy: Any, accelerator: str) 
 
 
 def _is_deepspeed(strategy: Any) -> bool:
-    return isinstance(strategy, Strategy) and type(strategy).__name__ == 'DeepSpeedStrategy'
+    return isinstance(strategy, DeepSpeedStrategy)  # Lightning's, or the one that also runs on CPU
 
 
 def _grad_scaler(key: str, loss_scale: Any, device: str) -> torch.amp.GradScaler:

@@ -26,16 +26,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Strategy, StrategyRegistry
 from mmengine.logging import print_log
 from mmengine.registry import FUNCTIONS
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type, type_name
 from mm_lightning.runtime.internals import batch_size
+from mm_lightning.translate.deepspeed import AnyDeviceDeepSpeedStrategy, hook_refusals, precision_refusal
 from mm_lightning.translate.launchers import (  # noqa: F401  (the layout API is re-exported for translation callers)
     LAUNCHERS,
     Layout,
@@ -49,11 +50,15 @@ from mm_lightning.translate.launchers import (  # noqa: F401  (the layout API is
 )
 from mm_lightning.translate.sharding import FSDP2Strategy, plan_from_wrapper
 
-__all__ = ['GPU_ONLY_STRATEGIES', 'SHARDING_STRATEGIES', 'shards_parameters', 'run_time_refusals', 'StrategyContext',
+__all__ = ['GPU_ONLY_STRATEGIES', 'SHARDING_STRATEGIES', 'shards_parameters', 'run_time_refusals', 'check_run_time',
+           'StrategyContext',
            'strategy_context', 'StrategySpec', 'DEEPSPEED_CONFIG_KEYS', 'deepspeed_config', 'deepspeed_precision',
            'STRATEGIES', 'MODEL_WRAPPERS', 'RUNNER_OWNED_KEYS', 'Translated', 'build_strategy', 'translate_strategy']
 
-#: Lightning strategies that refuse the CPU accelerator at run time.
+#: Lightning's own strategies (named as classes, objects or registry names such as ``'fsdp'`` and
+#: ``'deepspeed_stage_2'``) that refuse the CPU accelerator at run time. mmengine's FSDPStrategy and
+#: DeepSpeedStrategy translate to strategies that run on CPU processes too (FSDP2Strategy,
+#: AnyDeviceDeepSpeedStrategy).
 GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
 
 
@@ -72,20 +77,45 @@ def shards_parameters(cfg: Mapping[str, Any]) -> bool:
     return any(name.split('_')[0] in SHARDING_STRATEGIES or name in SHARDING_STRATEGIES for name in names)
 
 
-def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout) -> List[str]:
-    """What a run of the translated strategy would refuse on ``layout`` (each names its config key)."""
+def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout,
+                      custom_hooks: Optional[Sequence[Any]] = None) -> List[str]:
+    """What a run of the translated strategy (with ``custom_hooks``) would refuse on ``layout`` (each names its
+    config key)."""
     refusals = []
     spec = strategy if isinstance(strategy, StrategySpec) else None
-    name = spec.cls.__name__ if spec is not None else type(strategy).__name__
+    name = spec.cls.__name__ if spec is not None else _strategy_class_name(strategy)
     if name in GPU_ONLY_STRATEGIES and layout.accelerator != 'gpu':
+        mmengine_type = 'FSDPStrategy' if name == 'FSDPStrategy' else 'DeepSpeedStrategy'
         refusals.append(f"strategy.type: Lightning's {name} needs GPUs; it refuses the "
-                        f'{layout.accelerator.upper()} accelerator')
+                        f"{layout.accelerator.upper()} accelerator (mmengine's type='{mmengine_type}' runs on "
+                        'CPU processes too)')
+    if spec is not None and issubclass(spec.cls, AnyDeviceDeepSpeedStrategy):
+        refusal = precision_refusal(spec.kwargs['config'], layout.accelerator)
+        if refusal is not None:
+            refusals.append(refusal)
+        refusals += hook_refusals(spec.kwargs['config'], custom_hooks)
     opens_process_group = layout.launcher != 'none' or (spec is not None and 'process_group_backend' in spec.kwargs)
     if opens_process_group:
         refusal = backend_refusal(env_cfg, layout.accelerator)
         if refusal is not None:
             refusals.append(refusal)
     return refusals
+
+
+def _strategy_class_name(strategy: Any) -> str:
+    """The class name of a Lightning strategy given as an object or a registry name (``'deepspeed_stage_3'``)."""
+    if isinstance(strategy, str) and strategy in StrategyRegistry:
+        return StrategyRegistry[strategy]['strategy'].__name__
+    return type(strategy).__name__
+
+
+def check_run_time(cfg: Mapping[str, Any], layout: Layout) -> None:
+    """Refuse, before a run builds anything, what it would refuse later on ``layout``: the translation's own
+    errors, then the first of :func:`run_time_refusals` (what ``explain`` lists), each naming its key."""
+    translated = translate_strategy(cfg.get('strategy'), strategy_context(cfg, layout))
+    refusals = run_time_refusals(translated, cfg.get('env_cfg') or {}, layout, cfg.get('custom_hooks'))
+    if refusals:
+        raise ConfigError(refusals[0])
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -148,8 +178,9 @@ def _ddp_strategy(ddp_kwargs: Dict[str, Any], ctx: StrategyContext) -> StrategyS
 
 
 def _ddp(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
-    wrapper = _wrapper_kwargs(options.pop('model_wrapper', None), 'strategy.model_wrapper',
-                              ('MMDistributedDataParallel',))
+    # mmengine's DDPStrategy without a model_wrapper: MMDistributedDataParallel(broadcast_buffers=False)
+    wrapper = _wrapper_kwargs(options.pop('model_wrapper', None) or dict(broadcast_buffers=False),
+                              'strategy.model_wrapper', ('MMDistributedDataParallel',))
     _no_options_left(options, 'strategy')
     return _ddp_strategy(wrapper, ctx)
 
@@ -255,7 +286,6 @@ def deepspeed_precision(config: Mapping[str, Any]) -> Optional[str]:
 def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
     try:
         import deepspeed  # noqa: F401
-        from lightning.pytorch.strategies import DeepSpeedStrategy
     except ImportError as err:
         raise ConfigError('strategy.type: DeepSpeedStrategy needs the deepspeed package: '
                           'pip install "mm_lightning[deepspeed]"') from err
@@ -264,10 +294,19 @@ def _deepspeed(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:
         notes.append("strategy.inputs_to_half: not used; Lightning's DeepSpeed precision casts every "
                      'floating-point input of the batch, not only the named ones')
     config = deepspeed_config(options, ctx.train_batch_size)
+    # Lightning sets DeepSpeed's accumulation from the Trainer's accumulate_grad_batches, and refuses a config
+    # that has it; a manually optimised module (ConfigModule) cannot accumulate through the Trainer.
+    accumulation = config.pop('gradient_accumulation_steps')
+    if accumulation != 1:
+        raise ConfigError(f'strategy.gradient_accumulation_steps: {accumulation} is not supported: Lightning sets '
+                          "DeepSpeed's accumulation from the Trainer, which cannot accumulate for a manually "
+                          'optimised module; use 1 and a larger batch')
+    # DeepSpeed's own default, which Lightning reads from the config when it evaluates under ZeRO-3
+    config.setdefault('zero_allow_untested_optimizer', False)
     exclude_frozen = options.pop('exclude_frozen_parameters', None)
     extra = {} if exclude_frozen is None else {'exclude_frozen_parameters': exclude_frozen}
     _no_options_left(options, 'strategy')
-    return StrategySpec(DeepSpeedStrategy, dict(config=config, **_process_group(ctx), **extra), notes)
+    return StrategySpec(AnyDeviceDeepSpeedStrategy, dict(config=config, **_process_group(ctx), **extra), notes)
 
 
 def _single_device(options: Dict[str, Any], ctx: StrategyContext) -> StrategySpec:

@@ -1,9 +1,11 @@
 """DeepSpeed checkpoints in mmengine's DeepSpeedStrategy layout, with the engine on 2 CPU processes (gloo).
 
-Lightning's DeepSpeedStrategy refuses the CPU accelerator, so the engine Lightning would build is
-driven directly (tests/scripts/deepspeed_engine.py): ZeRO-3's partitioned model and optimizer states
-are written by every rank into one directory named like mmengine's file, mmengine's checkpoint rides
-along as the engine's client state, and a fresh engine that loads the directory continues bit for bit.
+The layout alone, without a runner: the engine is driven directly (tests/scripts/deepspeed_engine.py).
+ZeRO-3's partitioned model and optimizer states are written by every rank into one directory named like
+mmengine's file, mmengine's checkpoint rides along as the engine's client state, a fresh engine that
+loads the directory continues bit for bit, and the weights alone load into an engine that evaluates or
+fine-tunes. Whole runs (FlexibleRunner, CheckpointHook, a killed run
+resumed, convert-checkpoint) are in tests/test_deepspeed.py.
 """
 import json
 import os
@@ -24,6 +26,7 @@ def test_zero3_checkpoint_directory_resumes_every_rank_exactly(tmp_path):
         ranks = json.load(f)
     for rank, seen in enumerate(ranks):
         assert seen['resumed'] == seen['continued'], f'rank {rank}'
+        assert seen['probes'] == [True, True, True], f'rank {rank}: the weights alone, evaluating and fine-tuning'
         assert seen['written'] == [f'zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt'
                                    for r in (0, 1) for kind in ('model', 'optim')]
         assert seen['whole'] and not any(name.endswith(('.partial', '.old')) for name in seen['leftovers'])

@@ -1,7 +1,7 @@
 """Strategy and launcher translation: the Lightning objects carry the configured settings.
 
-FSDP and DeepSpeed refuse the CPU accelerator in Lightning, so their strategy objects are
-built and inspected here; a 2-process DDP run trains for real (tests/scripts/ddp_train.py).
+The strategy objects are built and inspected here; a 2-process DDP run trains for real
+(tests/scripts/ddp_train.py), FSDP and DeepSpeed in tests/test_fsdp.py and tests/test_deepspeed.py.
 """
 import json
 import os
@@ -50,6 +50,14 @@ def test_ddp_model_wrapper_options(torchrun):
                                         gradient_as_bucket_view=True)
     assert strategy.process_group_backend == 'gloo' and strategy._timeout == timedelta(seconds=120)
     assert (kwargs['devices'], kwargs['num_nodes']) == (2, 2)
+
+
+def test_ddp_strategy_without_a_model_wrapper_keeps_buffers_per_rank_as_mmengine(torchrun):
+    """mmengine's DDPStrategy wraps with MMDistributedDataParallel(broadcast_buffers=False) when no model_wrapper
+    is given; torch's (and Lightning's) default would broadcast rank 0's BatchNorm statistics at every forward."""
+    assert _kwargs(strategy=dict(type='DDPStrategy'))['strategy']._ddp_kwargs == dict(broadcast_buffers=False)
+    assert _kwargs(strategy=dict(type='DDPStrategy', model_wrapper=dict(static_graph=True)))[
+        'strategy']._ddp_kwargs == dict(static_graph=True)  # a given wrapper keeps torch's defaults, as in mmengine
 
 
 def test_runner_style_ddp_defaults_and_model_wrapper_cfg(torchrun):
@@ -114,10 +122,11 @@ def test_deepspeed_config_and_precision(torchrun, tmp_path):
         exclude_frozen_parameters=True),
         train_dataloader=dict(batch_size=12))
     strategy = kwargs['strategy']
-    assert type(strategy).__name__ == 'DeepSpeedStrategy'
+    assert type(strategy).__name__ == 'AnyDeviceDeepSpeedStrategy'  # Lightning's, which also runs on CPU
     assert strategy.config['zero_optimization']['stage'] == 3 and strategy.config['gradient_clipping'] == 0.5
     assert strategy.config['train_micro_batch_size_per_gpu'] == 12
-    assert strategy.config['gradient_accumulation_steps'] == 1 and strategy.exclude_frozen_parameters
+    # Lightning sets the accumulation from the Trainer (1), and refuses a config that has it
+    assert 'gradient_accumulation_steps' not in strategy.config and strategy.exclude_frozen_parameters
     assert kwargs['precision'] == '16-mixed'
     kwargs = _kwargs(strategy=dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=2),
                                    bf16=dict(enabled=True)))
@@ -125,6 +134,8 @@ def test_deepspeed_config_and_precision(torchrun, tmp_path):
     with pytest.raises(ConfigError, match='with DeepSpeedStrategy use DeepSpeedOptimWrapper'):
         _kwargs(strategy=dict(type='DeepSpeedStrategy'),
                 optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1)))
+    with pytest.raises(ConfigError, match=r'^strategy.gradient_accumulation_steps: 4 is not supported'):
+        _kwargs(strategy=dict(type='DeepSpeedStrategy', gradient_accumulation_steps=4))
 
 
 def test_colossalai_and_unknown_strategies(torchrun):

@@ -51,7 +51,7 @@ def test_ddp_under_torchrun_environment(monkeypatch):
     (dict(type='DDPStrategy'), 'DDPStrategy'),
     (dict(type='FSDPStrategy', model_wrapper=dict(sharding_strategy='FULL_SHARD')), 'FSDP2Strategy'),
     pytest.param(dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=3), bf16=dict(enabled=True)),
-                 'DeepSpeedStrategy', marks=pytest.mark.deepspeed),
+                 'AnyDeviceDeepSpeedStrategy', marks=pytest.mark.deepspeed),
 ])
 def test_a_gpu_cluster_config_translates_on_a_cpu_machine_outside_torchrun(no_launcher_environment, strategy, cls):
     cfg = dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl')), strategy=strategy,
