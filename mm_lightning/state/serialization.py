@@ -7,10 +7,13 @@ data, so our files load safely, and turn them back when reading.
 mmengine writes a checkpoint in place, so a kill during the write leaves a truncated file,
 often the only one (``filename_tmpl='latest.pth'``). Local files are written to a temporary
 file in the same directory, flushed and fsynced, then renamed over the target: a kill at
-any moment leaves the previous file whole.
+any moment leaves the previous file whole. A write that fails for lack of space is one
+:class:`~mm_lightning.state.disk.DiskFullError` that says so (:func:`naming_a_full_disk`, also for the
+sharded and DeepSpeed directory writers), with the temporary file removed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
@@ -18,7 +21,7 @@ import pickle
 import secrets
 import shutil
 import zipfile
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -27,10 +30,12 @@ from mmengine.logging import HistoryBuffer
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.runtime.internals import load_checkpoint_file
+from mm_lightning.state.disk import DiskFullError, free_bytes, full_disk_cause, latest_checkpoint, size_on_disk
 
 __all__ = ['HISTORY_BUFFER_TAG', 'NDARRAY_TAG', 'to_safe', 'from_safe', 'UnsafeCheckpointError', 'to_bytes',
            'from_bytes', 'UnreadableCheckpointError', 'LEGACY_HEAD', 'unsafe_checkpoint_error', 'read', 'read_trusted',
-           'make_safe', 'write', 'write_atomically', 'write_text_atomically', 'replace_path', 'is_whole']
+           'make_safe', 'write', 'write_atomically', 'write_text_atomically', 'serialized_size',
+           'naming_a_full_disk', 'replace_path', 'is_whole']
 
 HISTORY_BUFFER_TAG = '__history_buffer__'
 NDARRAY_TAG = '__ndarray__'
@@ -162,15 +167,76 @@ def write(checkpoint: dict, filepath: str, file_client_args: Optional[dict] = No
 def write_atomically(obj: Any, filepath: str) -> None:
     """``torch.save`` to a temporary file beside ``filepath``, fsync, then rename over it."""
     os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
-    _replace(filepath, 'wb', lambda f: torch.save(obj, f))
+    _replace(filepath, 'wb', lambda f: torch.save(obj, f), lambda: serialized_size(obj))
 
 
 def write_text_atomically(text: str, filepath: str) -> None:
     """Replace a small text file (``last_checkpoint``) in one rename."""
-    _replace(filepath, 'w', lambda f: f.write(text))
+    _replace(filepath, 'w', lambda f: f.write(text), lambda: len(text.encode()))
 
 
-def _replace(filepath: str, mode: str, write_to: Callable[[IO], Any]) -> None:
+class _Counter:
+    """A file that keeps nothing and counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def serialized_size(obj: Any) -> int:
+    """The bytes ``torch.save(obj, f)`` writes (serialised again, to nowhere: for a write that failed)."""
+    counter = _Counter()
+    torch.save(obj, counter)  # type: ignore[arg-type]  # torch.save takes any object with write and flush
+    return counter.count
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(path: str, partial: Optional[str] = None,
+                       needed: Optional[Callable[[], int]] = None) -> Iterator[None]:
+    """A write of ``path`` inside this block that fails for lack of space raises one ``DiskFullError`` instead
+    (naming the file, the bytes needed and free, and the previous checkpoint; the cause chained).
+
+    ``partial`` (the temporary file or directory the write goes to, beside ``path``) is removed after any
+    failure; give it on one rank only. ``needed()`` gives the bytes the write needs, asked only after a
+    full disk; without it the message gives the bytes written before the failure.
+    """
+    try:
+        yield
+    except BaseException as err:
+        # before partial is removed; torch's CheckpointException is a BaseException
+        code = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else full_disk_cause(err, path)
+        written = size_on_disk(partial) if partial is not None and os.path.exists(partial) else None
+        _remove(partial)
+        if code is None:
+            raise
+        raise DiskFullError(code, path, None if needed is None else needed(), free_bytes(path),
+                            _previous_checkpoint(path), written) from err
+
+
+def _remove(partial: Optional[str]) -> None:
+    if partial is None or not os.path.lexists(partial):
+        return
+    if os.path.isdir(partial):
+        shutil.rmtree(partial, ignore_errors=True)  # ranks may remove it at once
+    else:
+        os.unlink(partial)
+
+
+def _previous_checkpoint(path: str) -> Optional[str]:
+    """What a failed write of ``path`` leaves whole: ``path`` itself if there, else the checkpoint
+    ``last_checkpoint`` beside it names."""
+    if os.path.exists(path):
+        return path
+    return latest_checkpoint(os.path.dirname(os.path.abspath(path)))
+
+
+def _replace(filepath: str, mode: str, write_to: Callable[[IO], Any], needed: Callable[[], int]) -> None:
     """Write a new file beside ``filepath`` through ``write_to``, fsync it, rename it over ``filepath``.
 
     The temporary file is created with mode 0o666, as ``open()`` creates files, so the umask
@@ -179,17 +245,13 @@ def _replace(filepath: str, mode: str, write_to: Callable[[IO], Any]) -> None:
     """
     directory, name = os.path.split(os.path.abspath(filepath))
     tmp_path = os.path.join(directory, f'.{name}.{secrets.token_hex(8)}.tmp')
-    handle = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
-    try:
+    with naming_a_full_disk(filepath, tmp_path, needed):  # creating the file may find no room already
+        handle = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
         with os.fdopen(handle, mode) as f:
             write_to(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, filepath)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
     _fsync_directory(directory)
 
 

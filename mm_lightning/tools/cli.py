@@ -6,7 +6,8 @@
 ``mm-lightning test CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...] [--progress-bar ...] [--profiler ...]``
 ``mm-lightning predict CONFIG CHECKPOINT --out FILE [--work-dir D] [--cfg-options k=v ...]`` (the model's
 ``    test_step`` outputs over the test loader, saved with torch.save)
-``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth)
+``mm-lightning convert-checkpoint SRC DST`` (mmengine .pth <-> Lightning .ckpt; .pth -> safe .pth; a sharded or
+``    `` DeepSpeed checkpoint directory -> one file)
 ``mm-lightning explain CONFIG [--cfg-options k=v ...] [--launcher L] [--accelerator A] [--devices N]``
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
 ``mm-lightning compare CONFIG [--iters N] [--cfg-options k=v ...] [--json OUT] [--atol A] [--work-dir D]``
@@ -16,8 +17,9 @@
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 A bad config, or a checkpoint that cannot be read or does not fit the model, is reported as
-one ``mm-lightning: error: <key path or file>: ...`` message and exit status 2; ``--debug``
-adds the traceback. As with ``python -m mm_lightning``, the
+one ``mm-lightning: error: <key path or file>: ...`` message and exit status 2; a disk that
+fills while a checkpoint is written is one such message naming the file, exit status 1;
+``--debug`` adds the traceback. As with ``python -m mm_lightning``, the
 working directory is importable, so ``custom_imports`` may name modules found there.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mmengine.config import Config
 
 from mm_lightning.config.loading import ConfigError, default_work_dir, load_config
 from mm_lightning.config.validation import validate_config
+from mm_lightning.state.disk import DiskFullError
 from mm_lightning.translate.launchers import LAUNCHERS
 from mm_lightning.translate.precision import AMP_WRAPPER
 from mm_lightning.translate.profiling import PROFILERS
@@ -72,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser(
         'convert-checkpoint', help='convert between mmengine .pth and Lightning .ckpt checkpoints, or rewrite an '
                                    'mmengine .pth so it loads with weights_only=True')
-    convert.add_argument('src', help='an mmengine .pth or a Lightning .ckpt (unpickled in full: trust it)')
+    convert.add_argument('src', help='an mmengine .pth, a Lightning .ckpt, or a sharded (FSDP) or DeepSpeed '
+                                     'checkpoint directory (unpickled in full: trust it)')
     convert.add_argument('dst', help='*.ckpt for a Lightning checkpoint, *.pth for an mmengine one')
     _add_explain(commands)
     _add_compare(commands)
@@ -84,7 +88,7 @@ def _common_options() -> argparse.ArgumentParser:
     """Options taken before or after the command's name (``--debug``); absent unless given."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
-                        help='show the traceback of a config error')
+                        help='show the traceback of an error')
     return common
 
 
@@ -296,7 +300,8 @@ def _import_from_working_directory() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run a command; a bad config or argument prints one ``mm-lightning: error:`` message, exit 2."""
+    """Run a command; a bad config or argument prints one ``mm-lightning: error:`` message, exit 2 (a full disk:
+    exit 1)."""
     _import_from_working_directory()
     args = _parser().parse_args(argv)
     try:
@@ -308,11 +313,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         _run(args)
     except ConfigError as err:
-        if getattr(args, 'debug', False):
-            traceback.print_exc()
-        print(f'mm-lightning: error: {err}', file=sys.stderr)
-        return 2
+        return _error(args, err, 2)
+    except DiskFullError as err:  # the run stopped; its config is fine
+        return _error(args, err, 1)
     return 0
+
+
+def _error(args: argparse.Namespace, err: Exception, status: int) -> int:
+    """One ``mm-lightning: error:`` line (``--debug``: after the traceback); returns the exit status."""
+    if getattr(args, 'debug', False):
+        traceback.print_exc()
+    print(f'mm-lightning: error: {err}', file=sys.stderr)
+    return status
 
 
 def _run(args: argparse.Namespace) -> None:

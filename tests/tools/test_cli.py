@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from full_disk import fill_at
 from mmengine.runner.checkpoint import load_checkpoint
 from paths import ROOT, TESTS
 from toy import BlobDataset, ToyClassifier
@@ -108,6 +109,23 @@ def test_test_refuses_an_unusable_checkpoint_in_one_line(kind, first_epoch, tmp_
                         f'loaded 0 of 8 tensors from {path}{message}')
     else:
         assert line == f'mm-lightning: error: {path}{message}'
+
+
+@pytest.mark.parametrize('debug', [False, True], ids=['plain', 'debug'])
+def test_a_full_disk_during_training_is_one_error_line_and_exit_status_1(debug, tmp_path, monkeypatch, capsys):
+    work_dir = tmp_path / 'wd'
+    fill_at(monkeypatch, 2)  # epoch_1.pth is written, epoch_2.pth fills the disk
+    assert main(['train', CONFIG, '--work-dir', str(work_dir), *(['--debug'] if debug else []), '--cfg-options',
+                 f'experiment_name=full_disk_{debug}_{tmp_path.name}']) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('mm-lightning: error:')]
+    assert errors == [err.rstrip().splitlines()[-1]]
+    assert errors[0].startswith(f'mm-lightning: error: {work_dir}/epoch_2.pth: no space left on device: writing '
+                                'this checkpoint needs ')
+    assert errors[0].endswith(f'; the previous checkpoint {work_dir}/epoch_1.pth is intact: free space and resume '
+                              'from it (resume=True, --resume)')
+    assert ('Traceback (most recent call last)' in err) == debug
+    assert sorted(name for name in os.listdir(work_dir) if name.endswith(('.pth', '.tmp'))) == ['epoch_1.pth']
 
 
 def test_amp_flag_on_cpu_explains_bf16(tmp_path, capsys):
