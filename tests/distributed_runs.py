@@ -13,8 +13,8 @@ ENV = dict(os.environ, PYTHONPATH=HERE, OMP_NUM_THREADS='1')
 RANKS = (0, 1)
 
 
-def torchrun(out, *args, check=True):
-    result = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node=2', SCRIPT, str(out), *args],
+def torchrun(out, *args, check=True, processes=2):
+    result = subprocess.run([TORCHRUN, '--standalone', f'--nproc_per_node={processes}', SCRIPT, str(out), *args],
                             capture_output=True, text=True, env=ENV, timeout=300, cwd=os.path.dirname(HERE))
     if check:
         assert result.returncode == 0, result.stderr[-4000:]

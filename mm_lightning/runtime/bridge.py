@@ -6,8 +6,9 @@ Lightning                     mmengine
 setup                         (work_dir and log opened), before_run, init weights
                               (before the strategy wraps the model)
 on_fit_start                  load_from / resume
-on_train_start                before_train; on resume: before_train_epoch when the
-                              run stopped inside an epoch (or is iteration-based),
+on_train_start                the accumulation counters, compile, before_train; on
+                              resume: before_train_epoch when the run stopped
+                              inside an epoch (or is iteration-based),
                               the saved random state and accumulated gradients, the
                               end of an epoch whose
                               batches were all trained, a validation that was due
@@ -49,7 +50,6 @@ from mm_lightning.runtime.fidelity import (
 from mm_lightning.runtime.internals import position_fit_loop, run_fit_validation
 from mm_lightning.runtime.loops import TrainProgress
 from mm_lightning.runtime.preemption import Preemption, stop
-from mm_lightning.translate.sharding import check_hooks
 
 __all__ = ['STAGE_EVENTS', 'ITERATION_BASED_EVENTS', 'HookBridge']
 
@@ -111,8 +111,7 @@ class HookBridge(Callback):
         self._module.prepare_run(trainer, stage)
         if isinstance(trainer.strategy, ModelParallelStrategy):
             # mmengine's FlexibleRunner order under sharding: the strategy initialises and shards the model
-            # before before_run, so hooks (EMAHook's copy) see the sharded model
-            check_hooks(self._module.hooks.hooks)
+            # before before_run, so hooks see the sharded model (EMAHook's copy is sharded alike)
             self._module.initialize_weights(stage)
             self._module.configure_model()
             self._call('before_run')
@@ -127,6 +126,7 @@ class HookBridge(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._module.begin_training()
         self._epoch_open = False
         self._preemption = Preemption.install(trainer)  # after Lightning registered its signal handlers
         self._call('before_train')

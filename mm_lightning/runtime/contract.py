@@ -101,7 +101,10 @@ class RunModule(Protocol):
         """Shard the model where the strategy shards."""
 
     def start_fit(self) -> None:
-        """``load_from``/``resume``, counters and compile, once the strategy has set up the model."""
+        """``load_from``/``resume``, once the strategy has set up the model."""
+
+    def begin_training(self) -> None:
+        """Room for checkpoints, the accumulation counters and compile, where training starts or continues."""
 
     def load_for_evaluation(self) -> None:
         """``load_from`` before a standalone validation or test."""

@@ -61,8 +61,9 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
 - ``ckpt_path`` read in Lightning's format only (an mmengine file fails in Lightning's
   migration with ``KeyError: 'pytorch-lightning_version'``); mmengine's loading reads its
   own; the strategy's checkpoint IO converts an mmengine file when it loads one
-  (:class:`~mm_lightning.state.convert.EitherFormatCheckpointIO`). Strategies that load
-  ``ckpt_path`` without their checkpoint IO (FSDP, DeepSpeed, ModelParallel) need a ``.ckpt``.
+  (:class:`~mm_lightning.state.convert.EitherFormatCheckpointIO`). Lightning's strategies that load
+  ``ckpt_path`` without their checkpoint IO (FSDP, DeepSpeed, ModelParallel) need a ``.ckpt``;
+  the FSDP2 strategy of mmengine's FSDPStrategy converts an mmengine file itself.
 
 The optimizer is built in ``configure_optimizers``, after ``before_run`` and after the
 strategy has wrapped (or sharded) the model, as mmengine's ``FlexibleRunner`` builds it in

@@ -20,7 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
-from mmengine.optim import OptimWrapper
+from mmengine.optim import BaseOptimWrapper, OptimWrapper
 from mmengine.runner.activation_checkpointing import turn_on_activation_checkpointing
 from mmengine.runner.base_loop import BaseLoop
 from torch.optim import Optimizer
@@ -54,9 +54,10 @@ from mm_lightning.runtime.optim import (
 )
 from mm_lightning.runtime.schedulers import build_param_schedulers, load_scheduler_states
 from mm_lightning.state import checkpoint as ckpt
-from mm_lightning.state import rng
+from mm_lightning.state import disk, rng
 from mm_lightning.state.convert import HOOK_KEYS, STATE_KEY, own_rank_state
 from mm_lightning.state.serialization import from_safe, to_safe
+from mm_lightning.translate.sharded_model import reshard
 from mm_lightning.translate.sharding import shard_for
 
 __all__ = ['ConfigModule']
@@ -119,6 +120,7 @@ class ConfigModule(pl.LightningModule):
         # A checkpoint's random state and accumulated gradients, restored where the run continues
         self._random_state: Optional[rng.RngState] = None
         self._gradients: Optional[Dict[str, torch.Tensor]] = None
+        self._rank_buffers: Optional[Dict[str, torch.Tensor]] = None  # this rank's own, where it differs from rank 0
         self._data_position: Optional[Dict[str, Any]] = None
         self._scheduler_states: Any = None  # a Lightning checkpoint's, for schedulers built later
         self._weights_ready = False
@@ -377,16 +379,25 @@ class ConfigModule(pl.LightningModule):
         return [w.optimizer for w in wrappers]
 
     def start_fit(self) -> None:
-        """After the strategy has set up model and optimizers: load/resume, counters, compile."""
-        if self.resumed and not self.loaded:
-            self.context.logger.info('Continuing from the Lightning checkpoint given to Trainer.fit; '
-                                     f'load_from/resume in the config are not used '
-                                     f'(epoch {self.training_progress.epoch}, iter {self.training_progress.iter})')
-        elif not self.loaded:
+        """After the strategy has set up model and optimizers: load/resume. A Lightning checkpoint given to
+        ``Trainer.fit`` is Lightning's to restore instead: before this, or after it where the strategy restores
+        after setting up (FSDP2, DeepSpeed)."""
+        if self.trainer.ckpt_path is None and not self.loaded:
             self.resumed = ckpt.load_or_resume(self)
         self.loaded = True
+
+    def begin_training(self) -> None:
+        """Where training starts or continues, whichever way its checkpoint was restored, as mmengine's ``train()``
+        after ``load_or_resume``: room for checkpoints, the accumulation counters from the loop's iteration,
+        ``compile``."""
         progress = self.training_progress
-        self.optim_wrapper.initialize_count_status(self.model, progress.iter, progress.max_iters)
+        if self.trainer.ckpt_path is not None:
+            self.context.logger.info(f'Continuing from the Lightning checkpoint {self.trainer.ckpt_path} (epoch '
+                                     f'{progress.epoch}, iter {progress.iter}); load_from/resume in the config are '
+                                     'not used')
+        disk.check_room(self)  # before any training time is spent
+        if isinstance(self.optim_wrapper, OptimWrapper):  # DeepSpeedOptimWrapper counts nothing: its engine does
+            self.optim_wrapper.initialize_count_status(self.model, progress.iter, progress.max_iters)
         self.compile_model()
 
     def load_for_evaluation(self) -> None:
@@ -407,8 +418,11 @@ class ConfigModule(pl.LightningModule):
                                  'please be patient.')
 
     def restore_continuation_state(self) -> None:
-        """The global random state and the gradients of an unfinished accumulation window the
-        checkpoint was taken with (once, where the run continues)."""
+        """The global random state, the gradients of an unfinished accumulation window and this rank's buffers
+        the checkpoint was taken with (once, where the run continues, after the weights are loaded)."""
+        if self._rank_buffers is not None:
+            ckpt.restore_buffers(self, self._rank_buffers)
+            self._rank_buffers = None
         if self._gradients is not None:
             ckpt.restore_gradients(self, self._gradients)
             self._gradients = None
@@ -432,6 +446,8 @@ class ConfigModule(pl.LightningModule):
         self.training_progress.load_state_dict(loop)
         self._random_state = own.get('rng')
         self._gradients = own.get('gradients')
+        # another number of ranks: each rank starts from rank 0's buffers, the checkpoint's weights
+        self._rank_buffers = own.get('buffers') if state.get('world_size') == self.context.world_size else None
         self.resumed = True
 
     def restore_data_position(self, datamodule: Any) -> None:
@@ -475,6 +491,10 @@ class ConfigModule(pl.LightningModule):
             return
         self.context.message_hub.load_state_dict(state['message_hub'])
         self._scheduler_states = state.get('param_schedulers')
+        if self._scheduler_states is not None and isinstance(self.optim_wrapper, BaseOptimWrapper):
+            # built already: strategies that restore after setup (FSDP2, DeepSpeed) load checkpoints then
+            load_scheduler_states(self.param_schedulers, self._scheduler_states)
+            self._scheduler_states = None
         self.set_resume_state(state, state.get('meta', {}))
 
     # -- training -------------------------------------------------------------------------------------
@@ -522,7 +542,9 @@ class ConfigModule(pl.LightningModule):
             loop.run_iter(batch_idx, batch)
 
     def _eval_epoch_end(self, mode: str) -> None:
-        """The end of mmengine's ``run``: the evaluator's metrics and the losses the steps returned."""
+        """The end of mmengine's ``run``: the evaluator's metrics and the losses the steps returned. A sharded
+        model's parameters are back in their shards for the ``after_*_epoch`` hooks (see sharded_model)."""
+        reshard(self.model)
         if not self.eval_runs_itself(mode):
             loop = self._eval_loops[mode]
             metrics = loop.evaluator.evaluate(len(loop.dataloader.dataset))

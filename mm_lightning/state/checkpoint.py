@@ -25,7 +25,7 @@ import mmengine
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from mmengine.fileio import FileClient, join_path
-from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.optim import BaseOptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import find_latest_checkpoint, weights_to_cpu
 from mmengine.utils import apply_to, get_git_hash
 from torch.distributed.tensor import DTensor
@@ -41,7 +41,8 @@ from mm_lightning.state.serialization import to_safe
 from mm_lightning.translate.sharding import is_sharded, plan_of
 from mm_lightning.translate.strategies import shards_parameters
 
-__all__ = ['fsdp1_load_refusal', 'run_meta', 'training_state', 'rank_states', 'check_world_size', 'restore_gradients',
+__all__ = ['fsdp1_load_refusal', 'run_meta', 'training_state', 'rank_states', 'check_world_size',
+           'restore_buffers', 'restore_gradients',
            'hook_view', 'apply_hook_view', 'optimizer_names', 'gathers_state', 'writes_parts', 'writes_shards',
            'model_state_dict', 'optimizer_state_dict', 'load_into_model', 'load_optimizer_state', 'build_checkpoint',
            'checkpoint_path', 'save', 'save_between_iterations', 'sources', 'read_checkpoint', 'load_or_resume',
@@ -49,7 +50,8 @@ __all__ = ['fsdp1_load_refusal', 'run_meta', 'training_state', 'rank_states', 'c
 
 
 def _to_cpu(state: Any) -> Any:
-    return apply_to(state, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
+    """Every tensor on the CPU; a DTensor stays (this rank's shards, gathered or written as they are)."""
+    return apply_to(state, lambda x: hasattr(x, 'cpu') and not isinstance(x, DTensor), lambda x: x.cpu())
 
 
 def run_meta(module: RunModule, meta: Dict[str, Any], loop_state: Dict[str, Any]) -> Dict[str, Any]:
@@ -85,8 +87,10 @@ def rank_states(module: RunModule, everywhere: bool = False) -> Optional[List[Di
     every rank calls it.
 
     A rank's random state, its position in the data (the random state its pass started from),
-    and the gradients of an accumulation window that has not stepped yet (wrappers zero them
-    after a step): under DDP each rank accumulates its own until the window's synchronised step.
+    the gradients of an accumulation window that has not stepped yet (wrappers zero them
+    after a step): under DDP each rank accumulates its own until the window's synchronised step;
+    and, past rank 0 (whose are the checkpoint's), its buffers: BatchNorm statistics differ between
+    ranks where nothing synchronises them (mmengine's DDP, ``broadcast_buffers=False``; FSDP).
     """
     own: Dict[str, Any] = dict(rng=rng.capture(), data=module.runner.datamodule.state_dict())
     gradients = {name: _local(param.grad).detach().cpu() for name, param in module.model.named_parameters()
@@ -94,6 +98,8 @@ def rank_states(module: RunModule, everywhere: bool = False) -> Optional[List[Di
     if gradients:
         own['gradients'] = gradients
     world_size = module.context.world_size
+    if module.context.rank != 0:
+        own['buffers'] = {name: buffer.detach().cpu() for name, buffer in module.model.named_buffers()}
     if world_size == 1 or not torch.distributed.is_initialized():
         return [own]
     payload = serialization.to_bytes(own)  # bytes: tensors do not pickle across
@@ -131,6 +137,19 @@ def check_world_size(state: Dict[str, Any], world_size: int, auto_scale_lr: Opti
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's part of a tensor (its shard, under FSDP2)."""
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def restore_buffers(module: RunModule, buffers: Dict[str, torch.Tensor]) -> None:
+    """This rank's own buffers back in the model (the checkpoint's weights hold rank 0's), by ``named_buffers``
+    name (no state-dict hooks: a collective under FSDP1, where :func:`rank_states` reads them on one rank)."""
+    own = dict(module.model.named_buffers())
+    unknown = sorted(set(buffers) - set(own))
+    if unknown:
+        raise ConfigError(f'resume: the checkpoint holds buffers this model does not have ({", ".join(unknown[:3])}'
+                          f'{", ..." if len(unknown) > 3 else ""}): resume with the model and strategy that wrote it')
+    with torch.no_grad():
+        for name, value in buffers.items():
+            own[name].copy_(value)
 
 
 def restore_gradients(module: RunModule, gradients: Dict[str, torch.Tensor]) -> None:
@@ -223,10 +242,9 @@ def _check_supported(module: RunModule, action: str) -> None:
 
 
 def model_state_dict(module: RunModule) -> dict:
-    """The mmengine model's weights (bare keys); gathered through Lightning under FSDP."""
+    """The mmengine model's weights (bare keys); gathered through Lightning under FSDP1; under FSDP2 this
+    rank's view (DTensor shards, gathered or sharded when written: :mod:`.sharded_state`)."""
     strategy = _strategy(module)
-    if _fsdp2(module):
-        return sharded_state.full_model_state(module.model)
     if not isinstance(strategy, FSDPStrategy):
         return module.model.state_dict()
     state = strategy.lightning_module_state_dict()  # a collective: every rank calls it
@@ -239,12 +257,7 @@ def optimizer_state_dict(module: RunModule) -> dict:
     strategy = _strategy(module)
     if _deepspeed_engine(module) is not None:  # the engine writes its optimizer itself, as mmengine's does
         return {deepspeed_state.ENGINE_KEY: True}
-    if writes_shards(module):  # the tensors are in the shards, under the wrapper's name
-        state = _wrapper_states(module, lambda name, optimizer: {sharded_state.SHARDS_KEY: name})
-    elif _fsdp2(module):
-        state = _wrapper_states(module, lambda name, optimizer: sharded_state.full_optimizer_state(module.model,
-                                                                                                   optimizer))
-    elif isinstance(strategy, FSDPStrategy):
+    if isinstance(strategy, FSDPStrategy):
         state = _wrapper_states(module, lambda name, optimizer: strategy.optimizer_state(optimizer))
     else:
         state = module.optim_wrapper.state_dict()
@@ -280,19 +293,7 @@ def load_into_model(module: RunModule, checkpoint: dict, strict: bool, revise_ke
     """
     _check_supported(module, 'load')
     strategy = _strategy(module)
-    if _fsdp2(module):
-        state = weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys)
-        fit = weights.fit_of(module.model, state)
-        if not strict:
-            weights.check(fit, filename, purpose)
-        model_state = module.model.state_dict()  # what torch can load: the model's keys, of the model's shapes
-        sharded_state.load_full_model_state(module.model, {
-            key: value for key, value in state.items()
-            if key in model_state and getattr(value, 'shape', None) == model_state[key].shape}, strict=strict)
-        if not fit.exact:
-            module.context.logger.warning(f'The checkpoint does not fit the model exactly: {fit.describe(filename)}')
-        return checkpoint
-    if not isinstance(strategy, FSDPStrategy):
+    if not isinstance(strategy, FSDPStrategy):  # an FSDP2-sharded model loads whole tensors and DTensors alike
         fit = weights.fit_of(module.model, weights.revised(checkpoint.get('state_dict', checkpoint), revise_keys))
         if not strict:
             weights.check(fit, filename, purpose)
@@ -306,6 +307,15 @@ def load_into_model(module: RunModule, checkpoint: dict, strict: bool, revise_ke
     return checkpoint
 
 
+def _sharded_like_parameters(module: RunModule, state: dict) -> dict:
+    """Each wrapper's whole per-parameter tensors made this rank's shards where its parameters are sharded
+    (FSDP2); shards, and the states of unsharded parameters, as they are."""
+    if isinstance(module.optim_wrapper, OptimWrapperDict):
+        return dict(state, **{name: sharded_state.shard_optimizer_state(state[name], optimizer)
+                              for name, optimizer in _optimizers(module).items() if name in state})
+    return sharded_state.shard_optimizer_state(state, module.optim_wrapper.optimizer)
+
+
 def load_optimizer_state(module: RunModule, state: dict) -> None:
     """``optim_wrapper.load_state_dict`` and the loss scaler; scattered through Lightning under FSDP."""
     if state.get(deepspeed_state.ENGINE_KEY):
@@ -315,17 +325,8 @@ def load_optimizer_state(module: RunModule, state: dict) -> None:
     if scaler_state is not None and module.runner.grad_scaler is not None:
         module.runner.grad_scaler.load_state_dict(scaler_state)
     strategy = _strategy(module)
-    if _fsdp2(module):
-        by_name = state if isinstance(module.optim_wrapper, OptimWrapperDict) else {'optimizer': state}
-        for (name, optimizer), wrapper in zip(_optimizers(module).items(), wrappers_of(module.optim_wrapper)):
-            wrapper_state = dict(by_name[name])
-            settings = wrapper_state.pop('base_param_settings', None)
-            if settings is not None:
-                wrapper.base_param_settings = settings
-            sharded_state.load_full_optimizer_state(module.model, optimizer, wrapper_state)
-        return
     if not isinstance(strategy, FSDPStrategy):
-        module.optim_wrapper.load_state_dict(state)
+        module.optim_wrapper.load_state_dict(_sharded_like_parameters(module, state))
         return
     wrappers = wrappers_of(module.optim_wrapper)
     states: List[Dict[str, Any]] = [dict(state[name]) for name in module.optim_wrapper.keys()] \
@@ -346,17 +347,17 @@ def build_checkpoint(module: RunModule, meta: dict, save_optimizer: bool, save_p
     state = training_state(module, loop_state, ranks)
     checkpoint: Dict[str, Any] = {
         'meta': run_meta(module, meta, loop_state),
-        # sharded: the weights are in the shards (sharded_state), not gathered
-        'state_dict': OrderedDict() if writes_shards(module) or _deepspeed_engine(module) is not None
-        else weights_to_cpu(model_state_dict(module)),
+        # DeepSpeed: the engine writes the weights; FSDP2: this rank's shards, as the hooks see them
+        'state_dict': OrderedDict() if _deepspeed_engine(module) is not None
+        else model_state_dict(module) if _fsdp2(module) else weights_to_cpu(model_state_dict(module)),
         'message_hub': state.pop('message_hub'),
     }
     # What mmengine leaves out of a file (a best checkpoint's optimizer and schedulers) is kept in
     # mm_lightning's part, so every file continues the run exactly; mmengine's loaders do not see it.
-    if save_optimizer and not isinstance(module.optim_wrapper, OptimWrapper):
+    if save_optimizer and not isinstance(module.optim_wrapper, BaseOptimWrapper):
         raise TypeError(f'runner.optim_wrapper should be an OptimWrapper or OptimWrapperDict, '
                         f'got {module.optim_wrapper!r}')
-    if isinstance(module.optim_wrapper, OptimWrapper):
+    if isinstance(module.optim_wrapper, BaseOptimWrapper):  # DeepSpeedOptimWrapper is no OptimWrapper
         (checkpoint if save_optimizer else state)['optimizer'] = optimizer_state_dict(module)
     schedulers = state.pop('param_schedulers', None)
     if save_param_scheduler and module.param_schedulers is None:
@@ -403,11 +404,16 @@ def save(module: RunModule, out_dir: str, filename: str, *, file_client_args: Op
         module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         deepspeed_state.save(engine, filepath, checkpoint)
         return filepath if module.context.rank == 0 else None
-    if shards:  # a directory of every rank's shards and rank 0's meta.pth
+    if _fsdp2(module):  # every rank's view, hooks included, then as the layout writes it (sharded_state)
         module.runner.call_hook('before_save_checkpoint', checkpoint=checkpoint)
-        sharded_state.save_sharded(filepath, module.model, _optimizers(module), checkpoint,
-                                   lambda meta, path: serialization.write(meta, path))
-        return filepath if module.context.rank == 0 else None
+        if shards:  # a directory of every rank's shards and rank 0's meta.pth
+            sharded_state.save_sharded(filepath, checkpoint, lambda meta, path: serialization.write(meta, path))
+            return filepath if module.context.rank == 0 else None
+        whole = sharded_state.gathered(checkpoint)
+        if whole is None:
+            return None
+        serialization.write(whole, filepath, file_client_args=file_client_args, backend_args=backend_args)
+        return filepath
     if parts:  # mmengine's layout: <filename>/rank<r>.pth
         os.makedirs(filepath, exist_ok=True)
         filepath = os.path.join(filepath, f'rank{module.context.rank}.pth')
@@ -469,10 +475,15 @@ def _is_whole(path: str) -> bool:
     return serialization.is_whole(path) or _is_directory_checkpoint(path)
 
 
-def read_checkpoint(filename: str, map_location: Union[str, Callable] = 'cpu') -> dict:
-    """A checkpoint file, or a sharded directory as the full checkpoint it amounts to."""
+def read_checkpoint(filename: str, map_location: Union[str, Callable] = 'cpu', mesh: Any = None) -> dict:
+    """A checkpoint file, or a sharded directory: shard to shard for a run sharded over ``mesh``, else as the
+    full checkpoint it amounts to."""
     if sharded_state.is_sharded_checkpoint(filename):
-        return sharded_state.read_full(filename, lambda path: serialization.read(path, map_location))
+        def read_meta(path: str) -> dict:
+            return serialization.read(path, map_location)
+        if mesh is not None:
+            return sharded_state.load_sharded(filename, read_meta, mesh)
+        return sharded_state.read_full(filename, read_meta)
     return serialization.read(filename, map_location)
 
 
@@ -513,9 +524,10 @@ def load_checkpoint(module: RunModule, filename: str, map_location: Union[str, C
     A DeepSpeed directory is loaded by the run's engine (its optimizer too, ``with_optimizer``)."""
     if deepspeed_state.is_deepspeed_checkpoint(filename):
         return _load_deepspeed(module, filename, with_optimizer)
-    checkpoint = as_mmengine(read_checkpoint(filename, map_location), filename)
+    checkpoint = as_mmengine(read_checkpoint(filename, map_location, sharded_state.mesh_of(module.model)), filename)
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-    checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
+    with deepspeed_state.loading_weights(_deepspeed_engine(module)):  # ZeRO: whole parameters, fp32 copies after
+        checkpoint = load_into_model(module, checkpoint, strict, revise_keys, filename, purpose)
     module.loaded = True
     module.context.logger.info(f'Load checkpoint from {filename}')
     return checkpoint
@@ -525,8 +537,8 @@ def _load_deepspeed(module: RunModule, filename: str, with_optimizer: bool) -> d
     engine = _deepspeed_engine(module)
     if engine is None:
         raise ConfigError(f'resume: {filename} is a DeepSpeed checkpoint directory: load it under '
-                          "strategy.type='DeepSpeedStrategy', or turn it into one file with DeepSpeed's "
-                          'zero_to_fp32.py')
+                          "strategy.type='DeepSpeedStrategy', or make one file of it with "
+                          f'`mm-lightning convert-checkpoint {filename} OUT.pth`')
     checkpoint = serialization.from_safe(deepspeed_state.load(engine, filename, with_optimizer))
     module.runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     module.loaded = True
@@ -571,7 +583,7 @@ def restore_training_state(module: RunModule, checkpoint: dict, resume_optimizer
     scheduler_states = checkpoint.get('param_schedulers', state.get('param_schedulers'))
     if (optimizer_state is not None and resume_optimizer) or (scheduler_states is not None and resume_param_scheduler
                                                               and module.param_schedulers is not None):
-        if module.attached_trainer is None and not isinstance(module.optim_wrapper, OptimWrapper) \
+        if module.attached_trainer is None and not isinstance(module.optim_wrapper, BaseOptimWrapper) \
                 and shards_parameters(module.keywords):
             raise ConfigError('strategy: resume() before train() would build the optimizer over the model before '
                               'the strategy shards it; give the checkpoint as resume=PATH (--resume PATH) instead')

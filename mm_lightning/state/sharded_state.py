@@ -1,55 +1,59 @@
-"""Model and optimizer state of an FSDP2-sharded model, in mmengine's layouts.
+"""The checkpoint of an FSDP2-sharded run, in mmengine's two layouts.
 
-See :mod:`mm_lightning.translate.sharding` for the sharding itself.
+See :mod:`mm_lightning.translate.sharding` for the sharding itself. Every rank builds the same
+checkpoint from its own view of the run, as an unsharded run builds it: the model's ``state_dict()``
+and the optimizers' ``state_dict()``, whose parameters and per-parameter states are DTensors (this
+rank's shards), and the hooks add what they keep as they see it (``EMAHook``'s ``ema_state_dict``,
+sharded alike). Buffers and every other value are plain, each rank's own. The layout
+(``strategy.state_dict_cfg``) decides how that becomes files:
 
-Two layouts, as mmengine's ``FSDPStrategy(state_dict_cfg=...)`` names them:
+* ``'full'``: one mmengine-format ``.pth`` written by rank 0 (:func:`gathered`): every DTensor whole,
+  everything else as rank 0 holds it, buffers included. That is what mmengine's Runner and a DDP run
+  write, so mmengine's ``load_checkpoint``, one process and any number of ranks read it.
+* ``'local'`` (sharded): a directory at the checkpoint's path (:func:`save_sharded`): torch's distributed
+  checkpoint of the DTensors (each rank writes its shards) and :data:`META_FILE`, rank 0's checkpoint
+  with each DTensor replaced by a reference to its shards. Written under a temporary name and renamed
+  once every rank has written its part. A sharded run loads it shard to shard, resharded to its own
+  number of ranks (:func:`load_sharded`: no rank holds a whole tensor); anything else reads it whole
+  (:func:`read_full`, also ``convert-checkpoint``), as the ``'full'`` file of the same moment.
 
-* ``'full'``: one mmengine-format ``.pth``, written by rank 0: bare model keys and the
-  optimizer state as ``optimizer.state_dict()`` numbers it, so mmengine's ``load_checkpoint``,
-  a one-process run and any number of ranks read it. Gathering is a collective.
-* ``'local'`` (sharded): a directory at the checkpoint's path holding torch's distributed
-  checkpoint of model and optimizers (each rank writes its shards) and :data:`META_FILE`
-  with the rest of the mmengine checkpoint (``meta``, ``message_hub``, schedulers,
-  mm_lightning's resume state). It is written under a temporary name and renamed once every
-  rank has written its part. It is read as the full checkpoint it amounts to
-  (:func:`read_full`, also ``convert-checkpoint``), so any number of ranks resumes it, one
-  process without a process group included; each rank then holds the whole state on its
-  CPU while loading.
+Torch's distributed checkpoint would write each plain (replicated) tensor from whichever rank it picks,
+and its ``get/set_optimizer_state_dict`` take a step of their own on an optimizer without state and
+fail to load one; neither is used.
 
-Everything here takes the mmengine model (``ConfigModule.model``), so keys are mmengine's.
+Whole tensors load into a sharded run through the model itself
+(:mod:`mm_lightning.translate.sharded_model`) and, for optimizers, :func:`shard_optimizer_state`.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.dist import barrier, get_rank
-from torch import nn
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
 from torch.optim import Optimizer
 
-from mm_lightning.state.serialization import replace_path
+from mm_lightning.state.disk import state_bytes
+from mm_lightning.state.serialization import naming_a_full_disk, replace_path
 
-__all__ = ['META_FILE', 'MODEL_KEY', 'OPTIMIZERS_KEY', 'SHARDS_KEY', 'is_sharded_checkpoint', 'full_model_state',
-           'load_full_model_state', 'full_optimizer_state', 'load_full_optimizer_state', 'save_sharded',
-           'sharded_to_full', 'read_full', 'numbered']
+__all__ = ['META_FILE', 'SHARDS_TAG', 'LAYOUT_KEY', 'LAYOUT', 'is_sharded_checkpoint', 'mesh_of', 'gathered',
+           'save_sharded', 'load_sharded', 'read_full', 'shard_optimizer_state', 'numbered']
 
-#: The file of a sharded checkpoint directory that holds everything but model and optimizer tensors.
+#: The file of a sharded checkpoint directory that holds everything but the sharded tensors.
 META_FILE = 'meta.pth'
 
-#: Keys of the distributed checkpoint inside a sharded directory.
-MODEL_KEY, OPTIMIZERS_KEY = 'state_dict', 'optimizers'
+#: In :data:`META_FILE`, ``{SHARDS_TAG: key, 'shape': ..., 'dtype': ..., 'placements': ...}`` stands for the
+#: DTensor stored under ``key`` in the directory's distributed checkpoint.
+SHARDS_TAG = 'dtensor_shards'
 
-#: In :data:`META_FILE`, an optimizer state ``{SHARDS_KEY: name}`` is in the shards under that name.
-SHARDS_KEY = 'in_shards'
-
-
-def _options(full: bool, strict: bool = True) -> Any:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-    return StateDictOptions(full_state_dict=full, cpu_offload=full, strict=strict)
+#: In :data:`META_FILE`, the layout's version: absent in directories written before every DTensor was referenced
+#: as above (the model under ``state_dict`` and each optimizer, keyed by parameter name, under ``optimizers`` in
+#: the distributed checkpoint, marked ``{_OPTIMIZER_IN_SHARDS: name}`` in the meta file), which still read whole.
+LAYOUT_KEY, LAYOUT = 'mm_lightning_sharded_layout', 2
+_OPTIMIZER_IN_SHARDS, _MODEL_KEY, _OPTIMIZERS_KEY = 'in_shards', 'state_dict', 'optimizers'
 
 
 def is_sharded_checkpoint(path: str) -> bool:
@@ -57,75 +61,128 @@ def is_sharded_checkpoint(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, META_FILE))
 
 
+def mesh_of(model: torch.nn.Module) -> Any:
+    """The device mesh ``model``'s parameters are sharded over (None: not sharded)."""
+    return next((p.device_mesh for p in model.parameters() if isinstance(p, DTensor)), None)
+
+
+def _map_leaves(obj: Any, fn: Callable[[Tuple[str, ...], Any], Any], path: Tuple[str, ...] = ()) -> Any:
+    """``obj`` with every value that is not a dict, list or tuple replaced by ``fn(path, value)`` (dicts keep
+    their type: OrderedDict...)."""
+    if isinstance(obj, dict):
+        mapped = obj.copy()
+        for key, value in obj.items():
+            mapped[key] = _map_leaves(value, fn, path + (str(key),))
+        return mapped
+    if type(obj) in (list, tuple):
+        return type(obj)(_map_leaves(value, fn, path + (str(index),)) for index, value in enumerate(obj))
+    return fn(path, obj)
+
+
 # -- 'full': one file, gathered on rank 0 ---------------------------------------------------------------
-def full_model_state(model: nn.Module) -> Dict[str, Any]:
-    """The whole model state on rank 0 (empty elsewhere); every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-    return OrderedDict(get_model_state_dict(model, options=_options(full=True)))
+def gathered(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """``checkpoint`` with every DTensor whole and every tensor on the CPU, on rank 0 (None elsewhere);
+    every rank calls it (one all-gather per DTensor, in the checkpoint's order, which every rank shares)."""
+    rank = get_rank()
 
+    def whole(path: Tuple[str, ...], value: Any) -> Any:
+        if isinstance(value, DTensor):
+            value = value.full_tensor()
+        return value.cpu() if rank == 0 and isinstance(value, torch.Tensor) else value
 
-def load_full_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool) -> Any:
-    """Load a whole state (every rank holds it: each reads the file) into the sharded model."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
-    return set_model_state_dict(model, dict(state), options=_options(full=True, strict=strict))
-
-
-def _parameter_names(model: nn.Module, optimizer: Optimizer) -> List[str]:
-    """The mmengine key of each of ``optimizer``'s parameters, in ``optimizer.state_dict()``'s numbering."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-    state = cast(Dict[str, Any], get_optimizer_state_dict(model, optimizer, options=_options(full=False)))
-    groups: List[Dict[str, Any]] = state['param_groups']
-    return [name for group in groups for name in group['params']]
-
-
-def full_optimizer_state(model: nn.Module, optimizer: Optimizer) -> Dict[str, Any]:
-    """``optimizer.state_dict()`` of the unsharded model on rank 0 (empty elsewhere); every rank calls it.
-
-    Torch's gathered state is keyed by parameter name; it is numbered back as a one-process
-    optimizer numbers its parameters (in the order of its groups).
-    """
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-    state = get_optimizer_state_dict(model, optimizer, options=_options(full=True))
-    return numbered(state) if state else {}
-
-
-def load_full_optimizer_state(model: nn.Module, optimizer: Optimizer, state: Mapping[str, Any]) -> None:
-    """Load ``optimizer.state_dict()`` of the unsharded model (every rank holds it) into the sharded one."""
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-    names = _parameter_names(model, optimizer)
-    named: Dict[str, Any] = dict(state={names[i]: value for i, value in state['state'].items()},
-                 param_groups=[dict(group, params=[names[i] for i in group['params']])
-                               for group in state['param_groups']])
-    set_optimizer_state_dict(model, optimizer, named, options=_options(full=True))
+    whole_checkpoint = _map_leaves(checkpoint, whole)
+    return whole_checkpoint if rank == 0 else None
 
 
 # -- 'local': a directory of shards -----------------------------------------------------------------------
-def _live_state(model: nn.Module, optimizers: Mapping[str, Optimizer]) -> Dict[str, Any]:
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-    return {MODEL_KEY: get_model_state_dict(model, options=_options(full=False)),
-            OPTIMIZERS_KEY: {name: get_optimizer_state_dict(model, optimizer, options=_options(full=False))
-                             for name, optimizer in optimizers.items()}}
+def _placements(value: DTensor) -> List[Tuple[str, int]]:
+    return [('shard', placement.dim) if isinstance(placement, Shard) else ('replicate', 0)
+            for placement in value.placements]
 
 
-def save_sharded(path: str, model: nn.Module, optimizers: Mapping[str, Optimizer],
-                 meta: Optional[Dict[str, Any]], write_meta: Any) -> None:
-    """Write the sharded directory at ``path`` (see module doc); every rank calls it, rank 0 gives ``meta``
-    and ``write_meta(meta, file)`` writes it."""
+def _placement(spec: Tuple[str, int]) -> Placement:
+    kind, dim = spec
+    return Shard(dim) if kind == 'shard' else Replicate()
+
+
+def save_sharded(path: str, checkpoint: Dict[str, Any], write_meta: Callable[[Dict[str, Any], str], None]) -> None:
+    """Write the sharded directory at ``path`` (see module doc); every rank calls it with its checkpoint, and
+    ``write_meta(meta, file)`` writes rank 0's."""
     import torch.distributed.checkpoint as dcp
+    shards: Dict[str, DTensor] = {}
+
+    def reference(location: Tuple[str, ...], value: Any) -> Any:
+        if not isinstance(value, DTensor):
+            return value
+        key = '/'.join(location)
+        shards[key] = value
+        return {SHARDS_TAG: key, 'shape': list(value.shape), 'dtype': str(value.dtype).replace('torch.', ''),
+                'placements': _placements(value)}
+
+    meta = _map_leaves(checkpoint, reference)
+    meta[LAYOUT_KEY] = LAYOUT
     partial = f'{path}.partial'
     if get_rank() == 0 and os.path.exists(partial):
         shutil.rmtree(partial)  # what a run killed while writing left
     barrier()
-    dcp.save(_live_state(model, optimizers), checkpoint_id=partial)
-    if get_rank() == 0:
-        write_meta(meta, os.path.join(partial, META_FILE))
-        replace_path(partial, path)
+    with naming_a_full_disk(path, partial if get_rank() == 0 else None, lambda: state_bytes(shards)):
+        dcp.save(shards, checkpoint_id=partial)
+        if get_rank() == 0:
+            write_meta(meta, os.path.join(partial, META_FILE))
+            replace_path(partial, path)
     barrier()
 
 
-def sharded_to_full(path: str) -> Dict[str, Any]:
-    """The whole model and optimizer states of a sharded directory, in one process: ``state_dict`` and
-    ``optimizers`` (each keyed by parameter name, as torch gathers them)."""
+def _references(meta: Any) -> List[Dict[str, Any]]:
+    found: List[Dict[str, Any]] = []
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, dict):
+            if SHARDS_TAG in obj:
+                found.append(obj)
+                return
+            for value in obj.values():
+                visit(value)
+        elif type(obj) in (list, tuple):
+            for value in obj:
+                visit(value)
+    visit(meta)
+    return found
+
+
+def _resolved(meta: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """``meta`` with each reference replaced by its tensor in ``tensors``."""
+    if isinstance(meta, dict):
+        if SHARDS_TAG in meta:
+            return tensors[meta[SHARDS_TAG]]
+        resolved = meta.copy()
+        for key, value in meta.items():
+            resolved[key] = _resolved(value, tensors)
+        return resolved
+    if type(meta) in (list, tuple):
+        return type(meta)(_resolved(value, tensors) for value in meta)
+    return meta
+
+
+def load_sharded(path: str, read_meta: Callable[[str], Dict[str, Any]], mesh: Any) -> Dict[str, Any]:
+    """The checkpoint of a sharded directory as a sharded run on ``mesh`` sees it: each DTensor with its
+    placements on ``mesh``, read shard to shard (torch's distributed checkpoint reshards to this number of
+    ranks); every rank calls it. A directory whose placements do not fit ``mesh`` is read whole."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.tensor import empty
+    meta = read_meta(os.path.join(path, META_FILE))
+    references = _references(meta)
+    if meta.pop(LAYOUT_KEY, None) != LAYOUT or any(len(ref['placements']) != mesh.ndim for ref in references):
+        return read_full(path, read_meta)
+    targets = {ref[SHARDS_TAG]: empty(ref['shape'], dtype=getattr(torch, ref['dtype']), device_mesh=mesh,
+                                      placements=[_placement(spec) for spec in ref['placements']])
+               for ref in references}
+    dcp.load(targets, checkpoint_id=path)
+    return _resolved(meta, targets)
+
+
+def _whole(path: str) -> Dict[str, Any]:
+    """Every tensor of a directory's distributed checkpoint, whole, in one process."""
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     with tempfile.TemporaryDirectory() as scratch:
         whole = os.path.join(scratch, 'whole.pt')
@@ -134,22 +191,26 @@ def sharded_to_full(path: str) -> Dict[str, Any]:
 
 
 def read_full(path: str, read_meta: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
-    """A sharded directory as the mmengine-format checkpoint a ``'full'`` run writes: :data:`META_FILE`
-    with the whole model (``state_dict``) and each optimizer state it marks, numbered as a one-process
-    optimizer numbers it. Any number of ranks loads that (each rank reads it whole, on its CPU)."""
-    checkpoint = read_meta(os.path.join(path, META_FILE))
-    whole = sharded_to_full(path)
-    checkpoint['state_dict'] = whole[MODEL_KEY]
-    optimizers = whole.get(OPTIMIZERS_KEY, {})
+    """A sharded directory as the mmengine-format checkpoint a ``'full'`` run writes at the same moment, in
+    one process (each rank that calls it reads every tensor whole, on its CPU)."""
+    meta = read_meta(os.path.join(path, META_FILE))
+    if meta.pop(LAYOUT_KEY, None) != LAYOUT:
+        return _read_legacy(meta, _whole(path))
+    return _resolved(meta, _whole(path))
+
+
+def _read_legacy(meta: Dict[str, Any], whole: Dict[str, Any]) -> Dict[str, Any]:
+    meta['state_dict'] = whole[_MODEL_KEY]
+    optimizers = whole.get(_OPTIMIZERS_KEY, {})
 
     def restore(value: Any) -> Any:
-        if isinstance(value, dict) and SHARDS_KEY in value:
-            rest = {k: v for k, v in value.items() if k != SHARDS_KEY}
-            return dict(numbered(optimizers[value[SHARDS_KEY]]), **rest)
+        if isinstance(value, dict) and _OPTIMIZER_IN_SHARDS in value:
+            rest = {k: v for k, v in value.items() if k != _OPTIMIZER_IN_SHARDS}
+            return dict(numbered(optimizers[value[_OPTIMIZER_IN_SHARDS]]), **rest)
         if isinstance(value, dict):
             return {k: restore(v) for k, v in value.items()}
         return value
-    return restore(checkpoint)
+    return restore(meta)
 
 
 def numbered(state: Mapping[str, Any]) -> Dict[str, Any]:
@@ -159,3 +220,23 @@ def numbered(state: Mapping[str, Any]) -> Dict[str, Any]:
     return dict(state={index[name]: value for name, value in state.get('state', {}).items()},
                 param_groups=[dict(group, params=[index[name] for name in group['params']])
                               for group in state['param_groups']])
+
+
+# -- loading whole optimizer states into a sharded run -----------------------------------------------------
+def shard_optimizer_state(state: Mapping[str, Any], optimizer: Optimizer) -> Dict[str, Any]:
+    """``optimizer.state_dict()``-shaped ``state`` with each whole per-parameter tensor made this rank's shard
+    of it, placed as its parameter is (what an unsharded optimizer's state needs to load into a sharded one;
+    unchanged where the parameters are not sharded)."""
+    parameters = [param for group in optimizer.param_groups for param in group['params']]
+    per_parameter = dict(state.get('state') or {})
+    for index, values in per_parameter.items():
+        param = parameters[int(index)]
+        if not isinstance(param, DTensor):
+            continue
+        per_parameter[index] = {
+            name: distribute_tensor(value.to(param.to_local().device), param.device_mesh, param.placements,
+                                    src_data_rank=None)
+            if isinstance(value, torch.Tensor) and not isinstance(value, DTensor) and value.shape == param.shape
+            else value
+            for name, value in values.items()}
+    return dict(state, state=per_parameter)

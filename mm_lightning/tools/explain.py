@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from mmengine.config import Config
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import DefaultScope
@@ -38,18 +39,21 @@ from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, Ho
 from mm_lightning.runtime.hooks import HookList, build_lightning_callbacks
 from mm_lightning.runtime.loops import ValidationRule, parse_eval_cfg, parse_train_cfg, validation_settings
 from mm_lightning.state.checkpoint import fsdp1_load_refusal
+from mm_lightning.state.disk import room_for_latest
 from mm_lightning.translate.launchers import config_layout
 from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.precision import amp_flag
-from mm_lightning.translate.sharding import FSDP2Strategy, check_hooks
+from mm_lightning.translate.sharding import FSDP2Strategy
 from mm_lightning.translate.strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 from mm_lightning.translate.trainer import trainer_kwargs
 
-__all__ = ['REFUSAL', 'APPROXIMATION', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render', 'callback_events',
-           'RUN_TIME_CHECKS', 'format_explanation']
+__all__ = ['REFUSAL', 'APPROXIMATION', 'DISK_SPACE', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render',
+           'callback_events', 'RUN_TIME_CHECKS', 'format_explanation']
 
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
+#: Less free space in the work_dir than the run's checkpoints need (measured by the latest one there).
+DISK_SPACE = 'disk_space'
 
 #: The run's log_dir, which explain does not decide (nothing is written there).
 LOG_DIR = '<work_dir>/<timestamp>'
@@ -78,10 +82,12 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     hooks, hook_list = _guarded(found, lambda: _hooks(cfg), (None, None))
     schedule = _guarded(found, lambda: _schedule(cfg, kwargs, hook_list), None)
     if spec is not None:
-        found += [_warning(REFUSAL, message) for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout)]
+        found += [_warning(REFUSAL, message)
+                  for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout, cfg.get('custom_hooks'))]
     found += _run_time_checks(cfg, spec)
     found += _strategy_notes(spec)
-    found += _sharding(spec, hook_list)
+    found += _sharding(spec)
+    found += _disk_space(cfg, hook_list)
     return dict(
         config=cfg.filename,
         layout=dataclasses.asdict(layout),
@@ -137,15 +143,34 @@ def render(value: Any) -> Any:
 
 
 # -- strategy and precision ---------------------------------------------------------------------
+#: Buffers (BatchNorm statistics) where nothing synchronises them between ranks.
+KEPT_PER_RANK = ("each rank keeps its own ({why}); checkpoints hold rank 0's, and each other rank's own, which "
+                 'a resume on as many processes restores')
+
+
+def _buffers(spec: StrategySpec) -> Optional[str]:
+    """What the strategy does with buffers between checkpoints (None: one process)."""
+    if issubclass(spec.cls, FSDP2Strategy):
+        return KEPT_PER_RANK.format(why='FSDP2, as FSDP1, synchronises none after the start')
+    if issubclass(spec.cls, DeepSpeedStrategy):
+        return KEPT_PER_RANK.format(why='DeepSpeed synchronises none after the start')
+    if issubclass(spec.cls, DDPStrategy):
+        if spec.kwargs.get('broadcast_buffers', True):
+            return "rank 0's, broadcast to every rank at each forward (broadcast_buffers=True)"
+        return KEPT_PER_RANK.format(why="broadcast_buffers=False, as mmengine's DDP wraps")
+    return None
+
+
 def _strategy(built: Any, spec: Any) -> Optional[Dict[str, Any]]:
-    """The strategy's class and settings: the translation's own arguments where it made the object."""
+    """The strategy's class and settings (the translation's own arguments where it made the object), and
+    what it does with buffers."""
     if isinstance(spec, StrategySpec) and (built is None or type(built) is spec.cls):
-        return dict(name=spec.cls.__name__, settings=render(spec.kwargs))
+        return dict(name=spec.cls.__name__, settings=render(spec.kwargs), buffers=_buffers(spec))
     if built is None:
         return None
     if isinstance(built, str):
-        return dict(name=built, settings={})
-    return dict(name=type(built).__name__, settings={})  # a Lightning object given as is
+        return dict(name=built, settings={}, buffers=None)
+    return dict(name=type(built).__name__, settings={}, buffers=None)  # a Lightning object given as is
 
 
 def _precision(kwargs: Mapping[str, Any], optim_wrapper: Any) -> Dict[str, Any]:
@@ -317,14 +342,20 @@ def _strategy_notes(spec: Any) -> List[Dict[str, str]]:
     return [_warning(APPROXIMATION, note) for note in spec.notes] if isinstance(spec, StrategySpec) else []
 
 
-def _sharding(spec: Any, hooks: Optional[HookList]) -> List[Dict[str, str]]:
-    """Under FSDP2: the settings it has no exact equivalent for, and the hooks it cannot carry."""
+def _sharding(spec: Any) -> List[Dict[str, str]]:
+    """Under FSDP2: the settings it has no exact equivalent for."""
     if not (isinstance(spec, StrategySpec) and issubclass(spec.cls, FSDP2Strategy)):
         return []
-    found = [_warning(APPROXIMATION, note) for note in spec.kwargs['plan'].notes]
-    if hooks is not None:
-        _guarded(found, lambda: check_hooks(hooks.hooks), None)
-    return found
+    return [_warning(APPROXIMATION, note) for note in spec.kwargs['plan'].notes]
+
+
+def _disk_space(cfg: Config, hooks: Optional[HookList]) -> List[Dict[str, str]]:
+    """Where the work_dir's latest checkpoint says the run's checkpoints will not fit (the model is not built, so
+    without one nothing is said)."""
+    if hooks is None or cfg.get('train_cfg') is None or cfg.get('work_dir') is None:
+        return []
+    return [_warning(DISK_SPACE, message) for message in room_for_latest(cfg.work_dir, hooks.hooks,
+                                                                         bool(cfg.get('resume')))]
 
 
 def _needs_model(cfg: Config, spec: Any) -> None:
@@ -408,6 +439,8 @@ def _format_strategy(report: Mapping[str, Any]) -> str:
                 rows += [(f'plan.{field}', entry) for field, entry in value.items() if field != 'notes']
             else:
                 rows.append((key, value))
+        if strategy['buffers']:
+            rows.append(('buffers', strategy['buffers']))
         lines.append(_table(rows))
     if precision is None:
         return '\n'.join(lines)

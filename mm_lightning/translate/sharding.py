@@ -24,17 +24,23 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from mmengine.logging import print_log
 from torch import nn
+from torch.optim import Optimizer
 from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type
 from mm_lightning.runtime.internals import apply_activation_checkpointing
+from mm_lightning.state import sharded_state
+from mm_lightning.state.convert import as_lightning
+from mm_lightning.translate.sharded_model import shard_like_unsharded, unsharded_template
 
 __all__ = ['SHARDING_STRATEGIES', 'NO_EXACT_EQUIVALENT', 'ShardingPlan', 'plan_from_wrapper', 'wrap_targets',
-           'is_sharded', 'shard_model', 'COPYING_HOOKS', 'check_hooks', 'FSDP2Strategy', 'shard_for', 'plan_of']
+           'is_sharded', 'shard_model', 'FSDP2Strategy', 'shard_for', 'plan_of']
 
 #: mmengine's ``sharding_strategy`` (FSDP1) -> (how ranks are laid out, reshard parameters after forward).
 #: ``shard``: one mesh of every rank; ``hybrid``: shard within a node, replicate across nodes (HSDP);
@@ -219,16 +225,25 @@ def _same_start(model: nn.Module) -> None:
 
 
 def shard_model(model: nn.Module, plan: ShardingPlan, mesh: Any, num_nodes: int = 1) -> None:
-    """Apply ``plan`` to ``model`` in place (once: a sharded model is left as it is)."""
+    """Apply ``plan`` to ``model`` in place (once: a sharded model is left as it is); the sharded model then
+    copies and loads as the unsharded one (:mod:`mm_lightning.translate.sharded_model`)."""
     if is_sharded(model):
         return
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
     _same_start(model)
     if plan.activation_checkpointing is not None:
         apply_activation_checkpointing(model, check_fn=plan.activation_checkpointing)
+    template = unsharded_template(model)
+    shard = partial(_fully_shard, plan=plan, mesh=_mesh(plan, mesh, num_nodes))
+    shard(model)
+    shard_like_unsharded(model, template, shard)
+
+
+def _fully_shard(model: nn.Module, plan: ShardingPlan, mesh: Any) -> None:
+    """``fully_shard`` on the plan's submodules, children first, then on the root."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
     ignored = tuple(_ignored_modules(model, plan.ignored_modules))
     kwargs: Dict[str, Any] = dict(
-        mesh=_mesh(plan, mesh, num_nodes), reshard_after_forward=plan.reshard_after_forward,
+        mesh=mesh, reshard_after_forward=plan.reshard_after_forward,
         mp_policy=MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype,
                                        cast_forward_inputs=plan.cast_forward_inputs),
         offload_policy=CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if plan.cpu_offload
@@ -252,19 +267,6 @@ def _ignored_modules(model: nn.Module, specs: Tuple[Any, ...]) -> Iterator[nn.Mo
             raise ConfigError(f'strategy.model_wrapper.ignored_modules: {spec!r} is neither a submodule name '
                               'nor a module type')
         yield from (module for module in model.modules() if isinstance(module, cls))
-
-
-# -- what sharding cannot carry ----------------------------------------------------------------------
-#: Hooks that copy the model with ``deepcopy``, which FSDP2 refuses for a sharded module.
-COPYING_HOOKS: Tuple[str, ...] = ('EMAHook',)
-
-
-def check_hooks(hooks: List[Any]) -> None:
-    """Refuse, by name, a hook that would copy the sharded model."""
-    for hook in hooks:
-        if any(cls.__name__ in COPYING_HOOKS for cls in type(hook).__mro__):
-            raise ConfigError(f'custom_hooks: {type(hook).__name__} copies the model (deepcopy), which FSDP2 refuses '
-                              'for a sharded model (strategy.type=FSDPStrategy); train with DDPStrategy to keep it')
 
 
 # -- the Lightning strategy -------------------------------------------------------------------------
@@ -293,6 +295,68 @@ class FSDP2Strategy(ModelParallelStrategy):
         for note in self.plan.notes:
             print_log(f'FSDP2 approximation: {note}', logger='current', level=logging.WARNING)
         shard_model(model, self.plan, self.device_mesh, self.num_nodes)
+
+    # -- a Trainer's own checkpoints (ModelCheckpoint, ckpt_path), as the runner's (mm_lightning.state.sharded_state)
+    @override
+    def lightning_module_state_dict(self) -> Dict[str, Any]:
+        """This rank's view, on every rank (DTensor shards, its own buffers): the module's hooks see the checkpoint
+        as in the runner's files, and :meth:`save_checkpoint` gathers or shards it."""
+        assert self.lightning_module is not None
+        return self.lightning_module.state_dict()
+
+    @override
+    def optimizer_state(self, optimizer: Optimizer) -> Dict[str, Any]:
+        """``optimizer.state_dict()``, with this rank's shards (torch's ``get_optimizer_state_dict`` would take a
+        step of its own on an optimizer without state)."""
+        return _plain(optimizer).state_dict()
+
+    @property
+    @override
+    def lightning_restore_optimizer(self) -> bool:
+        return True  # through load_optimizer_state_dict, after the optimizers are built over the shards
+
+    @override
+    def save_checkpoint(self, checkpoint: Dict[str, Any], filepath: Any, storage_options: Optional[Any] = None) -> None:
+        """The plan's layout: a sharded directory, or one whole file written by rank 0."""
+        if storage_options is not None:
+            raise TypeError(f'{type(self).__name__}.save_checkpoint(..., storage_options=...) is not supported')
+        path = str(self.broadcast(filepath))
+        if self.plan.state_dict_type == 'sharded':
+            sharded_state.save_sharded(path, checkpoint, self.checkpoint_io.save_checkpoint)
+            return
+        whole = sharded_state.gathered(checkpoint)
+        if whole is not None:
+            self.checkpoint_io.save_checkpoint(whole, path)
+
+    @override
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """A file, or a sharded directory shard to shard; either format (an mmengine one is converted)."""
+        path = str(self.broadcast(checkpoint_path))
+        module = self.lightning_module
+        assert module is not None
+        if sharded_state.is_sharded_checkpoint(path):
+            checkpoint = sharded_state.load_sharded(
+                path, lambda meta: self.checkpoint_io.load_checkpoint(meta, weights_only=weights_only),
+                sharded_state.mesh_of(module))
+        else:
+            checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+        return as_lightning(checkpoint, path, resuming=module.trainer.state.fn == TrainerFn.FITTING)
+
+    @override
+    def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
+        assert self.lightning_module is not None  # whole tensors and shards alike (sharded_model)
+        self.lightning_module.load_state_dict(checkpoint['state_dict'], strict=strict)
+
+    @override
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        for optimizer, state in zip(self.optimizers, checkpoint['optimizer_states']):
+            optimizer = _plain(optimizer)
+            optimizer.load_state_dict(sharded_state.shard_optimizer_state(state, optimizer))
+
+
+def _plain(optimizer: Optimizer) -> Optimizer:
+    """The torch optimizer a ``LightningOptimizer`` wraps (or the optimizer itself)."""
+    return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
 
 
 def shard_for(strategy: ModelParallelStrategy, model: nn.Module) -> None:

@@ -1,10 +1,13 @@
 """A 2-process run (torchrun, gloo) that can be signalled, killed and resumed; every rank records.
 
-    torchrun --nproc_per_node=2 tests/scripts/ddp_resume.py OUT [--work-dir D] [--resume]
+    torchrun --nproc_per_node=2 tests/scripts/ddp_resume.py OUT [--work-dir D] [--resume [PATH]]
         [--at STAGE:N:SIGNAL[:RANK]] [--own-trainer] [--ckpt-path FILE] [--pace SECONDS]
+        [--fsdp full|local | --deepspeed STAGE] [--momentum M] [--evaluate CHECKPOINT] [--max-epochs N]
+        [--auto-scale-lr]
 
 The config has everything that makes ranks differ: a shuffled sampler, dropout, random noise in
-``__getitem__`` (drawn from each rank's global random state), ``diff_rank_seed``, EMA,
+``__getitem__`` (drawn from each rank's global random state), ``diff_rank_seed``, BatchNorm (whose
+running statistics each rank keeps: nothing synchronises them), EMA,
 ``accumulative_counts=2`` with checkpoints every 5 iterations (inside windows) and validation
 every epoch. Each rank appends to OUT/records_rank<r>.jsonl one line per training iteration
 (losses, LRs) and per validation, and writes OUT/final_rank<r>.pt (weights and EMA weights)
@@ -12,6 +15,12 @@ when training has finished. ``--at after_train_iter:7:KILL:1`` sends SIGKILL to 
 itself after its 7th ``after_train_iter`` (omit the rank for every rank). ``--own-trainer``
 runs a ConfigModule in a Trainer of ``trainer_kwargs`` with Lightning's ModelCheckpoint every
 2 optimizer steps (4 iterations) instead of mmengine's CheckpointHook; ``--ckpt-path`` resumes it.
+``--fsdp`` shards with mmengine's FSDPStrategy (EMAHook's copy sharded alike); ``--deepspeed`` runs
+ZeRO-``STAGE`` (mmengine's DeepSpeedStrategy and DeepSpeedOptimWrapper, which accumulates nothing:
+every iteration steps), without EMAHook. ``--momentum 0`` makes SGD keep no state. ``--evaluate``
+validates (``runner.val()``) with the weights of a checkpoint (``load_from``) instead of training;
+``--max-epochs`` shortens the run (3 epochs of 4 iterations each on 2 processes); ``--auto-scale-lr``
+enables ``auto_scale_lr`` (base batch size 8), which a resume on another number of processes needs.
 """
 import argparse
 import json
@@ -29,25 +38,32 @@ from mmengine.hooks import Hook  # noqa: E402
 RANK = int(os.environ.get('RANK', 0))
 
 
-def config(work_dir, own_trainer, fsdp=None):
+def config(work_dir, own_trainer, fsdp=None, deepspeed=None, momentum=0.9):
     checkpoint = None if own_trainer else dict(type='CheckpointHook', interval=5, by_epoch=False)
-    extra = {} if fsdp is None else dict(strategy=dict(
-        type='FSDPStrategy', state_dict_cfg=fsdp,
-        model_wrapper=dict(auto_wrap_policy=dict(type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy',
-                                                 min_num_params=100))))
-    return dict(**extra,
-        model=dict(type='ToyClassifier', dropout=0.3),
+    optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=momentum), accumulative_counts=2)
+    strategy = {}
+    if fsdp is not None:
+        strategy = dict(strategy=dict(
+            type='FSDPStrategy', state_dict_cfg=fsdp,
+            model_wrapper=dict(auto_wrap_policy=dict(type='torch.distributed.fsdp.wrap.size_based_auto_wrap_policy',
+                                                     min_num_params=100))))
+    if deepspeed is not None:  # mmengine requires DeepSpeedOptimWrapper, which takes an optimizer only
+        strategy = dict(strategy=dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=deepspeed),
+                                      config=dict(zero_allow_untested_optimizer=True)))  # SGD, for ZeRO
+        optim_wrapper = dict(type='DeepSpeedOptimWrapper', optimizer=optim_wrapper['optimizer'])
+    return dict(**strategy,
+        model=dict(type='ToyClassifier', dropout=0.3, batch_norm=True),
         work_dir=work_dir, experiment_name=f'ddp_resume_{os.getpid()}',
         train_dataloader=dict(dataset=dict(type='AugmentedBlobDataset', size=32), batch_size=4, num_workers=0,
                               sampler=dict(type='DefaultSampler', shuffle=True)),
         val_dataloader=dict(dataset=dict(type='BlobDataset', size=12, seed=1), batch_size=4, num_workers=0,
                             sampler=dict(type='DefaultSampler', shuffle=False)),
         val_evaluator=dict(type='ToyAccuracy'), val_cfg=dict(),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9), accumulative_counts=2),
+        optim_wrapper=optim_wrapper,
         param_scheduler=dict(type='CosineAnnealingLR', T_max=12, by_epoch=False),
         train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=1),
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint),
-        custom_hooks=[] if fsdp else [dict(type='EMAHook', momentum=0.2)],  # FSDP2 modules refuse deepcopy
+        custom_hooks=[] if deepspeed is not None else [dict(type='EMAHook', momentum=0.2)],
         launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='gloo')),
         randomness=dict(seed=7, diff_rank_seed=True))
 
@@ -115,9 +131,13 @@ def _hooks(args):
 
 
 def _full(model):
-    """The whole state on every rank (gathered from the shards under FSDP; every rank calls it)."""
+    """The whole state on every rank (gathered from the shards under FSDP and ZeRO-3; every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.tensor import DTensor
+    if any(hasattr(param, 'ds_id') for param in model.parameters()):  # ZeRO-3's partitioned parameters
+        import deepspeed
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            return {k: v.detach().clone() for k, v in model.state_dict().items()}
     state = model.state_dict()
     if any(isinstance(value, DTensor) for value in state.values()):
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
@@ -136,15 +156,28 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('out')
     parser.add_argument('--work-dir')
-    parser.add_argument('--resume', action='store_true')
+    parser.add_argument('--resume', nargs='?', const=True, default=False, help='resume=True, or resume=PATH')
     parser.add_argument('--at')
     parser.add_argument('--own-trainer', action='store_true')
     parser.add_argument('--ckpt-path')
     parser.add_argument('--pace', type=float, default=0.0)
     parser.add_argument('--fsdp', choices=('full', 'local'), help="FSDPStrategy with this state_dict_cfg")
+    parser.add_argument('--deepspeed', type=int, choices=(1, 2, 3), help='DeepSpeedStrategy with this ZeRO stage')
+    parser.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (0: an optimizer without state)')
+    parser.add_argument('--evaluate', metavar='CHECKPOINT', help='validate with these weights (load_from) instead')
+    parser.add_argument('--max-epochs', type=int, default=3)
+    parser.add_argument('--auto-scale-lr', action='store_true')
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer, args.fsdp)
+    if args.deepspeed:
+        import deepspeed.ops
+        # Plain gloo collectives: DeepSpeed would otherwise compile its shared-memory op (minutes on 2 cores).
+        deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False
+    cfg = config(args.work_dir or os.path.join(args.out, 'work'), args.own_trainer, args.fsdp, args.deepspeed,
+                 args.momentum)
+    cfg['train_cfg'] = dict(cfg['train_cfg'], max_epochs=args.max_epochs)
+    if args.auto_scale_lr:
+        cfg['auto_scale_lr'] = dict(enable=True, base_batch_size=8)
     if args.own_trainer:
         import lightning as L
         from lightning.pytorch.callbacks import ModelCheckpoint
@@ -162,12 +195,16 @@ def main():
         runner, finished = module.runner, module.progress.finished
     else:
         from mm_lightning import FlexibleRunner
-        cfg['resume'] = args.resume
+        cfg.update(resume=args.resume, load_from=args.evaluate)
         runner = FlexibleRunner.from_cfg(cfg)
         for hook in _hooks(args):
             runner.register_hook(hook)
-        runner.train()
-        finished = runner.module.progress.finished
+        if args.evaluate:
+            runner.val()
+            finished = True
+        else:
+            runner.train()
+            finished = runner.module.progress.finished
     if finished:  # not stopped by SIGTERM
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         ema = next((hook for hook in runner.hooks if type(hook).__name__ == 'EMAHook'), None)

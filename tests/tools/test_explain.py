@@ -4,13 +4,15 @@ import os
 
 import pytest
 from conftest import data
+from full_disk import report_free
 from mmengine.hooks import Hook
 from paths import ROOT, TESTS
 
 from mm_lightning import ConfigModule, FlexibleRunner, load_config
 from mm_lightning.runtime.bridge import HookBridge
+from mm_lightning.state.disk import format_bytes
 from mm_lightning.tools.cli import main
-from mm_lightning.tools.explain import STAGE_EVENTS, explain
+from mm_lightning.tools.explain import DISK_SPACE, STAGE_EVENTS, explain, format_explanation
 from mm_lightning.translate.launchers import LAUNCHERS, config_layout
 from mm_lightning.translate.strategies import strategy_context, translate_strategy
 
@@ -39,7 +41,7 @@ custom_hooks = [dict(type='lightning.pytorch.callbacks.LearningRateMonitor', log
 EMA = "custom_hooks = [dict(type='EMAHook'), *custom_hooks]\n"
 
 #: What a config's strategy type is translated to.
-LIGHTNING_STRATEGY = {'FSDPStrategy': 'FSDP2Strategy'}
+LIGHTNING_STRATEGY = {'FSDPStrategy': 'FSDP2Strategy', 'DeepSpeedStrategy': 'AnyDeviceDeepSpeedStrategy'}
 
 
 @pytest.fixture(autouse=True)
@@ -220,15 +222,23 @@ def test_shipped_openmmlab_configs_are_explained(package, index, tmp_path, monke
     check_explains(sample_configs(package, 3)[index], capsys)
 
 
-def test_fsdp_notes_settings_fsdp2_has_no_equal_for_and_refuses_a_hook_that_copies_the_model(tmp_path, capsys):
+def test_fsdp_notes_settings_fsdp2_has_no_equal_for_carries_ema_and_says_what_happens_to_buffers(tmp_path, capsys):
     extras = FSDP_EXTRAS + EMA + \
         "strategy = dict(type='FSDPStrategy', model_wrapper=dict(backward_prefetch='BACKWARD_PRE'))\n"
     status, report = _explain_json(capsys, _config(tmp_path, 'FSDPStrategy', extras), *GPU_CLUSTER)
-    assert status == 1
+    assert status == 0, report['warnings']  # EMAHook's copy is sharded alike: nothing refused
     kinds = {w['message'].partition(':')[0]: w['kind'] for w in report['warnings']}
     assert kinds["strategy.model_wrapper.backward_prefetch='BACKWARD_PRE'"] == 'approximation'
-    assert kinds['custom_hooks'] == 'refusal'
-    assert any(w['message'].startswith('custom_hooks: EMAHook copies the model (deepcopy)') for w in report['warnings'])
+    assert 'EMAHook' in {name for entry in report['hooks']['by_stage'] for name in entry['hooks']}
+    assert report['strategy']['buffers'].startswith('each rank keeps its own (FSDP2, as FSDP1, synchronises none')
+
+
+def test_ddp_says_whether_it_broadcasts_buffers(tmp_path, capsys):
+    for wrapper, buffers in (('', "each rank keeps its own (broadcast_buffers=False, as mmengine's DDP wraps)"),
+                             ('model_wrapper=dict(broadcast_buffers=True)', "rank 0's, broadcast to every rank")):
+        extras = f"strategy = dict(type='DDPStrategy', {wrapper})\n"
+        _, report = _explain_json(capsys, _config(tmp_path, 'DDPStrategy', extras), *GPU_CLUSTER)
+        assert report['strategy']['buffers'].startswith(buffers)
 
 
 @pytest.mark.deepspeed
@@ -238,3 +248,25 @@ def test_zero3_with_mmengine_default_hooks_and_resume_is_not_refused(tmp_path, c
     assert status == 0, report['warnings']
     assert [w for w in report['warnings'] if w['kind'] == 'refusal'] == []
     assert 'CheckpointHook' in {name for entry in report['hooks']['by_stage'] for name in entry['hooks']}
+
+
+def test_a_work_dir_without_room_for_two_checkpoints_the_size_of_its_latest_is_a_warning(tmp_path, monkeypatch):
+    cfg = dict(model=dict(type='ToyClassifier'), work_dir=str(tmp_path), train_dataloader=data(size=8, batch_size=4),
+               train_cfg=dict(by_epoch=True, max_epochs=3), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+               launcher='none')
+    report_free(monkeypatch, 15000, str(tmp_path))
+
+    def disk_warnings(**changes):
+        return [entry for entry in explain(dict(cfg, **changes))['warnings'] if entry['kind'] == DISK_SPACE]
+    assert disk_warnings() == []  # no checkpoint yet: the model is not built, so nothing is measured
+    latest = tmp_path / 'epoch_1.pth'
+    latest.write_bytes(b'\0' * 10000)
+    (tmp_path / 'last_checkpoint').write_text(str(latest))
+    message = (f"work_dir: {tmp_path} has {format_bytes(15000)} free; the run's checkpoints need "
+               f'{format_bytes(20000)} there: 2 on disk at once (a checkpoint is written in full before the one it '
+               f'replaces is removed), each about {format_bytes(10000)} (the size of the latest checkpoint, {latest}). '
+               'A checkpoint write will fail for lack of space: free some, or choose another work_dir')
+    assert disk_warnings() == [dict(kind=DISK_SPACE, key='work_dir', message=message)]
+    assert f'  [{DISK_SPACE}] {message}' in format_explanation(explain(cfg))
+    assert disk_warnings(resume=True) == []  # epoch_1.pth is one of the two, already there
+    assert disk_warnings(default_hooks=dict(checkpoint=dict(type='CheckpointHook', max_keep_ckpts=1))) == []

@@ -1,13 +1,10 @@
-"""The FSDP2 plan: which submodules get their own ``fully_shard`` (FSDP1's auto-wrap walk), and the hooks it refuses."""
+"""The FSDP2 plan: which submodules get their own ``fully_shard`` (FSDP1's auto-wrap walk)."""
 from functools import partial
 
-import pytest
-from mmengine.hooks import EMAHook, Hook
 from torch import nn
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy, size_based_auto_wrap_policy
 
-from mm_lightning import ConfigError
-from mm_lightning.translate.sharding import check_hooks, wrap_targets
+from mm_lightning.translate.sharding import wrap_targets
 
 
 def _model():
@@ -28,9 +25,3 @@ def test_module_class_policy_wraps_children_before_parents_and_skips_ignored_mod
     assert wrap_targets(model, policy) == [model[0], model[2][0], model[2][1], model[2]]
     assert wrap_targets(model, policy, ignored=(model[2],)) == [model[0]]
     assert wrap_targets(model, None) == []
-
-
-def test_a_hook_that_copies_the_model_is_refused_by_name():
-    check_hooks([Hook()])
-    with pytest.raises(ConfigError, match=r'custom_hooks: EMAHook copies the model \(deepcopy\)'):
-        check_hooks([Hook(), EMAHook()])
