@@ -73,6 +73,24 @@ def test_killed_run_resumes_exactly(tmp_path, uninterrupted, case, kill, resumed
         assert torch.equal(weights[key], value), key
 
 
+def test_a_run_whose_seed_is_drawn_resumes_in_its_own_data_order(tmp_path):
+    """Without ``randomness.seed`` each run draws its own; resuming takes the checkpoint's, for the loader too,
+    though it was built (its sampler shuffling by its seed, its workers seeded from it) before the checkpoint
+    was read. The reference is the run that wrote the checkpoint (another run would draw another seed)."""
+    run_case(tmp_path / 'run', 'epoch_drawn_seed')
+    full_records, full_weights = records(tmp_path / 'run'), torch.load(tmp_path / 'run' / 'final.pt')
+    # mid-epoch 2 (10 batches each): the pass replayed through its workers, then epoch 3's pass
+    checkpoint = str(tmp_path / 'run' / 'work' / 'iter_12.pth')
+    run_case(tmp_path / 'resumed', 'epoch_drawn_seed', '--work-dir', str(tmp_path / 'resumed_work'),
+             '--set', f'resume={checkpoint!r}')
+    resumed = records(tmp_path / 'resumed')
+    assert (resumed[0]['kind'], resumed[0]['iter']) == ('iter', 12)
+    assert resumed == full_records[full_records.index(resumed[0]):]
+    weights = torch.load(tmp_path / 'resumed' / 'final.pt')
+    for key, value in full_weights.items():
+        assert torch.equal(weights[key], value), key
+
+
 def _start(out, case, *args):
     return subprocess.Popen([sys.executable, SCRIPT, str(out), case, *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(HERE))

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Dict, Iterator, Mapping, Optional, Union
+from functools import partial
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -39,8 +40,8 @@ from mm_lightning.config.registry import config_key
 from mm_lightning.state import rng
 from mm_lightning.state.serialization import from_safe, to_safe
 
-__all__ = ['LoaderSpec', 'SPLITS', 'build_dataloader', 'TrainStream', 'EvalBatches', 'ConfigDataModule',
-           'config_datamodule']
+__all__ = ['LoaderSpec', 'SPLITS', 'build_dataloader', 'loader_seed', 'set_loader_seed', 'TrainStream', 'EvalBatches',
+           'ConfigDataModule', 'config_datamodule']
 
 LoaderSpec = Union[DataLoader, Mapping[str, Any], None]
 #: The splits a config's ``<split>_dataloader`` keys name.
@@ -110,6 +111,31 @@ def _set_sampler_epoch(loader: DataLoader, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
     elif batch_sampler_sampler is not None and hasattr(batch_sampler_sampler, 'set_epoch'):
         batch_sampler_sampler.set_epoch(epoch)
+
+
+def _samplers(loader: DataLoader) -> List[Any]:
+    return [sampler for sampler in (loader.sampler, getattr(loader.batch_sampler, 'sampler', None))
+            if sampler is not None]
+
+
+def loader_seed(loader: DataLoader) -> Optional[int]:
+    """The seed the loader's order comes from: its sampler's (mmengine's samplers shuffle by ``seed + epoch``).
+
+    Without ``randomness.seed`` each run draws its own, and mmengine builds the loader before a resume
+    gives the run the checkpoint's: the resumed order would be another one (mmengine's too).
+    """
+    return next((sampler.seed for sampler in _samplers(loader) if isinstance(getattr(sampler, 'seed', None), int)),
+                None)
+
+
+def set_loader_seed(loader: DataLoader, seed: int) -> None:
+    """Give the loader's sampler, and the workers mmengine's ``worker_init_fn`` seeds, the order's ``seed``."""
+    for sampler in _samplers(loader):
+        if isinstance(getattr(sampler, 'seed', None), int):
+            sampler.seed = seed
+    init = loader.worker_init_fn
+    if isinstance(init, partial) and 'seed' in init.keywords:
+        loader.worker_init_fn = partial(init.func, *init.args, **dict(init.keywords, seed=seed))
 
 
 def _is_endless(loader: DataLoader) -> bool:
@@ -283,9 +309,11 @@ class TrainStream:
     # -- position (the datamodule's state; not named state_dict, so Lightning does not save it twice) -----
     def position(self) -> Dict[str, Any]:
         return dict(passes=self._passes, in_pass=self._in_pass, drawn=self._drawn, drained=self._drained,
-                    pass_rng=self._pass_rng)
+                    pass_rng=self._pass_rng, seed=loader_seed(self.loader))
 
     def set_position(self, state: Mapping[str, Any]) -> None:
+        if state.get('seed') is not None:
+            set_loader_seed(self.loader, state['seed'])
         self._passes = int(state['passes'])
         self._in_pass = int(state['in_pass'])
         self._drawn = int(state['drawn'])

@@ -52,6 +52,12 @@ CASES = {
     'epoch_workers_augment': _epoch_cfg(
         train_dataloader=dict(data(size=40, batch_size=4), num_workers=2,
                               dataset=dict(type='AugmentedBlobDataset', size=40, seed=0))),
+    # the same without randomness.seed: each run draws its own, so the sampler's and the workers' seeds are the
+    # checkpoint's to restore (the loader is built before a resume gives the run the checkpoint's seed)
+    'epoch_drawn_seed': _epoch_cfg(
+        train_dataloader=dict(data(size=40, batch_size=4), num_workers=2,
+                              dataset=dict(type='AugmentedBlobDataset', size=40, seed=0)),
+        randomness=dict(seed=None)),
     # iteration-based with InfiniteSampler and augmentation (no workers)
     'iter_infinite': _epoch_cfg(
         train_dataloader=dict(data(size=30, batch_size=4, sampler='InfiniteSampler'),
