@@ -23,7 +23,6 @@ validates (``runner.val()``) with the weights of a checkpoint (``load_from``) in
 enables ``auto_scale_lr`` (base batch size 8), which a resume on another number of processes needs.
 """
 import argparse
-import json
 import os
 import signal
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import toy  # noqa: E402,F401
 from mmengine.hooks import Hook  # noqa: E402
+from records import Recorder, full_state  # noqa: E402
 
 RANK = int(os.environ.get('RANK', 0))
 
@@ -66,27 +66,6 @@ def config(work_dir, own_trainer, fsdp=None, deepspeed=None, momentum=0.9):
         custom_hooks=[] if deepspeed is not None else [dict(type='EMAHook', momentum=0.2)],
         launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='gloo')),
         randomness=dict(seed=7, diff_rank_seed=True))
-
-
-class Recorder(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, path):
-        self.path = path
-
-    def _write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        record = {key: float(value) for key, value in outputs.items()}
-        record.update({f'lr/{k}': v for k, v in runner.optim_wrapper.get_lr().items()})
-        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, **record))
-
-    def after_val_epoch(self, runner, metrics=None):
-        self._write(dict(kind='val', iter=runner.iter, epoch=runner.epoch, metrics=metrics))
 
 
 class Signal(Hook):
@@ -130,25 +109,10 @@ def _hooks(args):
     return hooks
 
 
-def _full(model):
-    """The whole state on every rank (gathered from the shards under FSDP and ZeRO-3; every rank calls it)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    from torch.distributed.tensor import DTensor
-    if any(hasattr(param, 'ds_id') for param in model.parameters()):  # ZeRO-3's partitioned parameters
-        import deepspeed
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state = model.state_dict()
-    if any(isinstance(value, DTensor) for value in state.values()):
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
-        state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
-    return {k: v.detach().clone() for k, v in state.items()}
-
-
 def _final(model, ema):
-    weights = _full(model)
+    weights = full_state(model)
     if ema is not None:
-        weights.update({f'ema.{k}': v for k, v in _full(ema.ema_model).items()})
+        weights.update({f'ema.{k}': v for k, v in full_state(ema.ema_model).items()})
     return weights
 
 

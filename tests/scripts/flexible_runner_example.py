@@ -24,7 +24,6 @@ checkpoint of every epoch (300 MB each: resnet50 and AdamW's state); ``--keep N`
 """
 import argparse
 import glob
-import json
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ import torch
 import torchvision
 from mmengine.hooks import Hook
 from PIL import Image
+from records import Recorder, full_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.normpath(os.path.join(HERE, '..', '..', '..', 'shared', 'mmengine-tests', 'examples',
@@ -67,26 +67,6 @@ class SyntheticCIFAR10(torch.utils.data.Dataset):
         return image, target
 
 
-class Recorder(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, path):
-        self.path = path
-
-    def _write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        record = {key: float(value) for key, value in outputs.items()}
-        record.update({f'lr/{k}': v for k, v in runner.optim_wrapper.get_lr().items()})
-        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, **record))
-
-    def after_val_epoch(self, runner, metrics=None):
-        self._write(dict(kind='val', iter=runner.iter, epoch=runner.epoch,
-                         metrics={key: float(value) for key, value in (metrics or {}).items()}))
-
-
 class Pruner(Hook):
     """Remove the checkpoints a test does not resume from (after CheckpointHook has written the next)."""
 
@@ -106,17 +86,6 @@ class Pruner(Hook):
 def _last(work_dir):
     with open(os.path.join(work_dir, 'last_checkpoint')) as f:
         return f.read().strip()
-
-
-def full_state(model):
-    """The whole state on every rank (gathered from FSDP's shards or ZeRO-3's partitions; every rank calls it)."""
-    from torch.distributed.tensor import DTensor
-    if any(hasattr(param, 'ds_id') for param in model.parameters()):  # ZeRO-3's partitioned parameters
-        import deepspeed
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone()
-            for k, v in model.state_dict().items()}
 
 
 #: The example's mixed precision: AmpOptimWrapper (twice), and its DeepSpeed config's fp16 section.
