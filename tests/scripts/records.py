@@ -9,8 +9,8 @@ __all__ = ['Recorder', 'full_state']
 
 
 class Recorder(Hook):
-    """Appends to ``path`` one JSON line per training iteration (losses, LRs) and per validation (metrics), each
-    written through to the disk at once: a killed process keeps what it recorded."""
+    """Appends to ``path`` one JSON line per training iteration (losses, LRs, ``batch_idx``) and per validation
+    (metrics), each written through to the disk at once: a killed process keeps what it recorded."""
 
     priority = 'LOWEST'
 
@@ -26,7 +26,7 @@ class Recorder(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         record = {key: float(value) for key, value in outputs.items()}
         record.update({f'lr/{k}': v for k, v in runner.optim_wrapper.get_lr().items()})
-        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, **record))
+        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, batch_idx=batch_idx, **record))
 
     def after_val_epoch(self, runner, metrics=None):
         self._write(dict(kind='val', iter=runner.iter, epoch=runner.epoch,

@@ -11,7 +11,6 @@ validation). ``--resume`` resumes from the latest checkpoint in the work_dir. A 
 SIGTERM exits 0 without final.pt.
 """
 import argparse
-import json
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ import torch  # noqa: E402
 import toy  # noqa: E402,F401
 from conftest import data  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
+from records import Recorder  # noqa: E402
 
 from mm_lightning import FlexibleRunner  # noqa: E402
 
@@ -74,27 +74,6 @@ CASES = {
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9), accumulative_counts=3),
         default_hooks=dict(HOOKS, checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False))),
 }
-
-
-class Recorder(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, path):
-        self.path = path
-
-    def _write(self, record):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        record = {key: float(value) for key, value in outputs.items()}
-        record.update({f'lr/{k}': v for k, v in runner.optim_wrapper.get_lr().items()})
-        self._write(dict(kind='iter', iter=runner.iter, epoch=runner.epoch, batch_idx=batch_idx, **record))
-
-    def after_val_epoch(self, runner, metrics=None):
-        self._write(dict(kind='val', iter=runner.iter, epoch=runner.epoch, metrics=metrics))
 
 
 class Kill(Hook):
