@@ -1,10 +1,11 @@
 """Speed, memory and start-up of one config, for CI: ``mm-lightning benchmark``.
 
 Each engine (mm_lightning, mmengine's Runner, or both) trains the config for ``iters``
-iterations in a fresh Python process of its own (``python -m mm_lightning.tools.benchmark``), so
-that its peak memory and start-up are its own and no global state passes between
-engines; the iterations end as described in :mod:`mm_lightning.tools.engines`. Figures per
-engine (JSON keys of ``engines.<name>``):
+iterations ``repeats`` times, each run in a fresh Python process of its own
+(``python -m mm_lightning.tools.benchmark``), so that its peak memory and start-up are its own
+and no global state passes between runs; the iterations end as described in
+:mod:`mm_lightning.tools.engines`. The runs alternate between engines (A B A B ...) and each gets
+``threads`` CPU threads (``OMP_NUM_THREADS`` and ``torch.set_num_threads``). Figures of one run:
 
 ``time_per_iter_ms``      median time between the ends of consecutive iterations, after
                           ``warmup`` iterations (the first iteration never counts)
@@ -19,9 +20,13 @@ engine (JSON keys of ``engines.<name>``):
 ``final_loss``            the ``loss`` logged by the last iteration
 ``iterations``            iterations that ran (fewer than ``iters`` when the schedule is shorter)
 
-With both engines, ``ratio`` holds mm_lightning's figure over mmengine's for the timing
-and memory figures. The report's ``schema`` names this layout; it changes only with it.
-:func:`regressions` compares a report with a baseline report, figure by figure.
+The report (schema ``mm_lightning.benchmark/2``) gives each figure of ``engines.<name>`` over the
+runs as ``{median, min, max, q1, q3, spread, unreliable, runs}`` (see
+:mod:`mm_lightning.tools.benchmark_statistics`); with both engines, ``ratio`` summarizes the same
+way mm_lightning's figure over mmengine's within each pair of runs, for the timing and memory
+figures, and ``unreliable`` lists the figures whose runs spread wider than ``tolerance``. The
+``schema`` changes only with this layout. :func:`baseline_judgements` judges a report against a
+baseline report, figure by figure, with the spread.
 """
 from __future__ import annotations
 
@@ -34,17 +39,23 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from mm_lightning.config.loading import CfgOptions, ConfigError, load_config
+from mm_lightning.tools.benchmark_statistics import Judgement, Summary, interleaved, judge, pair_ratios, summarize
 from mm_lightning.tools.engines import ENGINES, EngineRun, Iteration, fixed_seed, run_engine
 
-__all__ = ['SCHEMA', 'Figure', 'FIGURES', 'RATIOS', 'BenchmarkError', 'steady_state', 'peak_memory', 'run_figures',
-           'measure', 'benchmark', 'environment', 'regressions', 'format_benchmark']
+__all__ = ['SCHEMA', 'DEFAULT_REPEATS', 'DEFAULT_TOLERANCE', 'Figure', 'FIGURES', 'RATIOS', 'BenchmarkError',
+           'steady_state', 'peak_memory', 'run_figures', 'measure', 'default_threads', 'benchmark', 'benchmark_report',
+           'environment', 'read_baseline', 'baseline_judgements', 'format_benchmark']
 
-SCHEMA = 'mm_lightning.benchmark/1'
+SCHEMA = 'mm_lightning.benchmark/2'
+#: Runs per engine: five give a median that one slow run cannot move, and a quartile range.
+DEFAULT_REPEATS = 5
+#: The change a baseline check detects, and the spread beyond which a figure is unreliable.
+DEFAULT_TOLERANCE = 0.2
 
 
 @dataclass(frozen=True)
@@ -120,28 +131,86 @@ def measure(engine: str, config: str, *, iters: int, warmup: int, work_dir: str,
     return run_figures(run_engine(engine, cfg, iters, work_dir), warmup)
 
 
-# -- one process per engine ---------------------------------------------------------------------
+# -- repeated runs, one process each ---------------------------------------------------------------
+def default_threads(cfg: Mapping[str, Any], environ: Mapping[str, str] = os.environ, cpus: Optional[int] = None,
+                    load: Optional[float] = None) -> int:
+    """The CPU threads each run gets unless ``--threads`` says: ``OMP_NUM_THREADS`` where the environment sets it,
+    else the CPUs this process may use that are free (less the machine's 1-minute load average, rounded) and
+    not needed by the training loader's workers, at least 1.
+
+    Pinned because torch's default (a thread per core) on a shared machine makes the runs fight the
+    machine's other work: on a busy 2-core machine the spiral example's runs spread 1.6 to 386 ms per
+    iteration with 2 threads, 1.4 to 3.5 ms with 1. Free cores, not all cores: a CI job passes ``--threads``.
+    """
+    if environ.get('OMP_NUM_THREADS', '').isdigit() and int(environ['OMP_NUM_THREADS']) > 0:
+        return int(environ['OMP_NUM_THREADS'])
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
+    loader = cfg.get('train_dataloader') or {}
+    workers = loader.get('num_workers', 0) if isinstance(loader, Mapping) else 0
+    return max(1, cpus - round(load) - (workers if isinstance(workers, int) else 0))
+
+
 def benchmark(config: str, *, engines: Sequence[str], iters: int, warmup: int, work_dir: str,
-              cfg_options: Sequence[str] = ()) -> Dict[str, Any]:
-    """Measure each engine in its own process; the report (see module doc)."""
+              cfg_options: Sequence[str] = (), repeats: int = DEFAULT_REPEATS, threads: Optional[int] = None,
+              tolerance: float = DEFAULT_TOLERANCE) -> Dict[str, Any]:
+    """Run each engine ``repeats`` times, interleaved, each run in a fresh process; the report (see module doc)."""
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         raise ConfigError(f'engine: expected some of {sorted(ENGINES)}, got {unknown}')
     if warmup < 0 or iters - max(warmup, 1) < 1:
         raise ConfigError(f'iters: {iters} iterations leave no steady-state iteration after a warm-up of {warmup} '
                           '(the first iteration never counts); use more --iters or less --warmup')
-    load_config(config, cfg_options)  # a bad config fails here, not in a child process
-    figures = {engine: _measure_in_child(engine, config, iters, warmup, os.path.join(work_dir, engine), cfg_options)
-               for engine in engines}
-    report: Dict[str, Any] = dict(schema=SCHEMA, config=config, iters=iters, warmup=warmup,
-                                  environment=environment(), engines=figures)
-    if {'mm_lightning', 'mmengine'} <= set(figures):
-        report['ratio'] = {key: _ratio(figures['mm_lightning'][key], figures['mmengine'][key]) for key in RATIOS}
+    if repeats < 1:
+        raise ConfigError(f'repeats: expected at least 1 run per engine, got {repeats}')
+    if threads is not None and threads < 1:
+        raise ConfigError(f'threads: expected at least 1 CPU thread, got {threads}')
+    cfg = load_config(config, cfg_options)  # a bad config fails here, not in a child process
+    threads = threads or default_threads(cfg)
+    runs: Dict[str, List[Dict[str, Any]]] = {engine: [] for engine in engines}
+    for _, engine in interleaved(engines, repeats):
+        runs[engine].append(_measure_in_child(engine, config, iters, warmup, os.path.join(work_dir, engine),
+                                              cfg_options, threads))
+    return benchmark_report(runs, config=config, iters=iters, warmup=warmup, threads=threads, tolerance=tolerance,
+                            environment=environment())
+
+
+def benchmark_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, config: str, iters: int, warmup: int,
+                     threads: int, tolerance: float, environment: Mapping[str, Any]) -> Dict[str, Any]:
+    """The report of each engine's runs (in the order they ran, repeat i of each engine a pair; see module doc)."""
+    engines = list(runs)
+    repeats = min(len(engine_runs) for engine_runs in runs.values())
+    figures = {engine: _engine_figures(engine_runs, tolerance) for engine, engine_runs in runs.items()}
+    report: Dict[str, Any] = dict(
+        schema=SCHEMA, config=config, iters=iters, warmup=warmup, repeats=repeats, threads=threads,
+        tolerance=tolerance, order=[engine for _, engine in interleaved(engines, repeats)],
+        environment=dict(environment, threads=threads), engines=figures)
+    if {'mm_lightning', 'mmengine'} <= set(runs):
+        report['ratio'] = {}
+        for name in RATIOS:
+            ratios = pair_ratios([run.get(name) for run in runs['mm_lightning']],
+                                 [run.get(name) for run in runs['mmengine']])
+            summary = summarize(ratios)
+            report['ratio'][name] = summary.to_json(tolerance) if summary else None
+    report['unreliable'] = [f'{engine}.{name}' for engine in engines for name in FIGURES
+                            if (figures[engine].get(name) or {}).get('unreliable')]
+    report['unreliable'] += [f'ratio.{name}' for name, summary in (report.get('ratio') or {}).items()
+                             if (summary or {}).get('unreliable')]
     return report
 
 
-def _ratio(ours: Optional[float], reference: Optional[float]) -> Optional[float]:
-    return ours / reference if ours is not None and reference else None
+def _engine_figures(engine_runs: Sequence[Mapping[str, Any]], tolerance: float) -> Dict[str, Any]:
+    """Each figure's summary over an engine's runs; the figures every run shares, as they are."""
+    figures: Dict[str, Any] = {}
+    for name, figure in FIGURES.items():
+        summary = summarize(run.get(name) for run in engine_runs)
+        figures[name] = summary.to_json(tolerance, figure.relative) if summary else None
+    figures['memory_kind'] = engine_runs[0].get('memory_kind') if engine_runs else None
+    figures['iterations'] = min((run.get('iterations', 0) for run in engine_runs), default=0)
+    figures['threads'] = sorted({run.get('threads') for run in engine_runs if run.get('threads') is not None})
+    return figures
 
 
 def environment() -> Dict[str, Any]:
@@ -149,17 +218,18 @@ def environment() -> Dict[str, Any]:
     import mmengine
     return dict(device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu',
                 torch=torch.__version__, lightning=lightning.__version__, mmengine=mmengine.__version__,
-                python=platform.python_version())
+                python=platform.python_version(), cpus=os.cpu_count())
 
 
 def _measure_in_child(engine: str, config: str, iters: int, warmup: int, work_dir: str,
-                      cfg_options: Sequence[str]) -> Dict[str, Any]:
+                      cfg_options: Sequence[str], threads: int) -> Dict[str, Any]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, 'figures.json')
         command = [sys.executable, '-m', 'mm_lightning.tools.benchmark', engine, config, '--iters', str(iters),
-                   '--warmup', str(warmup), '--work-dir', work_dir, '--out', out]
+                   '--warmup', str(warmup), '--work-dir', work_dir, '--out', out, '--threads', str(threads)]
         if cfg_options:
             command += ['--cfg-options', *cfg_options]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -171,58 +241,86 @@ def _measure_in_child(engine: str, config: str, iters: int, warmup: int, work_di
 
 
 # -- baseline -------------------------------------------------------------------------------------
-def regressions(report: Mapping[str, Any], baseline: Mapping[str, Any], tolerance: float) -> List[str]:
-    """One line per figure worse than the baseline's by more than ``tolerance`` (see :data:`FIGURES`)."""
+def read_baseline(path: str) -> Dict[str, Any]:
+    """A report written by ``--json``, checked to be of this schema (before any run is spent on it)."""
+    with open(path) as f:
+        baseline = json.load(f)
+    _check_schema(baseline)
+    return baseline
+
+
+def _check_schema(baseline: Mapping[str, Any]) -> None:
     if baseline.get('schema') != SCHEMA:
-        raise ConfigError(f"baseline: schema {baseline.get('schema')!r} is not {SCHEMA!r}")
+        hint = ' (its figures are single runs: write a new baseline with --json)' \
+            if baseline.get('schema') == 'mm_lightning.benchmark/1' else ''
+        raise ConfigError(f"baseline: schema {baseline.get('schema')!r} is not {SCHEMA!r}{hint}")
+
+
+def baseline_judgements(report: Mapping[str, Any], baseline: Mapping[str, Any],
+                        tolerance: float) -> List[Judgement]:
+    """Each figure (and ratio) the report and the baseline both have, judged with its spread (see
+    :mod:`mm_lightning.tools.benchmark_statistics`); :func:`overall` makes one verdict of them."""
+    _check_schema(baseline)
     found = []
-    for engine, figures in report['engines'].items():
-        for name, figure in FIGURES.items():
-            reference = baseline.get('engines', {}).get(engine, {}).get(name)
-            message = _worse(f'{engine}.{name}', figures.get(name), reference, figure, tolerance)
-            if message:
-                found.append(message)
-    for name, value in (report.get('ratio') or {}).items():
-        message = _worse(f'ratio.{name}', value, (baseline.get('ratio') or {}).get(name), Figure('lower'), tolerance)
-        if message:
-            found.append(message)
+    pairs = [(f'{engine}.{name}', figures.get(name), (baseline.get('engines') or {}).get(engine, {}).get(name),
+              figure) for engine, figures in report['engines'].items() for name, figure in FIGURES.items()]
+    pairs += [(f'ratio.{name}', value, (baseline.get('ratio') or {}).get(name), Figure('lower'))
+              for name, value in (report.get('ratio') or {}).items()]
+    for name, current, reference, figure in pairs:
+        if current is None or reference is None:
+            continue
+        value, reference_unreliable = _baseline_figure(reference, tolerance, figure.relative)
+        found.append(judge(name, _summary(current), value, better=figure.better, tolerance=tolerance,
+                           relative=figure.relative, reference_unreliable=reference_unreliable))
     return found
 
 
-def _worse(name: str, value: Optional[float], reference: Optional[float], figure: Figure,
-           tolerance: float) -> Optional[str]:
-    if value is None or reference is None:
-        return None
-    margin = abs(reference) * tolerance if figure.relative else tolerance
-    limit = reference + margin if figure.better == 'lower' else reference - margin
-    if (value > limit) if figure.better == 'lower' else (value < limit):
-        allowed = f'{tolerance:.0%}' if figure.relative else f'{tolerance:g}'
-        return (f'{name}: {value:.4g} is worse than the baseline {reference:.4g} by more than {allowed} '
-                f'({figure.better} is better; limit {limit:.4g})')
-    return None
+def _summary(figure: Mapping[str, Any]) -> Summary:
+    return Summary(figure['median'], figure['min'], figure['max'], figure['q1'], figure['q3'], tuple(figure['runs']))
+
+
+def _baseline_figure(value: Any, tolerance: float, relative: bool) -> Tuple[float, bool]:
+    """A baseline figure's median and whether it was unreliable (under this tolerance); a plain number is a
+    target set by hand, taken as exact."""
+    if isinstance(value, (int, float)):
+        return float(value), False
+    return float(value['median']), _summary(value).unreliable(tolerance, relative)
 
 
 # -- text -----------------------------------------------------------------------------------------
 def format_benchmark(report: Mapping[str, Any]) -> str:
-    """A table: one row per figure, one column per engine (and the ratio)."""
+    """A table: one row per figure, one column per engine (and the ratio): median [min..max] over the runs."""
     engines = list(report['engines'])
     ratio = report.get('ratio') or {}
     env = report['environment']
-    header = ['figure', *engines] + (['mm_lightning / mmengine'] if ratio else [])
-    rows = [[name, *[_cell(report['engines'][engine].get(name)) for engine in engines]]
-            + ([_cell(ratio.get(name))] if ratio else []) for name in [*FIGURES, 'iterations']]
+    unreliable = set(report.get('unreliable', ()))
+    header = ['figure', *engines] + (['mm_lightning / mmengine'] if ratio else []) + ['note']
+    rows = []
+    for name in FIGURES:
+        cells = [_cell(report['engines'][engine].get(name)) for engine in engines]
+        if ratio:
+            cells.append(_cell(ratio.get(name)) if name in ratio else '-')
+        noisy = [column for column in [*engines, 'ratio'] if f'{column}.{name}' in unreliable]
+        rows.append([name, *cells, f"unreliable ({', '.join(noisy)})" if noisy else ''])
+    rows.append(['iterations', *[str(report['engines'][engine].get('iterations')) for engine in engines]]
+                + (['-'] if ratio else []) + [''])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"{report['config']}: {report['iters']} iterations ({report['warmup']} warm-up) on {env['device']}, "
+    lines = [f"{report['config']}: {report['iters']} iterations ({report['warmup']} warm-up), {report['repeats']} "
+             f"interleaved runs per engine, {report['threads']} CPU thread(s) each, on {env['device']}, "
              f"torch {env['torch']}, lightning {env['lightning']}, mmengine {env['mmengine']}",
+             'median [min..max] over the runs; ratios per pair of runs',
              '  '.join(f'{cell:<{width}}' for cell, width in zip(header, widths)).rstrip()]
     lines += ['  '.join(f'{cell:<{width}}' for cell, width in zip(row, widths)).rstrip() for row in rows]
+    if unreliable:
+        lines.append(f"unreliable: {', '.join(sorted(unreliable))}: the runs' interquartile range is wider than "
+                     f"the tolerance ({report['tolerance']:g}); more --repeats or a quieter machine")
     return '\n'.join(lines) + '\n'
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def _cell(summary: Optional[Mapping[str, Any]]) -> str:
+    if summary is None:
         return '-'
-    return f'{value:.4g}' if isinstance(value, float) else str(value)
+    return f"{summary['median']:.4g} [{summary['min']:.4g}..{summary['max']:.4g}]"
 
 
 # -- the measuring process ------------------------------------------------------------------------
@@ -235,10 +333,13 @@ def _child(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--warmup', type=int, required=True)
     parser.add_argument('--work-dir', required=True)
     parser.add_argument('--out', required=True)
+    parser.add_argument('--threads', type=int, required=True)
     parser.add_argument('--cfg-options', nargs='+', default=[])
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     figures = measure(args.engine, args.config, iters=args.iters, warmup=args.warmup, work_dir=args.work_dir,
                       cfg_options=args.cfg_options)
+    figures['threads'] = torch.get_num_threads()
     with open(args.out, 'w') as f:
         json.dump(figures, f)
     return 0
