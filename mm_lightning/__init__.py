@@ -7,14 +7,16 @@ The Lightning-backed names are imported on first use, so the command line can ro
 libraries print while importing (DeepSpeed does) away from a command's output.
 """
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mm_lightning.config import ConfigError, load_config
+if TYPE_CHECKING:
+    from mm_lightning.config import ConfigError, load_config
 
-#: Public name -> the module defining it.
+#: Public name -> the module defining it. Even the config names wait: ``mm-lightning --help`` imports this
+#: package and should not pay for mmengine.
 _LAZY = {'FlexibleRunner': '.runner.flexible_runner', 'ConfigModule': '.runtime.module',
          'ConfigDataModule': '.runtime.data', 'trainer_kwargs': '.translate.trainer',
-         'ConfigCLI': '.tools.lightning_cli'}
+         'ConfigCLI': '.tools.lightning_cli', 'load_config': '.config', 'ConfigError': '.config'}
 
 __all__ = ['FlexibleRunner', 'ConfigModule', 'ConfigDataModule', 'trainer_kwargs', 'ConfigCLI', 'load_config',
            'ConfigError']
