@@ -4,8 +4,9 @@
 
 The ConfigModule carries the config's mmengine hooks (scheduling, checkpoints, logs) as
 a callback; ``trainer_kwargs`` gives the Trainer settings that match the config, and
-anything you pass next to them is yours: here a CSV logger that receives the
-validation metrics and Lightning's LearningRateMonitor and ModelCheckpoint.
+anything you pass next to them is yours: here a CSV logger that receives mmengine's
+training scalars (loss, lr, time... every log_every_n_steps iterations) and the validation
+metrics, and Lightning's LearningRateMonitor and ModelCheckpoint.
 """
 import argparse
 import os

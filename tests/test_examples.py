@@ -30,7 +30,9 @@ def test_spiral_example_trains_and_tests(tmp_path):
 def test_lightning_trainer_example(tmp_path):
     output = _run(['examples/lightning_trainer.py', '--max-epochs', '2', '--work-dir', str(tmp_path)], tmp_path)
     assert 'validation metrics (mmengine names)' in output
-    assert os.path.isfile(tmp_path / 'csv' / 'version_0' / 'metrics.csv')
+    with open(tmp_path / 'csv' / 'version_0' / 'metrics.csv') as f:
+        columns = f.readline().strip().split(',')
+    assert {'loss', 'lr', 'spiral/accuracy'} <= set(columns)  # LoggerHook's training scalars and the metrics
 
 
 def test_overhead_benchmark_runs(tmp_path):
@@ -48,6 +50,13 @@ def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
 def test_resume_fast_forward_benchmark_runs(tmp_path):
     output = _run(['benchmarks/resume_fast_forward.py', '--at', '200', '--repeats', '1'], tmp_path)
     assert '| mmengine Runner (loads every skipped batch) |' in output and '| **mm_lightning**' in output
+
+
+def test_startup_benchmark_runs(tmp_path):
+    output = _run(['benchmarks/startup.py', '--repeats', '1'], tmp_path)
+    for row in ('| --help |', '| explain |', '| config error |', '| mm_lightning train: 1st iteration |',
+                '| mmengine tools/train.py: 1st iteration |'):
+        assert row in output
 
 
 def test_validation_benchmark_runs_and_engines_agree(tmp_path):

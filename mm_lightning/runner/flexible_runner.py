@@ -30,6 +30,7 @@ from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.hooks import split_custom_hooks
 from mm_lightning.runtime.module import ConfigModule
 from mm_lightning.translate.launchers import check_backend
+from mm_lightning.translate.progress import lightning_info_to_file
 from mm_lightning.translate.trainer import trainer_kwargs
 
 __all__ = ['RUNNER_TRAINER_KEYS', 'FlexibleRunner']
@@ -211,7 +212,8 @@ class FlexibleRunner(RunnerView):
                                       logger=self.module.context.lightning_loggers or False)
             if isinstance(settings['strategy'], ParallelStrategy):  # it opens a process group
                 check_backend(self._trainer_settings.get('env_cfg') or {}, settings['accelerator'])
-            self._trainer = pl.Trainer(**settings)
+            with lightning_info_to_file(self.module.context.log_to_file):  # the console shows mmengine's lines
+                self._trainer = pl.Trainer(**settings)
         return self._trainer
 
     @property

@@ -4,7 +4,9 @@
 Lightning                     mmengine
 ============================  =====================================================
 setup                         (work_dir and log opened), before_run, init weights
-                              (before the strategy wraps the model)
+                              (before the strategy wraps the model); while a Lightning
+                              progress bar draws, mmengine's INFO lines go to the log
+                              file only, until teardown
 on_fit_start                  load_from / resume
 on_train_start                the accumulation counters, compile, before_train; on
                               resume: before_train_epoch when the run stopped
@@ -32,7 +34,8 @@ saved in checkpoints.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import logging
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -49,7 +52,10 @@ from mm_lightning.runtime.fidelity import (
 )
 from mm_lightning.runtime.internals import position_fit_loop, run_fit_validation
 from mm_lightning.runtime.loops import TrainProgress
+from mm_lightning.runtime.metrics import scalar_metrics
 from mm_lightning.runtime.preemption import Preemption, stop
+from mm_lightning.translate.loggers import left_to_lightning, log_training_tag
+from mm_lightning.translate.progress import bar_draws, quiet_console, quiets_itself, restore_console
 
 __all__ = ['STAGE_EVENTS', 'ITERATION_BASED_EVENTS', 'HookBridge']
 
@@ -95,6 +101,7 @@ class HookBridge(Callback):
         self._module = module
         self._epoch_open = False  # before_train_epoch called, after_train_epoch not yet
         self._preemption: Optional[Preemption] = None
+        self._quieted: List[Tuple[logging.Handler, int]] = []  # console handlers quieted while a bar draws
 
     @property
     def _progress(self) -> TrainProgress:
@@ -109,6 +116,8 @@ class HookBridge(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._module.prepare_run(trainer, stage)
+        if bar_draws(trainer) and not quiets_itself(trainer):  # mmengine's INFO lines would break the bar
+            self._quieted = quiet_console(self._module.context.logger)
         if isinstance(trainer.strategy, ModelParallelStrategy):
             # mmengine's FlexibleRunner order under sharding: the strategy initialises and shards the model
             # before before_run, so hooks see the sharded model (EMAHook's copy is sharded alike)
@@ -118,6 +127,10 @@ class HookBridge(Callback):
             return
         self._call('before_run')
         self._module.initialize_weights(stage)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_console()
 
     # -- training ---------------------------------------------------------------------------------
     @override
@@ -188,6 +201,7 @@ class HookBridge(Callback):
         index = stream.batch_index if loop.by_epoch else loop.iter
         with loop.ending_hooks('iteration'):
             self._call('after_train_iter', batch_idx=index, data_batch=batch, outputs=outputs)
+            log_training_tag(trainer, self._module.runner, index, self._module.context.lightning_loggers)
         loop.iteration_done()
         loop.optimizer_steps = trainer.global_step
         if loop.by_epoch:
@@ -228,6 +242,11 @@ class HookBridge(Callback):
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         restore_validation_cadence(trainer)
+        self._restore_console()  # Lightning skips teardown after an exception
+
+    def _restore_console(self) -> None:
+        restore_console(self._quieted)
+        self._quieted = []
 
     # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
     def _eval_start(self, trainer: pl.Trainer, mode: str) -> None:
@@ -245,7 +264,9 @@ class HookBridge(Callback):
         if fitting:  # evaluated: a file written by after_val_epoch (a new best) continues after it
             self._progress.validation_pending = False
         if not self._module.eval_runs_itself(mode):
-            self._call(f'after_{mode}_epoch', metrics=self._module.metrics.get(mode))
+            metrics = self._module.metrics.get(mode)
+            with left_to_lightning(self._module.runner.visualizer, scalar_metrics(metrics or {})):
+                self._call(f'after_{mode}_epoch', metrics=metrics)
             self._call(f'after_{mode}')
         if not fitting:
             self._call('after_run')

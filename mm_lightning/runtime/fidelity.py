@@ -64,6 +64,10 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
   (:class:`~mm_lightning.state.convert.EitherFormatCheckpointIO`). Lightning's strategies that load
   ``ckpt_path`` without their checkpoint IO (FSDP, DeepSpeed, ModelParallel) need a ``.ckpt``;
   the FSDP2 strategy of mmengine's FSDPStrategy converts an mmengine file itself.
+- A torch ``LeafSpec`` built for the loaders of every stage (Lightning 2.6.6's ``CombinedLoader``, through
+  ``lightning/pytorch/utilities/_pytree.py``, whatever structure the loaders have), which torch 2.13 deprecates
+  with a ``FutureWarning`` on the console once per stage; mmengine builds none; nothing of the run causes it, so
+  :func:`neutralise` ignores that one warning (its message, from that module: :data:`LIGHTNING_DEPRECATIONS`).
 
 The optimizer is built in ``configure_optimizers``, after ``before_run`` and after the
 strategy has wrapped (or sharded) the model, as mmengine's ``FlexibleRunner`` builds it in
@@ -71,6 +75,7 @@ its strategy's ``prepare``; no built-in mmengine hook reads it before ``before_t
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict
 
 import lightning.pytorch as pl
@@ -80,7 +85,7 @@ from mm_lightning.config.loading import ConfigError
 from mm_lightning.runtime.internals import evaluate_without_inference_mode, set_validation_check
 from mm_lightning.state.convert import EitherFormatCheckpointIO
 
-__all__ = ['TRAINER_SETTINGS', 'neutralise', 'schedule_validation', 'check_after_validation',
+__all__ = ['TRAINER_SETTINGS', 'LIGHTNING_DEPRECATIONS', 'neutralise', 'schedule_validation', 'check_after_validation',
            'restore_validation_cadence', 'check_epoch_length', 'drop_loop_state']
 
 #: Trainer settings that make Lightning run a config the way mmengine's Runner does.
@@ -98,8 +103,16 @@ TRAINER_SETTINGS: Dict[str, Any] = dict(
 )
 
 
+#: Warnings of Lightning's own use of deprecated torch names (module, message), whatever the run: ignored.
+LIGHTNING_DEPRECATIONS = (
+    (r'lightning\.pytorch\.utilities\._pytree', r'`isinstance\(treespec, LeafSpec\)` is deprecated'),
+)
+
+
 def neutralise(trainer: pl.Trainer) -> None:
     """Apply, to any Trainer, the settings above that a module can still change at setup."""
+    for module, message in LIGHTNING_DEPRECATIONS:
+        warnings.filterwarnings('ignore', message=message, category=FutureWarning, module=module)
     trainer.num_sanity_val_steps = 0
     evaluate_without_inference_mode(trainer)
     strategy = trainer.strategy
@@ -129,8 +142,8 @@ def check_after_validation(trainer: pl.Trainer) -> None:
 
 
 def restore_validation_cadence(trainer: pl.Trainer) -> None:
-    """Give the Trainer back the ``check_val_every_n_epoch`` that :func:`schedule_validation` rewrites (fitting
-    starts only with that one, :mod:`mm_lightning.runtime.agreement`), so a later fit with it finds its own setting."""
+    """Give the Trainer back the ``check_val_every_n_epoch`` that :func:`schedule_validation` rewrites (the neutral
+    one a fit hands it, :mod:`mm_lightning.runtime.trainer_settings`), so a later fit finds that setting."""
     trainer.check_val_every_n_epoch = TRAINER_SETTINGS['check_val_every_n_epoch']
 
 

@@ -9,15 +9,17 @@ one function here, not resume somewhere else. Nothing outside this module names 
 """
 from __future__ import annotations
 
+import functools
+import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.fabric.utilities.distributed import _destroy_dist_connection, _init_dist_connection
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
-from mmengine.optim import OptimWrapper
+from mmengine.optim import BaseOptimWrapper, OptimWrapper
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from mmengine.runner.loops import _parse_losses
 from mmengine.runner.utils import _get_batch_size
@@ -25,7 +27,8 @@ from torch import nn
 
 __all__ = ['position_fit_loop', 'run_fit_validation', 'set_validation_check', 'evaluate_without_inference_mode',
            'fsdp_state_dict_type', 'init_dist_connection', 'destroy_dist_connection', 'parse_losses',
-           'batch_size', 'load_checkpoint_file', 'load_state_into_model', 'count_backward', 'clip_grad',
+           'batch_size', 'load_checkpoint_file', 'load_state_into_model', 'count_backward', 'count_steps',
+           'counts_steps', 'vis_backends_of', 'clip_grad',
            'set_loop_position', 'apply_activation_checkpointing', 'deepspeed_device_rank']
 
 
@@ -138,6 +141,37 @@ def count_backward(wrapper: OptimWrapper) -> None:
     """What ``OptimWrapper.backward`` counts, for a backward done by Lightning: the accumulation window's
     position (``_inner_count``) that decides when ``update_params`` steps."""
     wrapper._inner_count += 1
+
+
+def count_steps(wrapper: BaseOptimWrapper) -> None:
+    """Count the wrapper's steps as mmengine's parameter schedulers do, for a ``step`` replaced after they were
+    built. mmengine 0.10.7's ``_ParamScheduler.__init__`` wraps ``optimizer.step`` to add 1 to ``_global_step``
+    and marks the wrapper ``_with_counter``; its ``step()`` warns when the mark is gone and compares the count
+    with its own."""
+    step = wrapper.step
+    if getattr(step, '_with_counter', False):
+        return
+    instance = weakref.ref(wrapper)
+
+    @functools.wraps(step)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        owner = instance()
+        if owner is not None:
+            owner._global_step += 1
+        return step(*args, **kwargs)
+
+    setattr(counted, '_with_counter', True)
+    wrapper.step = counted
+
+
+def counts_steps(wrapper: BaseOptimWrapper) -> bool:
+    """Whether a parameter scheduler built over the wrapper counts its steps (see :func:`count_steps`)."""
+    return bool(getattr(wrapper.step, '_with_counter', False))
+
+
+def vis_backends_of(visualizer: Any) -> List[Any]:
+    """The visualizer's backends (mmengine 0.10.7 keeps them in ``Visualizer._vis_backends``, by name)."""
+    return list(getattr(visualizer, '_vis_backends', {}).values())
 
 
 def clip_grad(wrapper: OptimWrapper) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, List, Mapping, Optional, Union, cast
+from types import MethodType
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Union, cast
 
 import lightning.pytorch as pl
 import torch
@@ -25,7 +26,7 @@ from torch.optim import Optimizer
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import build, config_key
-from mm_lightning.runtime.internals import clip_grad, count_backward
+from mm_lightning.runtime.internals import clip_grad, count_backward, count_steps, counts_steps
 from mm_lightning.translate.precision import AMP_WRAPPER, strip_amp
 
 __all__ = ['AnyOptimWrapper', 'build_optim_wrapper', 'wrappers_of', 'scale_lr', 'clip_gradients',
@@ -147,14 +148,31 @@ def clip_gradients(wrapper: OptimWrapper, strategy: Any) -> None:
         clip_grad(wrapper)
 
 
+def _routed_step(route: _LightningRoute) -> Callable[..., None]:
+    """The wrapper's ``step`` through ``route``, as a function to bind on the wrapper: mmengine's schedulers
+    count a wrapper's steps by wrapping its bound ``step``."""
+    def step(wrapper: BaseOptimWrapper, **kwargs: Any) -> None:
+        route.step(**kwargs)
+    return step
+
+
 def route_through_lightning(optim_wrapper: AnyOptimWrapper, module: pl.LightningModule) -> None:
     """Route each wrapper's backward/step/no-sync through ``module``'s Trainer (in place).
 
     The routed methods are bound on the wrapper instance; its class, custom subclasses
-    included, keeps everything else.
+    included, keeps everything else. ``step`` stays a method of the wrapper, and keeps the step
+    counter of parameter schedulers built before it (mmengine's schedulers count the wrapper's
+    steps and warn that ``optimizer.step()`` was overridden when the count is gone). A wrapper
+    already routed through ``module`` is left as it is (a later fit of the same run).
     """
     for index, wrapper in enumerate(wrappers_of(optim_wrapper)):
+        routed = getattr(wrapper.backward, '__self__', None)
+        if isinstance(routed, _LightningRoute) and routed.module is module:
+            continue
+        counted = counts_steps(wrapper)
         route = _LightningRoute(wrapper, module, index)
         wrapper.backward = route.backward
-        wrapper.step = route.step
+        wrapper.step = MethodType(_routed_step(route), wrapper)
         wrapper.optim_context = route.optim_context
+        if counted:
+            count_steps(wrapper)

@@ -10,14 +10,35 @@ Each translation is one :class:`LightningLoggerVisBackend` subclass in
 which logger argument, its ``BACKEND_OPTIONS`` which ones it applies itself (config,
 images, artifacts: as mmengine's backend does). An option with no equivalent is
 refused with a :class:`ConfigError` naming the key. A package may add its own entry.
+
+Any other logger of the Trainer (a user's own ``CSVLogger`` in their Trainer) gets ``LoggerHook``'s
+training scalars every ``log_every_n_steps`` iterations (:func:`log_training_tag`) and the validation
+metrics through ``self.log``.
 """
 from __future__ import annotations
 
 import copy
 import os
 import os.path as osp
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, cast
+from contextlib import contextmanager
+from typing import (
+    Any,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+    cast,
+)
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
@@ -27,6 +48,7 @@ from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import type_name
+from mm_lightning.runtime.internals import vis_backends_of
 
 Scalar = Union[int, float, torch.Tensor, np.ndarray, np.number]
 
@@ -72,6 +94,9 @@ class LightningLoggerVisBackend(BaseVisBackend):
         """The logger's keyword arguments: ``arguments`` with mmengine's defaults."""
         return arguments
 
+    #: Scalar names Lightning has just given this backend's logger itself (see :func:`left_to_lightning`).
+    left_out: FrozenSet[str] = frozenset()
+
     @property
     def logger(self) -> Logger:
         return self._logger
@@ -94,7 +119,7 @@ class LightningLoggerVisBackend(BaseVisBackend):
     def add_scalars(self, scalar_dict: dict, step: int = 0, file_path: Optional[str] = None,
                     **kwargs: Any) -> None:
         scalars = {k: float(v) for k, v in scalar_dict.items()
-                   if isinstance(v, (int, float, torch.Tensor, np.ndarray, np.number))}
+                   if isinstance(v, (int, float, torch.Tensor, np.ndarray, np.number)) and k not in self.left_out}
         if scalars:
             self._logger.log_metrics(scalars, step)
 
@@ -314,5 +339,42 @@ def route_vis_backends(visualizer: Any, save_dir: str) -> Tuple[Any, List[Logger
     return visualizer, loggers
 
 
+@contextmanager
+def left_to_lightning(visualizer: Any, names: Iterable[str]) -> Iterator[None]:
+    """While an evaluation's ``after_*_epoch`` hooks run, the backends that write through a Lightning logger
+    leave out ``names``: the evaluation's metrics, which ``self.log_dict`` has already given every logger of
+    the Trainer (theirs among them), so ``LoggerHook`` does not write them there a second time."""
+    backends = [backend for backend in vis_backends_of(visualizer) if isinstance(backend, LightningLoggerVisBackend)]
+    for backend in backends:
+        backend.left_out = frozenset(names)
+    try:
+        yield
+    finally:
+        for backend in backends:
+            backend.left_out = frozenset()
+
+
+def log_training_tag(trainer: pl.Trainer, runner: Any, batch_idx: int, vis_loggers: Sequence[Logger]) -> None:
+    """Give the Trainer's other loggers (a user's ``CSVLogger``...) mmengine's training scalars, every
+    ``log_every_n_steps`` iterations, as ``LoggerHook`` gives them to the visualizer.
+
+    The scalars are mmengine's: the tag ``runner.log_processor`` computes for ``LoggerHook`` (losses, ``lr``,
+    ``time``, ``data_time``... smoothed over its window), at ``LoggerHook``'s step (``runner.iter + 1``); called
+    where ``after_train_iter`` runs. The loggers ``vis_backends`` became (``vis_loggers``) are left out: the
+    visualizer already writes ``LoggerHook``'s scalars through them.
+    """
+    every = getattr(trainer, 'log_every_n_steps')  # the Trainer's argument, set in its __init__, not declared
+    loggers = [logger for logger in trainer.loggers if not any(logger is own for own in vis_loggers)]
+    if not loggers or every <= 0 or (runner.iter + 1) % every:
+        return
+    tag, _ = runner.log_processor.get_log_after_iter(runner, batch_idx, 'train')
+    scalars = {key: float(value) for key, value in tag.items()
+               if isinstance(value, (int, float, torch.Tensor, np.ndarray, np.number))}
+    for logger in loggers:
+        logger.log_metrics(scalars, step=runner.iter + 1)
+        logger.save()
+
+
 __all__: Sequence[str] = ['LightningLoggerVisBackend', 'TensorboardLoggerVisBackend', 'WandbLoggerVisBackend',
-                          'MLflowLoggerVisBackend', 'route_vis_backends', 'VIS_BACKEND_LOGGERS']
+                          'MLflowLoggerVisBackend', 'route_vis_backends', 'left_to_lightning', 'log_training_tag',
+                          'VIS_BACKEND_LOGGERS']

@@ -2,14 +2,16 @@
 
 mmengine runs report progress in ``LoggerHook``'s log lines; a bar is optional. While a bar
 draws, the INFO lines go to the log file only (warnings and errors still reach the console),
-and the bar shows mmengine's latest training losses and LR.
+and the bar shows mmengine's latest training losses and LR. The same holds for any Lightning bar
+in a user's own Trainer (Lightning's default ``TQDMProgressBar``): the hook bridge sends the INFO
+lines to the log file while it draws (:func:`bar_draws`).
 """
 from __future__ import annotations
 
 import logging
 import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
@@ -18,8 +20,9 @@ from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
 
-__all__ = ['quiet_console', 'restore_console', 'file_only', 'draws', 'ConsoleProgress', 'TQDMConsoleProgress',
-           'RichConsoleProgress', 'PROGRESS_BARS', 'build_progress_bar']
+__all__ = ['quiet_console', 'restore_console', 'file_only', 'LIGHTNING_INFO_LOGGERS', 'lightning_info_to_file',
+           'bar_draws', 'quiets_itself', 'draws', 'ConsoleProgress', 'TQDMConsoleProgress', 'RichConsoleProgress',
+           'PROGRESS_BARS', 'build_progress_bar']
 
 
 def quiet_console(logger: logging.Logger) -> List[Tuple[logging.Handler, int]]:
@@ -46,6 +49,54 @@ def file_only(logger: logging.Logger, when: bool = True) -> Iterator[None]:
         yield
     finally:
         restore_console(quieted)
+
+
+#: Lightning's loggers of the lines it prints when a Trainer is built (``GPU available: ...``, the litlogger tip).
+LIGHTNING_INFO_LOGGERS = ('lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero')
+
+
+class _ToLogFile(logging.Filter):
+    """Hands a Lightning logger's INFO lines to ``log_to_file`` instead of the console; passes warnings on."""
+
+    def __init__(self, log_to_file: Callable[[str], None]) -> None:
+        super().__init__()
+        self._log_to_file = log_to_file
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        self._log_to_file(record.getMessage())
+        return False
+
+
+@contextmanager
+def lightning_info_to_file(log_to_file: Callable[[str], None]) -> Iterator[None]:
+    """While the block builds the Trainer of one of our entry points (FlexibleRunner, ConfigCLI), Lightning's INFO
+    lines go to the run's log file (``log_to_file``): the console shows mmengine's lines, as under mmengine. A
+    user's own ``Trainer(...)`` prints them: that is their Lightning."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
+    divert = _ToLogFile(log_to_file)
+    for logger in loggers:
+        logger.addFilter(divert)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(divert)
+
+
+def bar_draws(trainer: pl.Trainer) -> bool:
+    """Whether a Lightning progress bar draws while ``trainer`` runs (Lightning's default ``TQDMProgressBar``
+    unless ``enable_progress_bar=False``, or one the user gives)."""
+    bar = trainer.progress_bar_callback
+    return bar is not None and bool(getattr(bar, 'is_enabled', True))  # Lightning's bars say; others draw
+
+
+def quiets_itself(trainer: pl.Trainer) -> bool:
+    """Whether the Trainer's bar is one of ours (:class:`ConsoleProgress`): it sends mmengine's INFO lines to
+    the log file itself, and prints its closing line once the console is back."""
+    return isinstance(trainer.progress_bar_callback, ConsoleProgress)
 
 
 def draws(progress_bar: Optional[str]) -> bool:

@@ -1,6 +1,7 @@
 """Lightning's implicit behaviours are neutralised: parity with mmengine where each would show."""
 import copy
 import os
+import warnings
 
 import lightning as L
 from conftest import data
@@ -102,3 +103,20 @@ def test_lightning_callbacks_with_their_defaults_read_metrics_after_mmengines_va
     assert os.path.basename(checkpoint.best_model_path).split('-')[0] in ('epoch=1', 'epoch=3')
     with open(os.path.join(trainer.logger.log_dir, 'metrics.csv')) as f:
         assert 'lr-AdamW' in f.readline().split(',')
+
+
+def test_no_console_warning_of_lightnings_own_torch_deprecations_or_routed_steps(tmp_path):
+    """Lightning 2.6.6 builds a deprecated torch ``LeafSpec`` for every stage's loaders (ignored, see fidelity), and
+    mmengine's schedulers keep counting the optimizer steps routed through Lightning (no "overridden" warning)."""
+    cfg = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=16, batch_size=4),
+               optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+               param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4),
+               train_cfg=dict(by_epoch=True, max_epochs=2), default_hooks=QUIET, randomness=dict(seed=0),
+               work_dir=str(tmp_path), experiment_name=f'warnings_{tmp_path.name}', **VAL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        runner = FlexibleRunner.from_cfg(cfg)
+        runner.train()
+        runner.val()
+    messages = [str(warning.message) for warning in caught]
+    assert not [m for m in messages if 'LeafSpec' in m or 'optimizer.step()' in m], messages

@@ -1,5 +1,6 @@
 """ConfigModule / ConfigDataModule with a Trainer that a Lightning user builds."""
 import copy
+import logging
 
 import lightning as L
 import pytest
@@ -63,6 +64,26 @@ def test_plain_trainer_still_follows_the_config(tmp_path):
     trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
     assert module.runner.epoch == 3 and trainer.current_epoch == 3
     assert len(module.runner.message_hub.get_scalar('val/toy/accuracy').data[0]) == 2
+
+
+def test_a_later_stage_on_the_same_trainer_keeps_its_hook_bridge(tmp_path):
+    """``validate`` after ``fit`` on one Trainer: the bridge already among its callbacks stays, without Lightning's
+    "configure_callbacks will override existing callbacks" line."""
+    cfg = load_config(CFG, dict(work_dir=str(tmp_path), experiment_name=f'again_{tmp_path.name}'))
+    module, datamodule = ConfigModule.from_config(cfg), ConfigDataModule.from_config(cfg)
+    trainer = L.Trainer(**trainer_kwargs(cfg))
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    rank_zero = logging.getLogger('lightning.pytorch.utilities.rank_zero')
+    rank_zero.addHandler(handler)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        trainer.validate(module, datamodule=datamodule)
+    finally:
+        rank_zero.removeHandler(handler)
+    assert not [line for line in lines if 'configure_callbacks' in line], lines
+    assert [type(c).__name__ for c in trainer.callbacks].count('HookBridge') == 1
 
 
 def test_datamodule_builds_loaders_with_mmengine():

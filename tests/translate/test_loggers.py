@@ -1,15 +1,18 @@
-"""vis_backends with a Lightning counterpart become Lightning loggers shared with the Trainer."""
+"""vis_backends with a Lightning counterpart become Lightning loggers shared with the Trainer; a user's own
+Lightning logger gets LoggerHook's training scalars."""
+import csv
 import glob
 import json
 import os
 import struct
 
+import lightning as L
 import numpy as np
 import pytest
 from conftest import data
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from mm_lightning import ConfigError, FlexibleRunner
+from mm_lightning import ConfigDataModule, ConfigError, ConfigModule, FlexibleRunner, load_config, trainer_kwargs
 
 CFG = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=24, batch_size=4),
            val_dataloader=data(size=8, seed=1, shuffle=False), val_evaluator=dict(type='ToyAccuracy'),
@@ -121,10 +124,10 @@ def test_wandb_backend_becomes_the_trainers_logger(tmp_path, monkeypatch):
             for record in records if record.HasField('history')]
     hook_rows = [row for row in rows if 'loss' in row]  # LoggerHook, every 2 iterations, at mmengine's step
     assert [(row['iter'], row['trainer/global_step']) for row in hook_rows] == [(i, i) for i in range(2, 13, 2)]
-    metric_rows = [row for row in rows if 'toy/accuracy' in row and 'time' not in row]  # self.log_dict
-    hook_val_rows = [row for row in rows if 'toy/accuracy' in row and 'time' in row]  # LoggerHook after_val_epoch
+    metric_rows = [row for row in rows if 'toy/accuracy' in row]  # self.log_dict's, once per validation
+    hook_val_rows = [row for row in rows if 'time' in row and 'loss' not in row]  # LoggerHook after_val_epoch
     assert [row['epoch'] for row in metric_rows] == [0, 1] and len(hook_val_rows) == 2
-    assert [row['toy/accuracy'] for row in metric_rows] == [row['toy/accuracy'] for row in hook_val_rows]
+    assert all('toy/accuracy' not in row for row in hook_val_rows)  # left to Lightning: not written twice
     (accuracy,) = [record.metric for record in records if record.HasField('metric')
                    and record.metric.name == 'toy/accuracy']
     assert accuracy.summary.max
@@ -177,8 +180,10 @@ def test_mlflow_backend_becomes_the_trainers_logger(tmp_path, monkeypatch):
     assert not glob.glob(os.path.join(run_dir, 'artifacts', '**', '*.json'), recursive=True)  # not in the suffixes
     assert [step for _, step in _mlflow_metric(run_dir, 'loss')] == list(range(2, 13, 2))  # LoggerHook's steps
     accuracy = _mlflow_metric(run_dir, 'toy/accuracy')
-    assert len(accuracy) == 4  # per validation: self.log_dict's and LoggerHook's value, the same number
-    assert accuracy[0][0] == accuracy[1][0] and accuracy[2][0] == accuracy[3][0]
+    assert len(accuracy) == 2  # once per validation: self.log_dict's; LoggerHook leaves it to Lightning
+    with open(os.path.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:  # LocalVisBackend's, written once
+        local = [json.loads(line)['toy/accuracy'] for line in f if 'toy/accuracy' in line]
+    assert [value for value, _ in accuracy] == local and len(local) == 2
     assert 'status: 3' in _mlflow_text(run_dir, 'meta.yaml')  # FINISHED
 
 
@@ -200,3 +205,54 @@ def test_options_without_an_equivalent_are_refused(backend, message, tmp_path):
                visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend'), backend]))
     with pytest.raises(ConfigError, match=message):
         FlexibleRunner.from_cfg(cfg)
+
+
+def _csv_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_users_lightning_logger_gets_mmengine_training_scalars(tmp_path):
+    """A user's CSVLogger: LoggerHook's training scalars (mmengine's names and values, at its steps) every
+    ``log_every_n_steps`` iterations, and the validation metrics."""
+    cfg = load_config(CFG, dict(work_dir=str(tmp_path / 'wd'), experiment_name=f'csv_{tmp_path.name}'))
+    module = ConfigModule.from_config(cfg)
+    kwargs = trainer_kwargs(cfg, logger=CSVLogger(str(tmp_path), name='csv'), log_every_n_steps=4)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, datamodule=ConfigDataModule.from_config(cfg))
+    rows = _csv_rows(tmp_path / 'csv' / 'version_0' / 'metrics.csv')
+    with open(os.path.join(module.context.log_dir, 'vis_data', 'scalars.json')) as f:
+        hook = {row['step']: row for row in map(json.loads, f) if 'loss' in row}  # LoggerHook's, every 2 iterations
+    training = [row for row in rows if row['loss']]
+    assert [int(row['step']) for row in training] == [4, 8, 12]
+    for row in training:
+        expected = hook[int(row['step'])]
+        for key in ('loss', 'lr', 'time', 'data_time', 'epoch', 'iter'):
+            assert float(row[key]) == pytest.approx(expected[key], rel=1e-6), (row['step'], key)
+    validation = module.runner.message_hub.get_scalar('val/toy/accuracy').data[0]  # one per validation
+    assert [float(row['toy/accuracy']) for row in rows if row['toy/accuracy']] == pytest.approx(list(validation))
+
+
+def test_no_training_scalar_twice_on_a_logger_of_vis_backends(tmp_path):
+    """A Trainer logger that a vis_backend became gets LoggerHook's scalars through the visualizer only."""
+    cfg = dict(CFG, work_dir=str(tmp_path), experiment_name=f'tbonce_{tmp_path.name}',
+               lightning_trainer=dict(log_every_n_steps=1),
+               visualizer=dict(type='Visualizer', vis_backends=[dict(type='TensorboardVisBackend')]))
+    runner = FlexibleRunner.from_cfg(cfg)
+    runner.train()
+    assert _steps(os.path.join(runner.log_dir, 'vis_data'), 'loss') == list(range(2, 13, 2))  # LoggerHook's interval
+
+
+def _steps(log_dir, tag):
+    from tensorboardX.proto import event_pb2
+    steps = []
+    for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
+        with open(path, 'rb') as f:
+            raw = f.read()
+        offset = 0
+        while offset < len(raw):
+            (length,) = struct.unpack('<Q', raw[offset:offset + 8])
+            event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return sorted(steps)
