@@ -6,6 +6,8 @@ from mm_lightning.config.loading import (
                                          CfgOptions,
                                          ConfigAssertionError,
                                          ConfigError,
+                                         ConfigFileNotFoundError,
+                                         ConfigImportError,
                                          ConfigKeyError,
                                          ConfigLike,
                                          ConfigRuntimeError,
@@ -15,5 +17,6 @@ from mm_lightning.config.loading import (
                                          parse_cfg_options,
 )
 
-__all__ = ['CfgOptions', 'ConfigAssertionError', 'ConfigError', 'ConfigKeyError', 'ConfigLike', 'ConfigRuntimeError',
-           'ConfigTypeError', 'config_error', 'load_config', 'parse_cfg_options']
+__all__ = ['CfgOptions', 'ConfigAssertionError', 'ConfigError', 'ConfigFileNotFoundError', 'ConfigImportError',
+           'ConfigKeyError', 'ConfigLike', 'ConfigRuntimeError', 'ConfigTypeError', 'config_error', 'load_config',
+           'parse_cfg_options']

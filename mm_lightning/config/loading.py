@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import os
+import traceback
+import warnings
 from typing import Any, Dict, Iterable, Mapping, Optional, Type, Union
 
 from mmengine.config import Config, DictAction
-from mmengine.utils import import_modules_from_strings
 
 __all__ = ['ConfigLike', 'CfgOptions', 'ConfigError', 'ConfigTypeError', 'ConfigAssertionError', 'ConfigKeyError',
-           'ConfigRuntimeError', 'config_error', 'default_work_dir', 'load_config', 'parse_cfg_options',
-           'require_together', 'TextCachingConfig', 'private_copy']
+           'ConfigRuntimeError', 'ConfigImportError', 'ConfigFileNotFoundError', 'config_error', 'default_work_dir',
+           'load_config', 'parse_cfg_options', 'require_together', 'TextCachingConfig', 'private_copy']
 
 #: A config as every entry point takes it. ``os.PathLike`` is unsubscripted: ``LightningCLI``'s parser keeps
 #: a path as a path with it (given ``os.PathLike[str]``, it reads the file and passes its text).
@@ -53,10 +55,19 @@ class ConfigRuntimeError(ConfigError, RuntimeError):
     """A :class:`ConfigError` where mmengine raises ``RuntimeError``."""
 
 
+class ConfigImportError(ConfigError, ImportError):
+    """A :class:`ConfigError` where mmengine raises ``ImportError`` (``custom_imports`` that fail)."""
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A :class:`ConfigError` for a file a config names that does not exist (a dataset's ``ann_file``)."""
+
+
 #: mmengine's exception type -> the ConfigError that is also one.
 _AS_MMENGINE_RAISES: Dict[Optional[type], Type[ConfigError]] = {
     None: ConfigError, ValueError: ConfigError, TypeError: ConfigTypeError, AssertionError: ConfigAssertionError,
-    KeyError: ConfigKeyError, RuntimeError: ConfigRuntimeError}
+    KeyError: ConfigKeyError, RuntimeError: ConfigRuntimeError, ImportError: ConfigImportError,
+    FileNotFoundError: ConfigFileNotFoundError}
 
 
 def config_error(message: str, like: Optional[type] = None) -> ConfigError:
@@ -65,7 +76,8 @@ def config_error(message: str, like: Optional[type] = None) -> ConfigError:
     Args:
         message: the error's message, starting with the config key it names.
         like: the built-in type mmengine raises for the same mistake: ``ValueError``, ``TypeError``,
-            ``AssertionError``, ``KeyError`` or ``RuntimeError``. None: a plain :class:`ConfigError`.
+            ``AssertionError``, ``KeyError``, ``RuntimeError``, ``ImportError`` or ``FileNotFoundError``.
+            None: a plain :class:`ConfigError`.
 
     Returns:
         The error, to raise: a :class:`ConfigError` (a ``ValueError``) that is also a ``like``.
@@ -85,8 +97,8 @@ def default_work_dir(cfg: Any) -> str:
 def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
     """Return a private ``Config`` copy of ``source`` with ``cfg_options`` merged in.
 
-    ``custom_imports`` are imported here for dicts and ``Config`` objects; mmengine
-    already imports them while reading a file.
+    ``custom_imports`` are imported here, for a file too (rather than while mmengine reads it), so that
+    a module that fails to import is one error naming ``custom_imports``, the module and its error.
 
     Args:
         source: a config file path (``.py``, ``.json``, ``.yaml``), a dict or an mmengine ``Config``;
@@ -99,10 +111,8 @@ def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
 
     Raises:
         ConfigError: the file does not exist, reading it fails on an import (``custom_imports`` or a
-            lazy-import config's), ``source`` is of another type, ``custom_imports`` is malformed, or a
-            ``cfg_options`` item is not ``KEY=VALUE``.
-        ImportError: a dict's or ``Config``'s ``custom_imports`` names a module that cannot be imported
-            (unless ``allow_failed_imports=True``).
+            lazy-import config's; that error is also an ``ImportError``, as mmengine's), ``source`` is of
+            another type, ``custom_imports`` is malformed, or a ``cfg_options`` item is not ``KEY=VALUE``.
     """
     if isinstance(source, Config):
         cfg = copy.deepcopy(source)
@@ -114,11 +124,13 @@ def load_config(source: ConfigLike, cfg_options: CfgOptions = None) -> Config:
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ConfigError(f'config file not found: {path!r}')
-        try:
-            cfg = Config.fromfile(path)
-        except ImportError as err:  # the file's custom_imports (or a lazy-import config's imports)
+        try:  # custom_imports are imported below, where a failure can name the module and its error
+            cfg = Config.fromfile(path, import_custom_modules=False)
+        except ImportError as err:  # a lazy-import config's own imports
             cause = err.__cause__ or err
-            raise ConfigError(f'custom_imports: reading {path!r} failed: {type(cause).__name__}: {cause}') from err
+            raise config_error(f'{path}: reading the config failed: {type(cause).__name__}: {cause}',
+                               ImportError) from err
+        _import_custom_modules(cfg, path)
     else:
         raise ConfigError('a config must be a file path, a dict or an mmengine Config, '
                           f'got {type(source).__name__}')
@@ -157,14 +169,51 @@ def parse_cfg_options(options: CfgOptions) -> dict:
     return namespace.options
 
 
-def _import_custom_modules(cfg: Config) -> None:
+def _import_custom_modules(cfg: Config, path: Optional[str] = None) -> None:
+    """Import ``custom_imports`` as mmengine's ``Config.fromfile`` does; a module that fails to import is one
+    :class:`ConfigImportError` naming ``custom_imports``, the module and its error (chained), as every entry
+    point reports it. With ``allow_failed_imports=True`` an ``ImportError`` is a warning, as in mmengine."""
     custom_imports = cfg.get('custom_imports')
     if not custom_imports:
         return
     if not isinstance(custom_imports, Mapping) or 'imports' not in custom_imports:
         raise ConfigError("custom_imports: expected dict(imports=[...], allow_failed_imports=False), "
                           f'got {custom_imports!r}')
-    import_modules_from_strings(**custom_imports)
+    imports = custom_imports['imports']
+    names = [imports] if isinstance(imports, str) else imports
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise config_error(f'custom_imports.imports: expected a module name or a list of them, got {imports!r}',
+                           TypeError)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            if custom_imports.get('allow_failed_imports', False):
+                warnings.warn(f'{name} failed to import and is ignored.', UserWarning)  # mmengine's words
+                continue
+            raise _custom_import_error(name, err, path) from err
+        except Exception as err:  # any error of the user's module, reported with its cause
+            raise _custom_import_error(name, err, path) from err
+
+
+def _custom_import_error(name: str, err: BaseException, path: Optional[str]) -> ConfigError:
+    """``custom_imports: importing 'name' (listed in path) failed: Error: message (file, line N)``."""
+    listed = f' (listed in {path})' if path else ''
+    machinery = (__file__, os.path.dirname(importlib.__file__ or ''))
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__)
+              if not frame.filename.startswith('<frozen') and not frame.filename.startswith(machinery)]
+    where = ''
+    if isinstance(err, SyntaxError) and err.filename:
+        where = f' ({err.filename}, line {err.lineno})'
+    elif frames:  # the line of the user's code that raised
+        where = f' ({frames[-1].filename}, line {frames[-1].lineno})'
+    hint = ''
+    if isinstance(err, ModuleNotFoundError) and err.name and name.startswith(err.name):
+        hint = '; set PYTHONPATH so that sys.path holds the directory it is in'
+    text = err.msg if isinstance(err, SyntaxError) else str(err)  # a SyntaxError's str repeats its place
+    message = text.splitlines()[0] if text else ''
+    return config_error(f'custom_imports: importing {name!r}{listed} failed: {type(err).__name__}: {message}'
+                        f'{where}{hint}', ImportError)
 
 
 def require_together(**items: Any) -> None:

@@ -8,16 +8,17 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from mmengine.registry import Registry
 from mmengine.utils import get_object_from_string
 
 from mm_lightning.config.loading import ConfigError, config_error
 
-__all__ = ['build', 'check_type_known', 'suggestions', 'unexpected_arguments', 'config_key', 'type_name',
-           'resolve_type', 'check_importable', 'names_subclass_of']
+__all__ = ['build', 'check_type_known', 'suggestions', 'unexpected_arguments', 'config_key', 'missing_file_error',
+           'type_name', 'resolve_type', 'check_importable', 'names_subclass_of']
 
 
 def build(registry: Registry, cfg: Any, key: str, default_args: Optional[dict] = None) -> Any:
@@ -28,7 +29,7 @@ def build(registry: Registry, cfg: Any, key: str, default_args: Optional[dict] =
     obj_type = cfg['type']
     if isinstance(obj_type, str):
         check_type_known(registry, obj_type, f'{key}.type', scope=cfg.get('_scope_'))
-    with config_key(key):
+    with config_key(key, cfg):
         return registry.build(cfg, default_args=default_args)
 
 
@@ -75,19 +76,24 @@ def unexpected_arguments(cfg: Mapping[str, Any], cls: Any, key: str, filled: Ite
     ignored = {'type', '_scope_', *filled}
     for name in cfg:
         if name not in valid and name not in ignored:
-            close = suggestions(name, [*valid, 'type'])
+            close = suggestions(name, [*(v for v in valid if v not in filled), 'type'])  # not what it is given
             hint = f'; did you mean {", ".join(map(repr, close))}?' if close else ''
             raise config_error(f'{key}.{name}: {type_name(cls)} takes no argument {name!r} (it takes '
                                f'{", ".join(v for v in valid if v not in filled) or "none"}){hint}', TypeError)
 
 
 @contextmanager
-def config_key(key: str) -> Iterator[None]:
-    """Attach ``key`` to errors raised while building that config entry."""
+def config_key(key: str, cfg: Any = None) -> Iterator[None]:
+    """Attach ``key`` to errors raised while building that config entry (``cfg``, where given).
+
+    A file that does not exist (a dataset's ``ann_file``, a ``data_root``) is one :class:`ConfigError`, also a
+    ``FileNotFoundError``, naming the key in ``cfg`` that leads to it and the path: the config is what to fix."""
     try:
         yield
     except ConfigError:
         raise
+    except FileNotFoundError as err:
+        raise missing_file_error(err, key, cfg) from err
     except KeyError as err:
         message = err.args[0] if err.args else ''
         if isinstance(message, str) and 'is not in the' in message and 'registry' in message:
@@ -97,6 +103,52 @@ def config_key(key: str) -> Iterator[None]:
     except Exception as err:
         _note(err, key)
         raise
+
+
+def missing_file_error(err: FileNotFoundError, key: str, cfg: Any = None) -> ConfigError:
+    """``<key>.ann_file: file not found: '<path>'``: the key of ``cfg`` whose value names the missing file (or
+    the directory it is in: ``data_root``, ``data_prefix.img``), else ``key``; a ``data_root`` that does not
+    exist is named after it."""
+    missing = err.filename if isinstance(err.filename, str) else None
+    leaves = list(_string_leaves(cfg, key))
+    if missing is None:  # raised with a message only (``FileNotFoundError(f'{path} does not exist')``)
+        named = [(path, value) for path, value in leaves if _looks_like_path(value) and value in str(err)]
+        missing = max(named, key=lambda item: len(item[1]))[1] if named else None
+    if missing is None:
+        return config_error(f'{key}: {err}', FileNotFoundError)
+    target = os.path.normpath(missing)
+    names_file = [(path, value) for path, value in leaves if _path_ends_with(target, value)]
+    holds_file = [(path, value) for path, value in leaves
+                  if value and target.startswith(os.path.normpath(value).rstrip(os.sep) + os.sep)]
+    culprit = max(names_file, key=lambda item: len(item[1]))[0] if names_file else key
+    if names_file:  # the folders of the same entry (its data_root), not a sibling dataset's
+        holds_file = [(path, value) for path, value in holds_file if culprit.startswith(path.rpartition('.')[0] + '.')]
+    absent = [f' ({path}={value!r} does not exist)' for path, value in holds_file
+              if path != culprit and not os.path.exists(value)]
+    return config_error(f'{culprit}: file not found: {missing!r}{absent[0] if absent else ""}', FileNotFoundError)
+
+
+def _looks_like_path(value: str) -> bool:
+    return len(value) > 2 and (os.sep in value or '.' in value)
+
+
+def _path_ends_with(path: str, value: str) -> bool:
+    if not value or value in ('.', os.sep):
+        return False
+    tail = os.path.normpath(value)
+    return path == tail or path.endswith(os.sep + tail.lstrip(os.sep))
+
+
+def _string_leaves(cfg: Any, key: str) -> Iterator[Tuple[str, str]]:
+    """``(key path, value)`` of every string in a config entry (dicts and lists walked)."""
+    if isinstance(cfg, str):
+        yield key, cfg
+    elif isinstance(cfg, Mapping):
+        for name, value in cfg.items():
+            yield from _string_leaves(value, f'{key}.{name}')
+    elif isinstance(cfg, (list, tuple)):
+        for index, value in enumerate(cfg):
+            yield from _string_leaves(value, f'{key}[{index}]')
 
 
 def type_name(obj_type: Any) -> str:

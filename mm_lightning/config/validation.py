@@ -21,30 +21,29 @@ a package may add rules for its own keys or types.
 """
 from __future__ import annotations
 
+import difflib
 import numbers
 import os
 import os.path as osp
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.profilers import Profiler
+# No torch, Lightning or mmengine.runner here (mmengine.runner imports DeepSpeed where installed): a config
+# error is reported before a run imports them. Classes a value may be an instance of are looked up in the
+# loaded modules (loaded_instance_of).
 from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.optim import OptimWrapper, _ParamScheduler
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS, Registry
-from mmengine.runner import LogProcessor
-from mmengine.runner.priority import Priority
-from mmengine.visualization import Visualizer
-from torch.optim import Optimizer
-from torch.utils.data import DataLoader
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import check_type_known, suggestions, type_name, unexpected_arguments
-from mm_lightning.translate.launchers import LAUNCHERS
+from mm_lightning.translate.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 
 LOG_LEVELS = ('CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
+#: The names of ``mmengine.runner.priority.Priority`` (tests/config/test_validation.py checks they agree).
+PRIORITY_NAMES = ('HIGHEST', 'VERY_HIGH', 'HIGH', 'ABOVE_NORMAL', 'NORMAL', 'BELOW_NORMAL', 'LOW', 'VERY_LOW',
+                  'LOWEST')
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,15 @@ def instance_of(what: str, *types: type) -> Expect:
     return Expect(what, lambda v: isinstance(v, types))
 
 
+def loaded_instance_of(what: str, module: str, name: str) -> Expect:
+    """An instance of ``module.name``, a class not imported for the check: a value can only be an instance of
+    a class whose module is loaded, so a module that is not needs no import (torch, Lightning) to say no."""
+    def check(value: Any) -> bool:
+        loaded = sys.modules.get(module)
+        return loaded is not None and isinstance(value, getattr(loaded, name))
+    return Expect(what, check)
+
+
 def one_of(*choices: str) -> Expect:
     what = repr(choices[0]) if len(choices) == 1 else 'one of ' + ', '.join(map(repr, choices))
     return Expect(what, lambda v: isinstance(v, str) and v in choices)
@@ -101,9 +109,9 @@ LIST = instance_of('a list', list, tuple)
 SEED = Expect('an integer in [0, 2**32) or None', lambda v: _is_int(v) and 0 <= v < 2 ** 32)
 LOG_LEVEL = Expect(f'a logging level ({", ".join(LOG_LEVELS)}) or an integer',
                    lambda v: _is_int(v) or (isinstance(v, str) and v.upper() in LOG_LEVELS))
-PRIORITY = Expect(f'a priority ({", ".join(Priority.__members__)}) or an integer in [0, 100]',
+PRIORITY = Expect(f'a priority ({", ".join(PRIORITY_NAMES)}) or an integer in [0, 100]',
                   lambda v: (_is_int(v) and 0 <= v <= 100)
-                  or (isinstance(v, str) and v.upper() in Priority.__members__))
+                  or (isinstance(v, str) and v.upper() in PRIORITY_NAMES))
 MILESTONE_INTERVAL = Expect('a (milestone, interval) pair of integers, interval > 0',
                             lambda v: isinstance(v, (list, tuple)) and len(v) == 2
                             and NON_NEGATIVE_INT.check(v[0]) and POSITIVE_INT.check(v[1]))
@@ -155,6 +163,12 @@ CLIP_GRAD = Expect("dict(max_norm=..., norm_type=2) or dict(type='value', clip_v
                    lambda v: _clip_grad_problem(v) is None, detail=lambda v: _clip_grad_problem(v) or '')
 
 
+_DATALOADER = loaded_instance_of('a DataLoader', 'torch.utils.data', 'DataLoader')
+_PARAM_SCHEDULER = loaded_instance_of('a parameter scheduler', 'mmengine.optim', '_ParamScheduler')
+_HOOK = loaded_instance_of('an mmengine Hook', 'mmengine.hooks', 'Hook')
+_CALLBACK = loaded_instance_of('a Lightning Callback', 'lightning.pytorch.callbacks', 'Callback')
+
+
 def registered(registry: Registry) -> Expect:
     """A ``type`` naming something in ``registry``, or a class (mmengine builds it without a lookup)."""
     return Expect(f'a name in the {registry.name} registry or a class', callable, registry=registry)
@@ -163,9 +177,10 @@ def registered(registry: Registry) -> Expect:
 RULES: List[Tuple[str, Expect]] = [
     ('work_dir', WORK_DIR),
     ('log_level', LOG_LEVEL),
-    ('launcher', one_of(*LAUNCHERS)),
-    ('progress_bar', one_of('none', 'tqdm', 'rich')),  # progress.PROGRESS_BARS
-    ('profiler', one_of('simple', 'advanced', 'pytorch') | DICT | instance_of('a Lightning Profiler', Profiler)),
+    ('launcher', one_of(*LAUNCHER_NAMES)),
+    ('progress_bar', one_of(*PROGRESS_BAR_NAMES)),
+    ('profiler', one_of(*PROFILER_NAMES) | DICT
+     | loaded_instance_of('a Lightning Profiler', 'lightning.pytorch.profilers', 'Profiler')),
     ('randomness', DICT),
     ('randomness.seed', SEED),
     ('randomness.diff_rank_seed', BOOL),
@@ -182,9 +197,9 @@ RULES: List[Tuple[str, Expect]] = [
     ('val_cfg.fp16', BOOL),
     ('test_cfg', DICT),
     ('test_cfg.fp16', BOOL),
-    ('train_dataloader', DICT | instance_of('a DataLoader', DataLoader)),
+    ('train_dataloader', DICT | _DATALOADER),
     # A list of loaders, for evaluation loops that take them (mmagic's MultiValLoop/MultiTestLoop).
-    *[(f'{split}_dataloader', DICT | instance_of('a DataLoader', DataLoader) | LIST) for split in ('val', 'test')],
+    *[(f'{split}_dataloader', DICT | _DATALOADER | LIST) for split in ('val', 'test')],
     *[rule for split in ('train', 'val', 'test') for rule in (
         (f'{split}_dataloader.batch_size', POSITIVE_INT),
         (f'{split}_dataloader.num_workers', NON_NEGATIVE_INT),
@@ -192,10 +207,10 @@ RULES: List[Tuple[str, Expect]] = [
         (f'{split}_dataloader.pin_memory', BOOL),
         (f'{split}_dataloader.drop_last', BOOL),
     )],
-    ('optim_wrapper', DICT | instance_of('an OptimWrapper', OptimWrapper)),
+    ('optim_wrapper', DICT | loaded_instance_of('an OptimWrapper', 'mmengine.optim', 'OptimWrapper')),
     ('optim_wrapper.type', registered(OPTIM_WRAPPERS)),
     ('optim_wrapper.constructor', registered(OPTIM_WRAPPER_CONSTRUCTORS)),
-    ('optim_wrapper.optimizer', DICT | instance_of('an Optimizer', Optimizer)),
+    ('optim_wrapper.optimizer', DICT | loaded_instance_of('an Optimizer', 'torch.optim', 'Optimizer')),
     ('optim_wrapper.optimizer.type', registered(OPTIMIZERS)),
     ('optim_wrapper.optimizer.lr', NON_NEGATIVE_NUMBER),
     ('optim_wrapper.optimizer.weight_decay', NON_NEGATIVE_NUMBER),
@@ -211,8 +226,8 @@ RULES: List[Tuple[str, Expect]] = [
     ('auto_scale_lr', DICT),
     ('auto_scale_lr.enable', BOOL),
     ('auto_scale_lr.base_batch_size', POSITIVE_INT),
-    ('param_scheduler', DICT | LIST | instance_of('a parameter scheduler', _ParamScheduler)),
-    ('param_scheduler[]', DICT | instance_of('a parameter scheduler', _ParamScheduler)),
+    ('param_scheduler', DICT | LIST | _PARAM_SCHEDULER),
+    ('param_scheduler[]', DICT | _PARAM_SCHEDULER),
     ('param_scheduler[].type', TYPE_NAME),
     ('param_scheduler[].by_epoch', BOOL),
     ('param_scheduler[].begin', NON_NEGATIVE_INT),
@@ -220,14 +235,14 @@ RULES: List[Tuple[str, Expect]] = [
     ('param_scheduler[].convert_to_iter_based', BOOL),
     ('default_hooks', Expect('a dict of hook name -> hook config (dict(logger=dict(type=\'LoggerHook\'), ...))',
                              lambda v: isinstance(v, Mapping))),
-    ('default_hooks.*', DICT | instance_of('an mmengine Hook', Hook)),
+    ('default_hooks.*', DICT | _HOOK),
     ('default_hooks.*.type', TYPE_NAME),
     ('default_hooks.*.priority', PRIORITY),
     ('custom_hooks', Expect('a list of hook configs', lambda v: isinstance(v, (list, tuple)))),
-    ('custom_hooks[]', DICT | instance_of('an mmengine Hook', Hook) | instance_of('a Lightning Callback', Callback)),
+    ('custom_hooks[]', DICT | _HOOK | _CALLBACK),
     ('custom_hooks[].type', TYPE_NAME),
     ('custom_hooks[].priority', PRIORITY),
-    ('log_processor', DICT | instance_of('a LogProcessor', LogProcessor)),
+    ('log_processor', DICT | loaded_instance_of('a LogProcessor', 'mmengine.runner', 'LogProcessor')),
     ('log_processor.window_size', POSITIVE_INT),
     ('log_processor.by_epoch', BOOL),
     ('log_processor.num_digits', NON_NEGATIVE_INT),
@@ -237,7 +252,7 @@ RULES: List[Tuple[str, Expect]] = [
     ('log_processor.custom_cfg[].data_src', STR),
     ('log_processor.custom_cfg[].method', one_of('mean', 'min', 'max', 'current')),
     ('log_processor.custom_cfg[].window_size', POSITIVE_INT | one_of('global', 'epoch')),
-    ('visualizer', DICT | instance_of('a Visualizer', Visualizer)),
+    ('visualizer', DICT | loaded_instance_of('a Visualizer', 'mmengine.visualization', 'Visualizer')),
     ('visualizer.vis_backends', DICT | LIST),
     ('visualizer.vis_backends[]', DICT),
     ('visualizer.vis_backends[].type', TYPE_NAME),
@@ -281,6 +296,56 @@ STAGES = ('run', *STAGE_KEYS)
 LIGHTNING_STAGES: Dict[str, Tuple[str, ...]] = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}
 
 
+#: Top-level keys that mmengine's Runner, OpenMMLab's tools and mm_lightning read: ``runner.assembly.CONFIG_KEYWORDS``
+#: (tests/runner/test_assembly.py checks they are all here) and the others. A config's other keys are its own
+#: variables (``data_root``, ``train_pipeline``, ``backend_args``...): only a near miss of one of these is named.
+TOP_LEVEL_KEYS = (
+    'work_dir', 'experiment_name', 'train_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg',
+    'val_dataloader', 'val_evaluator', 'val_cfg', 'test_dataloader', 'test_evaluator', 'test_cfg', 'strategy',
+    'auto_scale_lr', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher',
+    'env_cfg', 'log_processor', 'log_level', 'visualizer', 'default_scope', 'randomness', 'compile',
+    'model', 'custom_imports', 'runner_type', 'model_wrapper_cfg', 'sync_bn', 'find_unused_parameters', 'tta_model',
+    'lightning_trainer', 'progress_bar', 'profiler')
+#: How alike (difflib's ratio) a key must be to a known one to be taken for a misspelling of it, and at most how
+#: many letters apart: strict, as configs carry keys of their own (``conv_cfg`` is no ``env_cfg``). Checked on
+#: OpenMMLab's shipped configs (tests/openmmlab/test_misspelt_keys.py).
+MISSPELLING_CUTOFF = 0.85
+MISSPELLING_EDITS = 2
+
+
+def misspelt_keys(cfg: Union[Config, Mapping[str, Any]]) -> List[str]:
+    """A warning for each top-level key of ``cfg`` that is not read but is close to one that is
+    (``param_schedulr``): mmengine ignores it, so the run goes on without what it meant. Never an error.
+
+    A key that extends a known one (``test100_dataloader``, ``val_evaluator_abs``, ``models``) is a variable
+    of the config's own, not a misspelling."""
+    keys = [key for key in (cfg.keys() if isinstance(cfg, (Config, Mapping)) else ())
+            if isinstance(key, str) and not key.startswith('_') and key not in TOP_LEVEL_KEYS]
+    found = []
+    for key in keys:
+        close = [known for known in difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=3, cutoff=MISSPELLING_CUTOFF)
+                 if _edits(key, known) <= MISSPELLING_EDITS and known not in key]
+        if close:
+            found.append(f'{key}: not a key mmengine or mm_lightning reads (the run ignores it); did you mean '
+                         f'{close[0]!r}?')
+    return found
+
+
+def _edits(a: str, b: str) -> int:
+    """Letters inserted, deleted, replaced or swapped with a neighbour to turn ``a`` into ``b``."""
+    previous2: List[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
 def stage_of(pattern: str) -> str:
     """The stage whose start checks the rule for key ``pattern``."""
     top = _parts(pattern)[0]
@@ -315,7 +380,7 @@ def validate_config(cfg: Union[Config, Mapping[str, Any]], stages: Sequence[str]
         _check_scheduler_ranges(cfg)
         optim_wrapper = cfg.get('optim_wrapper')
         if isinstance(optim_wrapper, Mapping) and 'type' not in optim_wrapper and _default_constructor(optim_wrapper):
-            # mmengine's default wrapper type
+            from mmengine.optim import OptimWrapper  # mmengine's default wrapper type (torch: training needs it)
             unexpected_arguments(optim_wrapper, OptimWrapper, 'optim_wrapper', CHECKED_ARGUMENTS['optim_wrapper.type'])
     for pattern in TYPED_ENTRIES:
         if stage_of(pattern) not in stages:
@@ -447,4 +512,4 @@ def _show(value: Any) -> str:
 
 
 __all__: Sequence[str] = ['validate_config', 'RULES', 'TYPE_OPTIONS', 'TYPED_ENTRIES', 'Expect', 'STAGES',
-                          'STAGE_KEYS', 'LIGHTNING_STAGES']
+                          'STAGE_KEYS', 'LIGHTNING_STAGES', 'TOP_LEVEL_KEYS', 'MISSPELLING_CUTOFF', 'misspelt_keys']

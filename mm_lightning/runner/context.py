@@ -5,8 +5,11 @@ uses (environment and seed first, so the model is built from the same random sta
 from __future__ import annotations
 
 import copy
+import fnmatch
+import os
 import os.path as osp
 import platform
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,11 +29,12 @@ from mmengine.visualization import Visualizer
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import build
+from mm_lightning.config.validation import misspelt_keys
 from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.progress import draws, file_only
 
 __all__ = ['ENV_CFG_KEYS', 'RANDOMNESS_KEYS', 'RunContext', 'setup_environment', 'create_context', 'unused_name',
-           'build_log_processor', 'build_visualizer']
+           'build_log_processor', 'build_visualizer', 'CHECKPOINT_PATTERNS', 'checkpoint_files']
 
 ENV_CFG_KEYS = ('cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit')
 RANDOMNESS_KEYS = ('seed', 'diff_rank_seed', 'deterministic')
@@ -64,6 +68,8 @@ class RunContext:
     lightning_loggers: list = field(default_factory=list)
     opened: bool = False
     _logger: Optional[MMLogger] = None
+    _file_lines: List[str] = field(default_factory=list)  # log_to_file's, before the file is open
+    earlier_checkpoints: List[str] = field(default_factory=list)  # in work_dir when the run opened it
 
     @property
     def distributed(self) -> bool:
@@ -78,24 +84,54 @@ class RunContext:
     def logger(self, logger: MMLogger) -> None:
         self._logger = logger
 
-    def open(self, cfg: Config, hooks_info: str) -> None:
+    def open(self, cfg: Config, hooks_info: str, bar_draws: bool = False) -> None:
         """Create the work_dir and log_dir, start the log file, log the environment, config
-        and hooks, and dump the config (rank 0), as mmengine's Runner does at construction."""
+        and hooks, and dump the config (rank 0), as mmengine's Runner does at construction.
+
+        While a progress bar draws (``bar_draws``: the Trainer's; or the config's ``progress_bar``), the
+        environment, config and hooks go to the log file only."""
         if self.opened:
             return
         self.opened = True
+        self.earlier_checkpoints = checkpoint_files(self.work_dir)  # before this run writes any
         mkdir_or_exist(self.work_dir)
         mkdir_or_exist(self.log_dir)
         if self._logger is None:
             self._logger = MMLogger.get_instance(self.experiment_name, log_level=self.log_level,
                                                  log_file=osp.join(self.log_dir, f'{self.timestamp}.log'),
                                                  file_mode='a')
-        with file_only(self._logger, when=draws((cfg or {}).get('progress_bar'))):  # a bar will draw: log file
+        for message in self._file_lines:
+            self.log_to_file(message)
+        self._file_lines.clear()
+        with file_only(self._logger, when=bar_draws or draws((cfg or {}).get('progress_bar'))):
             _log_env(self, cfg)
             if cfg:
                 self.visualizer.add_config(cfg)
             self._logger.info(f'Hooks will be executed in the following order:\n{hooks_info}')
+        for message in misspelt_keys(cfg or {}):  # after the dump, where it is seen; mmengine says nothing
+            self._logger.warning(message)
         self.dump_config(cfg)
+
+    def warn_of_overwrites(self, resuming: bool) -> None:
+        """One warning when training starts in a work_dir that held another run's checkpoints (found by
+        :meth:`open`, before this run wrote any): this run writes over those of the same name. Not when it
+        resumes that run."""
+        if resuming or not self.earlier_checkpoints:
+            return
+        names = self.earlier_checkpoints
+        shown = ', '.join(names[:4]) + (f' and {len(names) - 4} more' if len(names) > 4 else '')
+        self.logger.warning(f'work_dir: {self.work_dir} holds checkpoints of an earlier run ({shown}); this run '
+                            'writes over those of the same name. To continue that run instead, resume it '
+                            '(resume=True, --resume); to keep them, choose another work_dir')
+
+    def log_to_file(self, message: str) -> None:
+        """An INFO line for the log file only (Lightning's own setup lines in our entry points); kept until
+        :meth:`open` starts the file."""
+        if not self.opened or self._logger is None:
+            self._file_lines.append(message)
+            return
+        with file_only(self._logger):
+            self._logger.info(message)
 
     @master_only
     def dump_config(self, cfg: Config) -> None:
@@ -113,6 +149,21 @@ class RunContext:
         self.randomness.update(seed=seed, diff_rank_seed=diff_rank_seed, deterministic=deterministic)
         self.deterministic = deterministic
         self.seed = set_random_seed(seed=seed, deterministic=deterministic, diff_rank_seed=diff_rank_seed)
+
+
+#: Files a run's checkpointing writes in its work_dir (mmengine's CheckpointHook and a Lightning ``.ckpt``).
+CHECKPOINT_PATTERNS = ('epoch_*.pth', 'iter_*.pth', 'best_*.pth', 'last_checkpoint', '*.ckpt')
+
+
+def checkpoint_files(work_dir: str) -> List[str]:
+    """The checkpoint files in ``work_dir`` (:data:`CHECKPOINT_PATTERNS`), in numeric order; none if it does not
+    exist."""
+    if not osp.isdir(work_dir):
+        return []
+    names = [entry.name for entry in os.scandir(work_dir) if entry.is_file()
+             and any(fnmatch.fnmatch(entry.name, pattern) for pattern in CHECKPOINT_PATTERNS)]
+    return sorted(names, key=lambda name: [int(part) if part.isdigit() else part
+                                           for part in re.split(r'(\d+)', name)])
 
 
 def setup_environment(env_cfg: Mapping, distributed: bool) -> None:

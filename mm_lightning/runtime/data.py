@@ -66,8 +66,9 @@ def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed:
 
     Raises:
         ConfigError: ``spec`` is neither a dict nor a ``DataLoader`` (also a ``TypeError``), or lacks
-            ``dataset`` or ``sampler``, or names a type no registry knows (also a ``KeyError``). Other errors
-            raised while building it carry a note that names ``key``.
+            ``dataset`` or ``sampler``, names a type no registry knows (also a ``KeyError``), or names a file
+            that does not exist (``dataset.ann_file``...: also a ``FileNotFoundError``). Other errors raised while
+            building it carry a note that names ``key``.
     """
     if isinstance(spec, DataLoader):
         return spec
@@ -76,7 +77,7 @@ def build_dataloader(spec: Union[DataLoader, Mapping[str, Any]], key: str, seed:
     for required in ('dataset', 'sampler'):
         if required not in spec:
             raise config_error(f'{key}: `{required}` is required (mmengine builds it from config)', KeyError)
-    with config_key(key):
+    with config_key(key, spec):
         return Runner.build_dataloader(copy.deepcopy(dict(spec)), seed=seed, diff_rank_seed=diff_rank_seed)
 
 

@@ -33,6 +33,7 @@ from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.utils import calc_dynamic_intervals
 
 from mm_lightning.config.loading import ConfigError, config_error
+from mm_lightning.config.registry import unexpected_arguments
 from mm_lightning.runtime.internals import set_loop_position
 
 __all__ = ['TRAIN_LOOP_BASES', 'TRAIN_LOOP_DRIVERS', 'EVAL_LOOPS', 'EVAL_LOSSES', 'loop_class', 'train_loop_kind',
@@ -47,8 +48,10 @@ TRAIN_LOOP_DRIVERS = ('run', 'run_epoch', 'run_iter')
 EVAL_LOOPS = {'val': ValLoop, 'test': TestLoop}
 #: The attribute where each evaluation loop accumulates the losses its ``val_step``/``test_step`` return.
 EVAL_LOSSES = {'val': 'val_loss', 'test': 'test_loss'}
-_EPOCH_KEYS = ('max_epochs', 'val_begin', 'val_interval', 'dynamic_intervals')
-_ITER_KEYS = ('max_iters', 'val_begin', 'val_interval', 'dynamic_intervals')
+#: What mmengine's Runner gives each loop's constructor itself (``by_epoch`` picks the training loop's class):
+#: a config's other keys must be the loop's arguments, or its constructor's ``TypeError`` refuses them.
+_RUNNER_GIVES = {'train': ('runner', 'dataloader', 'by_epoch'), 'val': ('runner', 'dataloader', 'evaluator'),
+                 'test': ('runner', 'dataloader', 'evaluator')}
 
 
 # -- the training loop ---------------------------------------------------------------------------
@@ -89,17 +92,15 @@ def parse_train_cfg(train_cfg: Mapping[str, Any]) -> dict:
     if 'type' in cfg and 'by_epoch' in cfg:
         raise config_error('train_cfg: Only one of `type` or `by_epoch` can exist in `loop_cfg`.', RuntimeError)
     if 'type' in cfg:
-        check_drivable(loop_class(cfg.pop('type'), 'train_cfg.type'))
+        cls = loop_class(cfg.pop('type'), 'train_cfg.type')
+        check_drivable(cls)
         by_epoch = train_loop_kind(train_cfg)
     else:
         if 'by_epoch' not in cfg:
             raise config_error('train_cfg: set `by_epoch` (True or False) or `type`', KeyError)
         by_epoch = bool(cfg.pop('by_epoch'))
-    allowed = _EPOCH_KEYS if by_epoch else _ITER_KEYS
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise config_error(f'train_cfg: unsupported keys {unknown} for by_epoch={by_epoch}; '
-                           f'supported keys are {list(allowed)}', TypeError)
+        cls = EpochBasedTrainLoop if by_epoch else IterBasedTrainLoop
+    unexpected_arguments(cfg, cls, 'train_cfg', _RUNNER_GIVES['train'])
     length_key = 'max_epochs' if by_epoch else 'max_iters'
     if length_key not in cfg:
         raise config_error(f'train_cfg: `{length_key}` is required when by_epoch={by_epoch}', TypeError)
@@ -140,10 +141,12 @@ def build_train_loop(train_cfg: Any, runner: Any, dataloader: Any) -> BaseLoop:
     try:
         if 'type' in cfg:
             cfg['type'] = loop_class(cfg['type'], 'train_cfg.type')
+            unexpected_arguments(cfg, cfg['type'], 'train_cfg', _RUNNER_GIVES['train'])
             return LOOPS.build(cfg, default_args=dict(runner=runner, dataloader=dataloader))
         if 'by_epoch' not in cfg:
             raise config_error('train_cfg: set `by_epoch` (True or False) or `type`', KeyError)
         cls = EpochBasedTrainLoop if cfg.pop('by_epoch') else IterBasedTrainLoop
+        unexpected_arguments(cfg, cls, 'train_cfg', _RUNNER_GIVES['train'])  # mmengine's TypeError, with the names
         return cls(**cfg, runner=runner, dataloader=dataloader)
     except (TypeError, AssertionError) as err:
         if isinstance(err, ConfigError):
@@ -344,11 +347,7 @@ def parse_eval_cfg(eval_cfg: Mapping[str, Any], key: str) -> dict:
     cfg = dict(eval_cfg)
     mode = 'val' if key == 'val_cfg' else 'test'
     cfg['type'] = loop_class(cfg['type'], f'{key}.type') if 'type' in cfg else EVAL_LOOPS[mode]
-    parameters = inspect.signature(cfg['type']).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(cfg) - set(parameters) - {'type'})
-        if unknown:
-            raise config_error(f'{key}: unsupported keys {unknown} for {cfg["type"].__name__}', TypeError)
+    unexpected_arguments(cfg, cfg['type'], key, _RUNNER_GIVES[mode])  # mmengine's TypeError when it builds it
     return cfg
 
 

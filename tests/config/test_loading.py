@@ -139,7 +139,7 @@ def test_unknown_loop_types_and_keys_are_refused_when_the_loop_is_built(tmp_path
     with pytest.raises(KeyError, match=r"train_cfg\.type: 'MyLoop' is not in the LOOPS registry"):
         _build(tmp_path, train_dataloader=data(), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
                train_cfg=dict(type='MyLoop', max_epochs=1)).train()
-    with pytest.raises(TypeError, match=r"train_cfg: .*unexpected keyword argument 'max_iters'"):
+    with pytest.raises(TypeError, match=r"train_cfg.max_iters: EpochBasedTrainLoop takes no argument 'max_iters'"):
         _ = _build(tmp_path, train_dataloader=data(), optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
                    train_cfg=dict(by_epoch=True, max_epochs=1, max_iters=3)).train_loop
 
@@ -166,3 +166,49 @@ def test_data_preprocessor_is_merged_or_refused(tmp_path):
     with pytest.raises(ConfigError, match='data_preprocessor: it configures a model built from a config dict'):
         FlexibleRunner(model=ToyClassifier(), work_dir=str(tmp_path), experiment_name=f'dp_{tmp_path.name}',
                        data_preprocessor=dict(type='BaseDataPreprocessor'))
+
+
+#: A module ``custom_imports`` names -> (its source, None: no such module; the error after the module's name).
+BROKEN_IMPORTS = {
+    'missing': (None, "ModuleNotFoundError: No module named 'cfg_mod_missing'; set PYTHONPATH so that sys.path "
+                      'holds the directory it is in'),
+    'raises': ("raise NameError('boom')\n", 'NameError: boom ({file}, line 1)'),
+    'syntax': ('x = (\n', "SyntaxError: '(' was never closed ({file}, line 1)"),
+    'imports a missing module': ('import cfg_mod_nowhere\n', "ModuleNotFoundError: No module named 'cfg_mod_nowhere' "
+                                                             '({file}, line 1)'),
+}
+
+
+def broken_import_config(tmp_path, monkeypatch, kind):
+    """A config file whose custom_imports lists a module that fails to import as ``kind`` says, and the one
+    line that names it."""
+    source, error = BROKEN_IMPORTS[kind]
+    module = f'cfg_mod_{kind.replace(" ", "_")}' if source is not None else 'cfg_mod_missing'
+    if source is not None:
+        (tmp_path / f'{module}.py').write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / 'config.py'
+    config.write_text(f"_base_ = [{os.path.join(CONFIGS, 'scoped.py')!r}]\n"
+                      f"custom_imports = dict(imports=['toy', {module!r}], allow_failed_imports=False)\n")
+    message = (f"custom_imports: importing {module!r} (listed in {config}) failed: "
+               + error.format(file=tmp_path / f'{module}.py'))
+    return str(config), message
+
+
+@pytest.mark.parametrize('kind', list(BROKEN_IMPORTS))
+def test_a_custom_import_that_fails_is_one_error_naming_it_in_every_entry_point(kind, tmp_path, monkeypatch):
+    from mm_lightning import ConfigModule
+    config, message = broken_import_config(tmp_path, monkeypatch, kind)
+    for entry_point in (load_config, FlexibleRunner.from_cfg, ConfigModule.from_config):
+        with pytest.raises(ConfigError) as err:
+            entry_point(config)
+        assert str(err.value) == message
+        assert isinstance(err.value, ImportError)  # what mmengine raises, so its except clauses still catch it
+        assert err.value.__cause__ is not None  # the module's own error, for --debug
+    with pytest.raises(ConfigError, match='^custom_imports: importing'):  # a dict's custom_imports alike
+        load_config(dict(Config.fromfile(config, import_custom_modules=False)))
+
+
+def test_allow_failed_imports_warns_as_mmengine_does(tmp_path):
+    with pytest.warns(UserWarning, match='cfg_mod_absent failed to import and is ignored'):
+        load_config(dict(custom_imports=dict(imports=['cfg_mod_absent'], allow_failed_imports=True)))

@@ -110,3 +110,34 @@ def test_a_type_whose_module_fails_to_import_reports_that_error_not_not_found(br
     with pytest.raises(ConfigError, match="importing brokenpkg.parts failed") as raised:
         names_subclass_of(dict(type=broken_package), Callback)
     assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+
+
+def _file_not_found(path):
+    return FileNotFoundError(2, 'No such file or directory', path)
+
+
+@pytest.mark.parametrize('cfg, missing, message', [
+    (dict(dataset=dict(type='ConcatDataset', datasets=[dict(type='D', data_root='/no/root', ann_file='a.json'),
+                                                       dict(type='D', data_root='/no/root', ann_file='b.json')])),
+     '/no/root/b.json',
+     "train_dataloader.dataset.datasets[1].ann_file: file not found: '/no/root/b.json' "
+     "(train_dataloader.dataset.datasets[1].data_root='/no/root' does not exist)"),
+    (dict(dataset=dict(type='D', data_prefix=dict(img='/no/images/')), sampler=dict(type='DefaultSampler')),
+     '/no/images', "train_dataloader.dataset.data_prefix.img: file not found: '/no/images'"),
+    (dict(dataset=dict(type='D')), '/elsewhere/x.json', "train_dataloader: file not found: '/elsewhere/x.json'"),
+], ids=['in a list', 'a folder', 'not in the config'])
+def test_a_missing_file_names_the_key_that_leads_to_it(cfg, missing, message):
+    with pytest.raises(ConfigError) as err, config_key('train_dataloader', cfg):
+        raise _file_not_found(missing)
+    assert str(err.value) == message
+    assert isinstance(err.value, FileNotFoundError)  # what mmengine raises, so its except clauses still catch it
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+
+
+def test_a_missing_file_named_in_a_message_only():
+    cfg = dict(type='D', ann_file='/no/ann.json')
+    with pytest.raises(FileNotFoundError, match=r"^val_evaluator.ann_file: file not found: '/no/ann.json'$"), \
+            config_key('val_evaluator', cfg):
+        raise FileNotFoundError('file "/no/ann.json" does not exist')
+    with pytest.raises(ConfigError, match=r'^val_evaluator: gone$'), config_key('val_evaluator', cfg):
+        raise FileNotFoundError('gone')

@@ -110,3 +110,9 @@ def test_what_the_machine_cannot_run_is_refused_before_anything_is_built(tmp_pat
         assert not torch.distributed.is_initialized()
         assert not os.path.exists(work_dir) and not MMLogger.check_instance_created(cfg['experiment_name'])
         assert dict(kind='refusal', key=str(raised.value).partition(':')[0], message=str(raised.value)) in explained
+
+
+def test_every_runner_keyword_is_a_known_top_level_key():
+    from mm_lightning.config.validation import TOP_LEVEL_KEYS
+    from mm_lightning.runner.assembly import CONFIG_KEYWORDS
+    assert set(CONFIG_KEYWORDS) <= set(TOP_LEVEL_KEYS)

@@ -100,3 +100,14 @@ def test_runners_built_in_the_same_second_log_to_their_own_files(tmp_path, same_
         assert str(tmp_path / mine) in text and str(tmp_path / other) not in text
         assert text.count('Epoch(train) [1][2/2]') == 1
         assert os.path.isfile(tmp_path / mine / STAMP / 'vis_data' / 'scalars.json')
+
+
+def test_checkpoint_files_of_a_work_dir_in_numeric_order(tmp_path):
+    from mm_lightning.runner.context import checkpoint_files
+    assert checkpoint_files(str(tmp_path / 'absent')) == []
+    for name in ('iter_100.pth', 'iter_20.pth', 'epoch_3.pth', 'best_acc_epoch_2.pth', 'last_checkpoint',
+                 'epoch=1-step=4.ckpt', 'scoped.py', 'notes.pth'):
+        (tmp_path / name).write_text('')
+    (tmp_path / 'epoch_9.pth').mkdir()  # not a file
+    assert checkpoint_files(str(tmp_path)) == ['best_acc_epoch_2.pth', 'epoch=1-step=4.ckpt', 'epoch_3.pth',
+                                               'iter_20.pth', 'iter_100.pth', 'last_checkpoint']

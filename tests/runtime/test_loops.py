@@ -55,15 +55,22 @@ def test_parse_train_cfg_forms_and_errors():
     assert parse_train_cfg(dict(type='mmengine.runner.IterBasedTrainLoop', max_iters=3))['by_epoch'] is False
     for cfg, message in [(dict(max_epochs=3), 'set `by_epoch`'), (dict(by_epoch=True), '`max_epochs` is required'),
                          (dict(by_epoch=True, max_epochs=2.5), 'train_cfg.max_epochs'),
-                         (dict(by_epoch=True, max_epochs=2, max_iters=3), 'unsupported keys'),
+                         (dict(by_epoch=True, max_epochs=2, max_iters=3),
+                          "train_cfg.max_iters: EpochBasedTrainLoop takes no argument 'max_iters'"),
+                         (dict(by_epoch=True, max_epochss=2),
+                          r"train_cfg.max_epochss: .*; did you mean 'max_epochs'\?"),
                          (dict(type='EpochBasedTrainLoop', by_epoch=True, max_epochs=1), 'Only one of')]:
         with pytest.raises(ConfigError, match=message):
             parse_train_cfg(cfg)
     from mmengine.runner import TestLoop, ValLoop
     assert parse_eval_cfg(dict(type='ValLoop', fp16=True), 'val_cfg') == dict(type=ValLoop, fp16=True)
     assert parse_eval_cfg(dict(), 'test_cfg') == dict(type=TestLoop)
-    with pytest.raises(ConfigError, match='val_cfg: unsupported keys'):
+    with pytest.raises(ConfigError, match=r"val_cfg.evaluate_every: ValLoop takes no argument 'evaluate_every' "
+                                          r'\(it takes fp16\)$'):
         parse_eval_cfg(dict(evaluate_every=2), 'val_cfg')
+    with pytest.raises(TypeError, match=r"test_cfg.fp61: TestLoop takes no argument 'fp61' \(it takes fp16\); "
+                                        r"did you mean 'fp16'\?"):
+        parse_eval_cfg(dict(fp61=True), 'test_cfg')
 
 
 @pytest.mark.parametrize('train_cfg, due', [

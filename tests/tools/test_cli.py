@@ -2,12 +2,15 @@
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 from full_disk import fill_at
+from mmengine.dataset import BaseDataset
+from mmengine.registry import DATASETS
 from mmengine.runner.checkpoint import load_checkpoint
 from paths import ROOT, TESTS
 from toy import BlobDataset, ToyClassifier
@@ -309,3 +312,117 @@ def test_profiler_report_lands_in_the_work_dir(tmp_path):
     report = (work_dir / 'fit-profile.txt').read_text()
     assert report.startswith('FIT Profiler Report') and 'run_training_epoch' in report
     assert main(['train', CONFIG, '--work-dir', str(work_dir), '--cfg-options', 'profiler=fastest']) == 2
+
+
+# -- every input error is one line naming its key or file, exit status 2 (issue 24) -----------------------------
+def _error_lines(err):
+    """The ``mm-lightning: error:`` lines of a refused command's stderr, which has no traceback."""
+    assert 'Traceback' not in err, err
+    return [line for line in err.splitlines() if line.startswith('mm-lightning: error:')]
+
+
+#: What each command that runs a config takes beyond it.
+COMMAND_ARGUMENTS = {'train': lambda tmp_path: [], 'test': lambda tmp_path: ['missing.pth'],
+                     'predict': lambda tmp_path: ['missing.pth', '--out', str(tmp_path / 'out.pth')]}
+
+
+@pytest.mark.parametrize('command', list(COMMAND_ARGUMENTS))
+def test_a_custom_import_that_fails_is_one_error_line(command, tmp_path, monkeypatch, capsys):
+    (tmp_path / 'cli_broken_module.py').write_text("raise NameError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / 'config.py'
+    config.write_text(f'_base_ = [{CONFIG!r}]\n'
+                      "custom_imports = dict(imports=['toy', 'cli_broken_module'], allow_failed_imports=False)\n")
+    assert main([command, str(config), *COMMAND_ARGUMENTS[command](tmp_path), '--work-dir', str(tmp_path / 'wd')]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"mm-lightning: error: custom_imports: importing 'cli_broken_module' (listed in {config}) failed: NameError: "
+        f"boom ({tmp_path / 'cli_broken_module.py'}, line 1)"]
+
+
+@DATASETS.register_module(force=True)
+class AnnotatedDataset(BaseDataset):
+    """mmengine's BaseDataset, which reads its ``ann_file`` when built."""
+
+
+@pytest.mark.parametrize('root_exists', [True, False], ids=['missing file', 'missing data_root'])
+def test_a_missing_annotation_file_is_one_error_line_naming_its_key_and_path(root_exists, tmp_path, capsys):
+    root = tmp_path / 'data'
+    if root_exists:
+        root.mkdir()
+    config = tmp_path / 'config.py'
+    config.write_text(f'_base_ = [{CONFIG!r}]\ntrain_dataloader = dict(dataset=dict(_delete_=True, '
+                      f"type='AnnotatedDataset', data_root={str(root)!r}, ann_file='annotations/train.json'))\n")
+    assert main(['train', str(config), '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                 f'experiment_name=ann_{root_exists}_{tmp_path.name}']) == 2
+    missing = f" (train_dataloader.dataset.data_root='{root}' does not exist)" if not root_exists else ''
+    assert _error_lines(capsys.readouterr().err) == [
+        f"mm-lightning: error: train_dataloader.dataset.ann_file: file not found: '{root}/annotations/train.json'"
+        + missing]
+
+
+@pytest.mark.parametrize('options, line', [
+    (['train_cfg.max_epochss=3'], "train_cfg.max_epochss: EpochBasedTrainLoop takes no argument 'max_epochss' (it "
+                                  "takes max_epochs, val_begin, val_interval, dynamic_intervals); did you mean "
+                                  "'max_epochs'?"),
+    (['train_cfg.max_epochs=1', *VAL_OPTIONS, 'val_cfg.fp61=True'],
+     "val_cfg.fp61: ValLoop takes no argument 'fp61' (it takes fp16); did you mean 'fp16'?"),
+], ids=['train_cfg', 'val_cfg'])
+def test_a_misspelt_loop_argument_is_one_error_line_with_a_suggestion(options, line, tmp_path, capsys):
+    """mmengine's loop constructor raises a TypeError when training builds the loop: so does this, naming
+    the key and what the loop takes."""
+    assert main(['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', *options,
+                 f'experiment_name=loop_{tmp_path.name}']) == 2
+    assert _error_lines(capsys.readouterr().err) == [f'mm-lightning: error: {line}']
+
+
+def _log(work_dir):
+    (log,) = glob.glob(os.path.join(work_dir, '*', '*.log'))
+    with open(log) as f:
+        return f.read()
+
+
+def test_a_misspelt_top_level_key_is_a_warning_in_the_runs_log_and_in_explain(tmp_path, capsys):
+    """A config may carry keys of its own, so the run goes on; the key close to one a runner reads is named."""
+    warning = ("param_schedulr: not a key mmengine or mm_lightning reads (the run ignores it); did you mean "
+               "'param_scheduler'?")
+    assert main(['train', CONFIG, '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.max_epochs=1',
+                 'param_schedulr.type=ConstantLR', 'data_root=data/',
+                 f'experiment_name=typo_{tmp_path.name}']) == 0
+    assert [line.split(' - ')[-1] for line in _log(tmp_path).splitlines() if 'WARNING - param_' in line] == [warning]
+    assert main(['explain', CONFIG, '--cfg-options', 'param_schedulr=[]', 'data_root=data/']) == 0
+    assert f'  [unread_key] {warning}' in capsys.readouterr().out
+
+
+def test_training_over_another_runs_checkpoints_warns_once_naming_them(first_epoch, tmp_path):
+    work_dir = tmp_path / 'over'
+    work_dir.mkdir()
+    for name in ('epoch_1.pth', 'epoch_12.pth', 'epoch_2.pth', 'last_checkpoint', 'model.ckpt', 'notes.txt'):
+        (work_dir / name).write_text('an earlier run')
+    assert main(['train', CONFIG, '--work-dir', str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',
+                 f'experiment_name=over_{tmp_path.name}']) == 0
+    assert [line.split(' - ')[-1] for line in _log(work_dir).splitlines() if 'earlier run' in line] == [
+        f'work_dir: {work_dir} holds checkpoints of an earlier run (epoch_1.pth, epoch_2.pth, epoch_12.pth, '
+        'last_checkpoint and 1 more); this run writes over those of the same name. To continue that run instead, '
+        'resume it (resume=True, --resume); to keep them, choose another work_dir']
+    # resuming that run: its checkpoints are continued, not overwritten by another run
+    resumed = tmp_path / 'resumed'
+    resumed.mkdir()
+    shutil.copy(first_epoch[0], resumed / 'epoch_1.pth')
+    (resumed / 'last_checkpoint').write_text(str(resumed / 'epoch_1.pth'))
+    assert main(['train', CONFIG, '--work-dir', str(resumed), '--resume', '--cfg-options',
+                 f'experiment_name=resumed_{tmp_path.name}']) == 0
+    assert os.path.isfile(resumed / 'epoch_2.pth') and 'earlier run' not in _log(resumed)
+
+
+def test_predict_takes_either_checkpoint_format_as_its_help_says(first_epoch, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(['predict', '--help'])
+    assert 'an mmengine .pth or a Lightning .ckpt' in ' '.join(capsys.readouterr().out.split())
+    outputs = []
+    for checkpoint in first_epoch:
+        out = str(tmp_path / f'{os.path.basename(checkpoint)}.out')
+        assert main(['predict', CONFIG, checkpoint, '--out', out, '--work-dir', str(tmp_path / 'wd'),
+                     '--cfg-options', f'experiment_name=predict_{os.path.basename(out)}_{tmp_path.name}',
+                     *TEST_OPTIONS, 'test_dataloader.sampler.shuffle=False']) == 0
+        outputs.append([int(output['pred']) for output in torch.load(out, weights_only=False)])
+    assert len(outputs[0]) > 0 and outputs[0] == outputs[1]
