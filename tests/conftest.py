@@ -36,7 +36,8 @@ OPENMMLAB_SUITE = os.path.join(HERE, 'openmmlab')
 #: Test files by the time they take (most first, measured on 2 cores): with ``-n`` they start first, so the
 #: workers end together instead of one finishing a long file alone. Other files follow in collection order.
 LONGEST_FIRST = ('test_flexible_runner_example.py', 'test_fsdp.py', 'test_resume.py', 'test_distributed_resume.py',
-                 'test_mmdet_parity.py', 'test_deepspeed.py', 'test_examples.py', 'test_tools.py', 'test_mmengine_hook_suite.py',
+                 'test_mmdet_parity.py', 'test_deepspeed.py', 'test_examples.py', 'test_tools.py',
+                 'test_mmengine_hook_suite.py',
                  'test_resume_files.py', 'test_benchmark.py', 'test_compare_benchmark.py',
                  'test_mmengine_runner_suite.py', 'test_explain.py', 'test_builtin_hooks.py', 'test_cli.py',
                  'test_metrics.py', 'test_strategies.py', 'test_readme.py')

@@ -2,6 +2,7 @@
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -49,3 +50,33 @@ def test_a_transcript_matches_what_the_command_prints(command, shown):
         assert wanted in printed[position:], f'{wanted!r} is not printed (after line {position}):\n' + \
             '\n'.join(printed)
         position = printed.index(wanted, position) + 1
+
+
+def _lightning_cli_commands():
+    """The README's LightningCLI ``main.py`` and the commands shown with it, then its ``mm-lightning-cli`` ones."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        text = f.read()
+    script = next(block for block in re.findall(r'```python\n(.*?)```', text, flags=re.S)
+                  if 'LightningCLI(ConfigModule, ConfigDataModule)' in block)
+    commands = [line[2:] for line in script.splitlines() if line.startswith('# python main.py ')]
+    commands += [line for block in re.findall(r'```bash\n(.*?)```', text, flags=re.S)
+                 for line in block.splitlines() if line.startswith('mm-lightning-cli ')]
+    return script, commands
+
+
+def test_the_readme_lightning_cli_commands_run_as_written(tmp_path):
+    """In a directory holding the examples, as a user's checkout does: ``main.py`` as shown, each command as shown
+    (``mm-lightning-cli`` is the installed console script)."""
+    script, commands = _lightning_cli_commands()
+    assert len(commands) == 3, commands  # fit and test with LightningCLI, fit with mm-lightning-cli
+    shutil.copytree(os.path.join(ROOT, 'examples'), tmp_path / 'examples')
+    (tmp_path / 'main.py').write_text(script)
+    bin_dir = os.path.dirname(sys.executable)
+    for command in commands:
+        argv = shlex.split(command)
+        argv[0] = sys.executable if argv[0] == 'python' else os.path.join(bin_dir, argv[0])
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        assert result.returncode == 0, f'{command}\n{result.stderr[-3000:]}'
+    assert (tmp_path / 'work_dirs' / 'mlp_spiral' / 'epoch_2.pth').exists()  # the fit the test command reads
+    assert sorted(os.listdir(tmp_path / 'logs' / 'lightning_logs')) == ['version_0', 'version_1']  # both fits'

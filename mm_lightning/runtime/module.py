@@ -30,7 +30,6 @@ from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, con
 from mm_lightning.config.validation import LIGHTNING_STAGES, validate_config
 from mm_lightning.runner.assembly import ModuleParts, module_parts
 from mm_lightning.runner.view import RunnerView
-from mm_lightning.runtime.agreement import check_trainer
 from mm_lightning.runtime.bridge import HookBridge
 from mm_lightning.runtime.data import config_datamodule
 from mm_lightning.runtime.fidelity import check_after_validation, drop_loop_state, neutralise
@@ -53,10 +52,19 @@ from mm_lightning.runtime.optim import (
     wrappers_of,
 )
 from mm_lightning.runtime.schedulers import build_param_schedulers, load_scheduler_states
+from mm_lightning.runtime.trainer_settings import (
+    apply_overrides,
+    check_built,
+    config_overrides,
+    hand_over,
+    lightning_epochs,
+    read_settings,
+)
 from mm_lightning.state import checkpoint as ckpt
 from mm_lightning.state import disk, rng
 from mm_lightning.state.convert import HOOK_KEYS, STATE_KEY, own_rank_state
 from mm_lightning.state.serialization import from_safe, to_safe
+from mm_lightning.translate.progress import bar_draws
 from mm_lightning.translate.sharded_model import reshard
 from mm_lightning.translate.sharding import shard_for
 
@@ -259,7 +267,9 @@ class ConfigModule(pl.LightningModule):
         """What a run needs before ``before_run``: config checked, outputs opened, loops bound to the loaders."""
         self.check_stage(stage)
         neutralise(trainer)
-        self.context.open(self.cfg, self.hooks.info())
+        self.context.open(self.cfg, self.hooks.info(), bar_draws=bar_draws(trainer))
+        if stage == 'fit':  # training writes checkpoints; a resume (config or Trainer's ckpt_path) continues them
+            self.context.warn_of_overwrites(resuming=bool(self.resume) or trainer.ckpt_path is not None)
         self.bind(config_datamodule(trainer), stage)
 
     def bind(self, datamodule: Any, stage: str) -> None:
@@ -343,15 +353,39 @@ class ConfigModule(pl.LightningModule):
 
     @override
     def configure_callbacks(self) -> List[Callback]:
-        """The hook bridge. Lightning asks for it before checking the Trainer itself, so a fit's config and the
-        Trainer's agreement with it are checked here first (see :mod:`mm_lightning.runtime.agreement`)."""
+        """The hook bridge. Lightning asks for it before checking the Trainer itself, so a fit takes the Trainer's
+        own length, cadence, accumulation and clipping into the config here, then checks the config
+        (see :mod:`mm_lightning.runtime.trainer_settings`)."""
         if self.trainer.state.fn == TrainerFn.FITTING:
+            self.take_trainer_settings(self.trainer)
             self.check_stage('fit')
-            check_trainer(self.trainer, self.train_loop if self.train_loop is not None else self.train_cfg,
-                          self.optim_wrapper)
             if self.has_eval('val'):
                 check_after_validation(self.trainer)
-        return [self._bridge]
+        # a later stage on the same Trainer finds the bridge there: returning it again would replace it, with
+        # Lightning's warning that configure_callbacks overrides the Trainer's callbacks
+        callbacks = getattr(self.trainer, 'callbacks')  # set in the Trainer's __init__, not declared
+        return [] if any(callback is self._bridge for callback in callbacks) else [self._bridge]
+
+    def take_trainer_settings(self, trainer: pl.Trainer) -> None:
+        """Move ``trainer``'s own settings that config keys decide into the config, as ``--cfg-options`` with the
+        same values would set them, before the loop, optim wrapper and schedulers are built from it."""
+        train = self.train_loop if self.train_loop is not None else self.train_cfg
+        overrides = config_overrides(read_settings(trainer), train, self.optim_wrapper)
+        if self.train_loop is not None:
+            check_built(overrides, self.train_loop)
+        elif overrides:
+            for part in ('train_cfg', 'optim_wrapper'):
+                below = {key.partition('.')[2]: value for key, value in overrides.items() if key.startswith(part)}
+                if below:
+                    updated = apply_overrides(getattr(self, part), below)
+                    setattr(self, part, updated)
+                    self.cfg[part] = updated  # the config dumped and saved in checkpoints says what runs
+                    self.keywords = {**self.keywords, part: updated}
+            self.context.logger.info('Trainer settings taken into the config: ' + ', '.join(
+                f'{key}={value!r}' for key, value in overrides.items()))
+        epochs = lightning_epochs(self.train_loop if self.train_loop is not None else self.train_cfg)
+        if epochs is not None:
+            hand_over(trainer, epochs)
 
     def build_optimization(self) -> None:
         """The optim wrapper (LR scaled once, as mmengine's ``scale_lr``) and parameter schedulers, built

@@ -12,8 +12,9 @@
 ``    [--num-nodes M] [--json]`` (what the config becomes under Lightning; nothing is built or run)
 ``mm-lightning compare CONFIG [--iters N] [--cfg-options k=v ...] [--json OUT] [--atol A] [--work-dir D]``
 ``    `` (trains under mmengine's Runner and under mm_lightning; exit 1 where they differ)
-``mm-lightning benchmark CONFIG [--iters N] [--warmup K] [--engine mm_lightning|mmengine|both] [--json OUT]``
-``    [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]`` (exit 1 on a regression)
+``mm-lightning benchmark CONFIG [--iters N] [--warmup K] [--engine mm_lightning|mmengine|both] [--repeats R]``
+``    [--threads N] [--json OUT] [--baseline FILE [--tolerance T]] [--cfg-options k=v ...] [--work-dir D]``
+``    `` (against a baseline: exit 1 on a regression, 3 when the runs are too noisy to decide)
 
 The options mean what they mean in OpenMMLab's ``tools/train.py`` and ``tools/test.py``.
 A bad config, or a checkpoint that cannot be read or does not fit the model, is reported as
@@ -31,17 +32,14 @@ import os
 import os.path as osp
 import sys
 import traceback
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional
 
-from mmengine.config import Config
+# Only argparse and the names it offers at import: ``--help`` must not pay for torch, mmengine or Lightning.
+# Each command imports what it uses; a config error stops before the runner (and Lightning) is imported.
+from mm_lightning.translate.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 
-from mm_lightning.config.loading import ConfigError, default_work_dir, load_config
-from mm_lightning.config.validation import validate_config
-from mm_lightning.state.disk import DiskFullError
-from mm_lightning.translate.launchers import LAUNCHERS
-from mm_lightning.translate.precision import AMP_WRAPPER
-from mm_lightning.translate.profiling import PROFILERS
-from mm_lightning.translate.progress import PROGRESS_BARS
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser('predict', help="save the model's test_step outputs over the test loader",
                                   parents=[_common_options()])
     _add_config(predict)
-    predict.add_argument('checkpoint', help='mmengine-format checkpoint to load')
+    predict.add_argument('checkpoint', help="the model's weights: an mmengine .pth or a Lightning .ckpt")
     predict.add_argument('--out', required=True, help='file the outputs are saved to (torch.save)')
     predict.add_argument('--work-dir', help='where logs go')
     _add_run_options(predict)
@@ -107,13 +105,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_progress_bar_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--progress-bar', choices=list(PROGRESS_BARS),
+    parser.add_argument('--progress-bar', choices=list(PROGRESS_BAR_NAMES),
                         help="Lightning's progress bar on the console (default: the config's progress_bar, "
                              'else none); the log file gets mmengine\'s log lines either way')
 
 
 def _add_profiler_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--profiler', choices=list(PROFILERS),
+    parser.add_argument('--profiler', choices=list(PROFILER_NAMES),
                         help="Lightning's profiler; its report goes to <work_dir>/<stage>-profile.txt "
                              "(default: the config's profiler, else none)")
 
@@ -121,17 +119,19 @@ def _add_profiler_option(parser: argparse.ArgumentParser) -> None:
 def _add_distribution_options(parser: argparse.ArgumentParser,
                               launcher_help: str = 'how processes were started (default: inferred from the '
                                                    'environment)') -> None:
-    parser.add_argument('--launcher', choices=list(LAUNCHERS), help=launcher_help)
+    parser.add_argument('--launcher', choices=list(LAUNCHER_NAMES), help=launcher_help)
     parser.add_argument('--devices', type=int, help='devices per node (default: from the launcher)')
     parser.add_argument('--num-nodes', type=int, help='number of nodes (default: from the launcher)')
 
 
 def _default_work_dir(cfg: Config) -> str:
+    from mm_lightning.config.loading import default_work_dir
     return osp.join('.', default_work_dir(cfg))  # ./work_dirs/<config name>, as OpenMMLab's tools
 
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config after the command line's changes, as OpenMMLab's tools make them."""
+    from mm_lightning.config.loading import ConfigError, load_config
     cfg = load_config(args.config, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -148,6 +148,7 @@ def build_config(args: argparse.Namespace) -> Config:
             cfg.lightning_trainer = dict(cfg.get('lightning_trainer') or {}, **{key: option})
     if args.command == 'train':
         if args.amp:
+            from mm_lightning.translate.precision import AMP_WRAPPER
             optim_wrapper = cfg.get('optim_wrapper')
             if optim_wrapper is None:
                 raise ConfigError('--amp: the config has no optim_wrapper')
@@ -180,7 +181,9 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when a run on the layout would start, 1 when the report lists a refusal."""
-    from mm_lightning.tools.explain import REFUSAL, explain, format_explanation
+    with _stdout_to_stderr() if args.json else contextlib.redirect_stdout(sys.stderr):  # what imports print
+        from mm_lightning.config.loading import load_config
+        from mm_lightning.tools.explain import REFUSAL, explain, format_explanation
     with _stdout_to_stderr() if args.json else contextlib.nullcontext():
         cfg = load_config(args.config, args.cfg_options)
         if cfg.get('work_dir') is None:  # where `train` would put it
@@ -204,7 +207,8 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     """Exit 0 when both engines agree within --atol, 1 otherwise."""
-    from mm_lightning.tools.compare import compare, format_comparison
+    with contextlib.redirect_stdout(sys.stderr):  # what imports print is not the report
+        from mm_lightning.tools.compare import compare, format_comparison
     report = compare(args.config, iters=args.iters, atol=args.atol, work_dir=args.work_dir,
                      cfg_options=args.cfg_options)
     _write_json(args.json, report)
@@ -224,27 +228,43 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench.add_argument('--warmup', type=int, default=10, help='iterations left out of the timing (default: 10)')
     bench.add_argument('--engine', choices=sorted(BENCHMARK_ENGINES), default='mm_lightning',
                        help="mm_lightning, mmengine's Runner, or both (default: mm_lightning)")
+    bench.add_argument('--repeats', type=int, default=5,
+                       help='runs per engine, each in a fresh process, engines alternating; figures are their '
+                            'medians and spreads (default: 5)')
+    bench.add_argument('--threads', type=int,
+                       help='CPU threads of each run (default: $OMP_NUM_THREADS, else the usable CPUs less the '
+                            "1-minute load average and the training loader's workers, at least 1)")
     bench.add_argument('--json', metavar='OUT', help='also write the report as JSON to OUT')
     bench.add_argument('--baseline', metavar='FILE', help='a report written by --json to compare against')
     bench.add_argument('--tolerance', type=float, default=0.2,
                        help='how much worse than the baseline a figure may be: a fraction, e.g. 0.2 for 20%%, '
-                            '(data_loading_share: in share points) (default: 0.2)')
+                            '(data_loading_share: in share points); runs spread wider than it are unreliable '
+                            '(default: 0.2)')
     bench.add_argument('--work-dir', help='parent of the runs\' work_dirs (default: work_dirs/benchmark_<config>)')
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    """Exit 1 when a figure is worse than the baseline's by more than the tolerance, 2 when a run fails."""
-    from mm_lightning.tools.benchmark import BenchmarkError, benchmark, format_benchmark, regressions
+    """Against a baseline: exit 0 on a pass, 1 on a regression, 3 when undecided (too noisy); 2 when a run fails."""
+    from mm_lightning.config.loading import ConfigError
+    with contextlib.redirect_stdout(sys.stderr):  # what imports print is not the report
+        from mm_lightning.tools.benchmark import (
+            BenchmarkError,
+            baseline_judgements,
+            benchmark,
+            format_benchmark,
+            read_baseline,
+        )
+        from mm_lightning.tools.benchmark_statistics import EXIT_STATUS, PASS, overall
     baseline = None
     if args.baseline:
         if not osp.isfile(args.baseline):
             raise ConfigError(f'--baseline: file not found: {args.baseline!r}')
-        with open(args.baseline) as f:
-            baseline = json.load(f)
+        baseline = read_baseline(args.baseline)  # a baseline of another schema fails before the runs
     work_dir = args.work_dir or osp.join('work_dirs', f'benchmark_{osp.splitext(osp.basename(args.config))[0]}')
     try:
         report = benchmark(args.config, engines=BENCHMARK_ENGINES[args.engine], iters=args.iters,
-                           warmup=args.warmup, work_dir=work_dir, cfg_options=args.cfg_options)
+                           warmup=args.warmup, work_dir=work_dir, cfg_options=args.cfg_options,
+                           repeats=args.repeats, threads=args.threads, tolerance=args.tolerance)
     except BenchmarkError as err:
         print(f'mm-lightning: error: {err}', file=sys.stderr)
         return 2
@@ -252,12 +272,17 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(format_benchmark(report), end='')
     if baseline is None:
         return 0
-    worse = regressions(report, baseline, args.tolerance)
-    for line in worse:
-        print(f'regression: {line}')
-    if not worse:
-        print(f'No figure is worse than {args.baseline} by more than the tolerance ({args.tolerance:g}).')
-    return 1 if worse else 0
+    judgements = baseline_judgements(report, baseline, args.tolerance)
+    for judgement in judgements:
+        if judgement.verdict != PASS:
+            print(f'{judgement.verdict}: {judgement.message}')
+    verdict = overall(judgements)
+    counts = {kind: sum(j.verdict == kind for j in judgements) for kind in EXIT_STATUS}
+    print(f'{verdict}: {counts["regression"]} regressed, {counts["undecided"]} undecided, {counts["pass"]} passed '
+          f'of {len(judgements)} figures against {args.baseline} (tolerance {args.tolerance:g}); exit '
+          f'{EXIT_STATUS[verdict]}' + ('; the runs are too noisy to decide: more --repeats or a quieter machine'
+                                       if verdict == 'undecided' else ''))
+    return EXIT_STATUS[verdict]
 
 
 def _write_json(path: Optional[str], report: dict) -> None:
@@ -288,7 +313,7 @@ TOOLS: Dict[str, Callable[[argparse.Namespace], int]] = {'explain': _explain, 'c
                                                          'benchmark': _benchmark}
 
 
-def _import_from_working_directory() -> None:
+def import_from_working_directory() -> None:
     """Put the working directory first on ``sys.path``, as ``python -m`` does.
 
     A console script starts with its own directory there instead, and ``custom_imports``
@@ -302,21 +327,35 @@ def _import_from_working_directory() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a command; a bad config or argument prints one ``mm-lightning: error:`` message, exit 2 (a full disk:
     exit 1)."""
-    _import_from_working_directory()
+    import_from_working_directory()
     args = _parser().parse_args(argv)
+    from mm_lightning.config.loading import ConfigError
     try:
         if args.command in TOOLS:
             return TOOLS[args.command](args)
         if args.command == 'convert-checkpoint':
-            from mm_lightning.state.convert import convert
+            with contextlib.redirect_stdout(sys.stderr):  # what imports print is not the command's output
+                from mm_lightning.state.convert import convert
             print(f'wrote {args.dst} ({convert(args.src, args.dst)})')
             return 0
         _run(args)
     except ConfigError as err:
         return _error(args, err, 2)
-    except DiskFullError as err:  # the run stopped; its config is fine
-        return _error(args, err, 1)
+    except OSError as err:
+        if not _disk_full(err):
+            raise
+        return _error(args, err, 1)  # the run stopped; its config is fine
     return 0
+
+
+def _disk_full(err: OSError) -> bool:
+    """Whether ``err`` is a :class:`~mm_lightning.state.disk.DiskFullError`.
+
+    Asked of the loaded module, not imported for the question: it imports torch and Lightning, which a
+    config error should not pay for, and no such error exists before the checkpoint writers load it.
+    """
+    disk = sys.modules.get('mm_lightning.state.disk')
+    return disk is not None and isinstance(err, disk.DiskFullError)
 
 
 def _error(args: argparse.Namespace, err: Exception, status: int) -> int:
@@ -331,13 +370,17 @@ def _run(args: argparse.Namespace) -> None:
     """``train`` or ``test``, as OpenMMLab's tools run them, or ``predict``: the model's ``test_step`` outputs over
     the test loader, one per sample in the loader's order, saved with ``torch.save`` (data samples are pickled:
     ``torch.load(out, weights_only=False)``)."""
-    import torch
-
-    from mm_lightning.runner.flexible_runner import FlexibleRunner
+    from mm_lightning.config.loading import ConfigError
+    from mm_lightning.config.validation import validate_config
     cfg = build_config(args)
     if args.command != 'train' and not (osp.isfile(args.checkpoint) or osp.isdir(args.checkpoint)):  # or a sharded one
         raise ConfigError(f'checkpoint file not found: {args.checkpoint!r}')
     validate_config(cfg, stages=('run', 'train', 'val') if args.command == 'train' else ('run', 'test'))
+    # The runner (Lightning, and DeepSpeed where mmengine finds it) only once the config is known to be good.
+    with contextlib.redirect_stdout(sys.stderr):  # what imports print is not the command's output
+        import torch
+
+        from mm_lightning.runner.flexible_runner import FlexibleRunner
     runner = FlexibleRunner.from_cfg(cfg)
     if args.command == 'train':
         runner.train()

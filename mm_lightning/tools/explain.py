@@ -33,27 +33,37 @@ from mmengine.runner.priority import Priority, get_priority
 
 from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config
 from mm_lightning.config.registry import type_name
+from mm_lightning.config.validation import misspelt_keys
 from mm_lightning.runner.assembly import build_hooks, check_stage_groups, require_model
 from mm_lightning.runner.context import build_visualizer, unused_name
 from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from mm_lightning.runtime.hooks import HookList, build_lightning_callbacks
-from mm_lightning.runtime.loops import ValidationRule, parse_eval_cfg, parse_train_cfg, validation_settings
+from mm_lightning.runtime.loops import (
+    ValidationRule,
+    parse_eval_cfg,
+    parse_train_cfg,
+    train_loop_kind,
+    validation_settings,
+)
+from mm_lightning.runtime.trainer_settings import LOOP_DEFAULTS, TRANSLATIONS, UNSET
 from mm_lightning.state.checkpoint import fsdp1_load_refusal
 from mm_lightning.state.disk import room_for_latest
-from mm_lightning.translate.launchers import config_layout
+from mm_lightning.translate.launchers import Layout, config_layout
 from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.precision import amp_flag
 from mm_lightning.translate.sharding import FSDP2Strategy
 from mm_lightning.translate.strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 from mm_lightning.translate.trainer import trainer_kwargs
 
-__all__ = ['REFUSAL', 'APPROXIMATION', 'DISK_SPACE', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render',
+__all__ = ['REFUSAL', 'APPROXIMATION', 'DISK_SPACE', 'UNREAD_KEY', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render',
            'callback_events', 'RUN_TIME_CHECKS', 'format_explanation']
 
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
 #: Less free space in the work_dir than the run's checkpoints need (measured by the latest one there).
 DISK_SPACE = 'disk_space'
+#: A top-level key nothing reads that is close to one that is (``param_schedulr``): the run's log warns too.
+UNREAD_KEY = 'unread_key'
 
 #: The run's log_dir, which explain does not decide (nothing is written there).
 LOG_DIR = '<work_dir>/<timestamp>'
@@ -70,7 +80,15 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     given) raises ``ConfigError``; every other problem is listed under ``warnings``.
     """
     cfg = load_config(cfg, cfg_options)
-    layout = config_layout(cfg, launcher, accelerator, devices, num_nodes)
+    # A run looks everything up in the config's default_scope from its start, and that scope's registries import
+    # their modules on lookup (mmdet's LOOPS import mmdet.engine, where TeacherStudentValLoop is registered):
+    # explain's lookups must see the same registrations.
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmengine')):
+        return _report(cfg, config_layout(cfg, launcher, accelerator, devices, num_nodes))
+
+
+def _report(cfg: Config, layout: Layout) -> Dict[str, Any]:
+    """:func:`explain`'s report of a loaded config, under its default scope."""
     found: List[Dict[str, str]] = []
     loggers, lightning_loggers = _guarded(found, lambda: _loggers(cfg), (None, []))
     with warnings.catch_warnings():
@@ -81,6 +99,7 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     spec = _guarded(found, lambda: translate_strategy(cfg.get('strategy'), strategy_context(cfg, layout)), None)
     hooks, hook_list = _guarded(found, lambda: _hooks(cfg), (None, None))
     schedule = _guarded(found, lambda: _schedule(cfg, kwargs, hook_list), None)
+    settings = _guarded(found, lambda: _trainer_settings(cfg), None)
     if spec is not None:
         found += [_warning(REFUSAL, message)
                   for message in run_time_refusals(spec, cfg.get('env_cfg') or {}, layout, cfg.get('custom_hooks'))]
@@ -88,6 +107,7 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
     found += _strategy_notes(spec)
     found += _sharding(spec)
     found += _disk_space(cfg, hook_list)
+    found += [_warning(UNREAD_KEY, message) for message in misspelt_keys(cfg)]
     return dict(
         config=cfg.filename,
         layout=dataclasses.asdict(layout),
@@ -95,6 +115,7 @@ def explain(cfg: ConfigLike, *, launcher: Optional[str] = None, accelerator: Opt
         strategy=_strategy(None if kwargs is None else kwargs['strategy'], spec),
         precision=None if kwargs is None else _precision(kwargs, cfg.get('optim_wrapper')),
         schedule=schedule,
+        trainer_settings=settings,
         hooks=hooks,
         loggers=loggers,
         warnings=list({entry['message']: entry for entry in found}.values()),  # each once, in order
@@ -185,6 +206,21 @@ def _precision(kwargs: Mapping[str, Any], optim_wrapper: Any) -> Dict[str, Any]:
 
 
 # -- schedule -----------------------------------------------------------------------------------
+def _trainer_settings(cfg: Config) -> Optional[List[Dict[str, Any]]]:
+    """How a Trainer's own length, cadence, accumulation and clipping resolve for this config's loop
+    (:mod:`mm_lightning.runtime.trainer_settings`); None without a loop Lightning drives."""
+    by_epoch = train_loop_kind(cfg.get('train_cfg'))
+    if by_epoch is None:
+        return None
+    values = {f'train_cfg.{key}': value for key, value in {**LOOP_DEFAULTS[by_epoch], **cfg['train_cfg']}.items()}
+    wrapper = cfg.get('optim_wrapper') or {}
+    values.update({'optim_wrapper.accumulative_counts': wrapper.get('accumulative_counts', 1),
+                   'optim_wrapper.clip_grad': wrapper.get('clip_grad')})
+    return [dict(setting=entry.setting, unset=[render(value) for value in UNSET[entry.setting]], key=entry.key,
+                 configured=None if entry.key is None else render(values.get(entry.key)), reads=entry.reads)
+            for entry in TRANSLATIONS[by_epoch]]
+
+
 def _schedule(cfg: Config, kwargs: Optional[Mapping[str, Any]], hooks: Optional[HookList]) -> Optional[dict]:
     """Loop lengths and where validation, checkpoints and scheduler steps happen."""
     if cfg.get('train_cfg') is None:
@@ -392,7 +428,8 @@ RUN_TIME_CHECKS: List[Callable[[Config, Any], Optional[Tuple[str, str]]]] = [
 # -- text -----------------------------------------------------------------------------------------
 def format_explanation(report: Mapping[str, Any]) -> str:
     """The report as text: one section per part, in the order a reader checks them."""
-    sections = [_format_layout, _format_trainer, _format_strategy, _format_schedule, _format_hooks,
+    sections = [_format_layout, _format_trainer, _format_strategy, _format_schedule, _format_trainer_settings,
+                _format_hooks,
                 _format_loggers, _format_warnings]
     return '\n\n'.join(section(report) for section in sections) + '\n'
 
@@ -474,6 +511,16 @@ def _format_schedule(report: Mapping[str, Any]) -> str:
         rows.append((f"{owner}{item['type']}", f"steps after every {item['steps_after']}, "
                                                f"{item['range_unit']}s [{item['begin']}, {end})"))
     return 'Schedule\n' + _table(rows)
+
+
+def _format_trainer_settings(report: Mapping[str, Any]) -> str:
+    settings = report['trainer_settings']
+    if settings is None:
+        return 'Trainer settings: no training loop to decide'
+    rows = [(entry['setting'], f"-> {entry['key']} (now {entry['configured']}): {entry['reads']}" if entry['key']
+             else f"only {' or '.join(map(str, entry['unset']))}: {entry['reads']}") for entry in settings]
+    return ("A Trainer's own settings (unset: the config decides; set: the key below, as --cfg-options would)\n"
+            + _table(rows))
 
 
 def _format_hooks(report: Mapping[str, Any]) -> str:

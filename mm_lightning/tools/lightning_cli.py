@@ -1,8 +1,9 @@
 """Lightning's command line for config-built runs: ``LightningCLI`` with the config's Trainer settings.
 
 ``LightningCLI(ConfigModule, ConfigDataModule)`` works as it is (``--model.config PATH
---data.config PATH``), with Lightning's Trainer defaults, which agree with every config
-(:mod:`mm_lightning.runtime.agreement`). :class:`ConfigCLI` is that CLI with what a config implies:
+--data.config PATH``), with Lightning's Trainer defaults; a ``--trainer.*`` setting that a config key
+decides becomes that key's value (:mod:`mm_lightning.runtime.trainer_settings`). :class:`ConfigCLI` is
+that CLI with what a config implies:
 
 - ``--model.config`` is given once; the datamodule reads the same config (``--model.cfg_options`` too);
 - the Trainer gets ``trainer_kwargs(cfg)`` (strategy, precision, loggers from ``vis_backends``,
@@ -22,8 +23,11 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from mm_lightning.config.loading import ConfigError
 from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.module import ConfigModule
+from mm_lightning.tools.cli import import_from_working_directory
+from mm_lightning.translate.progress import lightning_info_to_file
 from mm_lightning.translate.trainer import trainer_kwargs
 
 __all__ = ['ConfigCLI', 'run']
@@ -73,7 +77,8 @@ class ConfigCLI(LightningCLI):
         given = self._given_trainer_settings()
         callbacks: List[Any] = settings.pop('callbacks') + _as_list(given.pop('callbacks', None))
         extra_callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        return self._instantiate_trainer({**settings, **given, 'callbacks': callbacks, **kwargs}, extra_callbacks)
+        with lightning_info_to_file(module.context.log_to_file):  # Lightning's setup lines: the run's log file
+            return self._instantiate_trainer({**settings, **given, 'callbacks': callbacks, **kwargs}, extra_callbacks)
 
     def _given_trainer_settings(self) -> Dict[str, Any]:
         """The ``--trainer.*`` values (built) that differ from the parser's defaults: the command line's own."""
@@ -96,12 +101,17 @@ def run(args: Optional[List[str]] = None) -> None:
         args: the arguments to parse (``fit --model.config PATH ...``). None: ``sys.argv``'s.
 
     Raises:
-        SystemExit: jsonargparse is not installed (with the message to install it), or as ``LightningCLI``
-            exits (``--help``, a parse error).
+        SystemExit: jsonargparse is not installed (with the message to install it), as ``LightningCLI``
+            exits (``--help``, a parse error), or with status 2 on a ``ConfigError`` (its message on stderr).
     """
     if importlib.util.find_spec('jsonargparse') is None:
         sys.exit(f'mm-lightning-cli: {MISSING_PARSER}')
-    ConfigCLI(args=args)
+    import_from_working_directory()  # a config's custom_imports of the project being run
+    try:
+        ConfigCLI(args=args)
+    except ConfigError as err:  # a bad config, as mm-lightning reports it: one line naming the key, exit status 2
+        print(f'mm-lightning-cli: error: {err}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

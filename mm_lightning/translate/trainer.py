@@ -12,13 +12,12 @@ import os.path as osp
 from typing import Any, Dict, Mapping, Optional
 
 from mmengine.config import Config
-from mmengine.runner.base_loop import BaseLoop
 
 from mm_lightning.config.loading import ConfigLike, default_work_dir, load_config
 from mm_lightning.config.validation import validate_config
 from mm_lightning.runtime.fidelity import TRAINER_SETTINGS
 from mm_lightning.runtime.hooks import build_lightning_callbacks
-from mm_lightning.runtime.loops import train_loop_kind
+from mm_lightning.runtime.trainer_settings import lightning_epochs
 from mm_lightning.translate.launchers import config_layout
 from mm_lightning.translate.precision import precision_settings
 from mm_lightning.translate.profiling import build_profiler
@@ -26,19 +25,6 @@ from mm_lightning.translate.progress import build_progress_bar
 from mm_lightning.translate.strategies import build_strategy, strategy_context
 
 __all__ = ['lightning_epochs', 'trainer_kwargs']
-
-
-def lightning_epochs(train_cfg: Any) -> Optional[int]:
-    """Lightning's ``max_epochs`` for a training loop: its epochs, or one epoch holding every iteration.
-
-    ``None`` without training, or for a loop Lightning cannot drive (refused when training starts).
-    """
-    if isinstance(train_cfg, BaseLoop):
-        return train_cfg.max_epochs
-    by_epoch = train_loop_kind(train_cfg)
-    if by_epoch is None:
-        return None
-    return int(train_cfg.get('max_epochs', 0)) if by_epoch else 1
 
 
 def trainer_kwargs(cfg: ConfigLike | Mapping[str, Any], *, launcher: Optional[str] = None,

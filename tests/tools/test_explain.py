@@ -270,3 +270,34 @@ def test_a_work_dir_without_room_for_two_checkpoints_the_size_of_its_latest_is_a
     assert f'  [{DISK_SPACE}] {message}' in format_explanation(explain(cfg))
     assert disk_warnings(resume=True) == []  # epoch_1.pth is one of the two, already there
     assert disk_warnings(default_hooks=dict(checkpoint=dict(type='CheckpointHook', max_keep_ckpts=1))) == []
+
+
+def test_it_shows_how_a_trainers_own_settings_resolve():
+    """The table the run applies: each Trainer setting, the config key its value becomes, or its only values."""
+    spiral = os.path.join(ROOT, 'examples', 'spiral', 'mlp_spiral.py')
+    by_epoch = {entry['setting']: entry for entry in explain(spiral)['trainer_settings']}
+    assert by_epoch['max_epochs']['key'] == 'train_cfg.max_epochs' and by_epoch['max_epochs']['configured'] == 20
+    assert by_epoch['max_steps']['key'] is None and by_epoch['max_steps']['unset'] == [-1]
+    by_iter = {entry['setting']: entry for entry in explain(spiral, cfg_options={
+        'train_cfg': dict(by_epoch=False, max_iters=30, val_interval=10, _delete_=True)})['trainer_settings']}
+    assert (by_iter['max_steps']['key'], by_iter['max_steps']['configured']) == ('train_cfg.max_iters', 30)
+    assert (by_iter['val_check_interval']['key'], by_iter['val_check_interval']['configured']) == \
+        ('train_cfg.val_interval', 10)
+    assert by_iter['max_epochs']['key'] is None
+
+
+def test_a_misspelt_top_level_key_is_a_warning_the_run_also_logs():
+    from mm_lightning.tools.explain import UNREAD_KEY
+    report = explain(dict(model=dict(type='ToyClassifier'), launcher='none', param_schedulr=[], data_root='data/'))
+    assert [entry for entry in report['warnings'] if entry['kind'] == UNREAD_KEY] == [dict(
+        kind=UNREAD_KEY, key='param_schedulr', message="param_schedulr: not a key mmengine or mm_lightning reads (the "
+                                                       "run ignores it); did you mean 'param_scheduler'?")]
+
+
+def test_loop_arguments_are_checked_as_the_run_builds_the_loop():
+    report = explain(dict(model=dict(type='ToyClassifier'), launcher='none', train_dataloader=data(),
+                          optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                          train_cfg=dict(by_epoch=True, max_epochss=2)))
+    assert ("train_cfg.max_epochss: EpochBasedTrainLoop takes no argument 'max_epochss' (it takes max_epochs, "
+            "val_begin, val_interval, dynamic_intervals); did you mean 'max_epochs'?") in [
+        entry['message'] for entry in report['warnings'] if entry['kind'] == 'refusal']

@@ -67,9 +67,21 @@ def test_config_cli_gives_the_trainer_the_configs_settings_and_the_command_lines
     assert cli.datamodule.spec('train') == cli.model.cfg.train_dataloader
 
 
-def test_config_cli_refuses_a_trainer_setting_that_contradicts_the_config(tmp_path):
-    with pytest.raises(ConfigError, match=rf'Trainer\(max_epochs=3\) contradicts train_cfg.max_epochs={EPOCHS}'):
-        ConfigCLI(args=['fit', *_config_args('model', _options(tmp_path)), '--trainer.max_epochs=3'])
+def test_config_cli_trainer_length_runs_as_the_config_key(tmp_path):
+    """``--trainer.max_epochs 3`` trains as ``train_cfg.max_epochs=3`` does under the runner, bit for bit."""
+    cli = ConfigCLI(args=['fit', *_config_args('model', _options(tmp_path / 'cli')), '--trainer.max_epochs', '3',
+                          '--trainer.enable_progress_bar=false'])
+    runner = FlexibleRunner.from_cfg(load_config(EXAMPLE, _options(tmp_path / 'runner', **{'train_cfg.max_epochs': 3})))
+    expected = runner.train().state_dict()
+    assert cli.model.runner.epoch == 3 and cli.model.cfg.train_cfg.max_epochs == 3
+    for key, value in cli.model.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_config_cli_refuses_a_trainer_setting_without_an_mmengine_meaning(tmp_path):
+    with pytest.raises(ConfigError, match=rf'Trainer\(max_steps=3\) has no meaning for the epoch-based '
+                                          rf'train_cfg.max_epochs={EPOCHS}'):
+        ConfigCLI(args=['fit', *_config_args('model', _options(tmp_path)), '--trainer.max_steps=3'])
 
 
 def test_config_cli_predicts_over_the_test_loader(tmp_path):
@@ -94,3 +106,36 @@ def test_without_jsonargparse_the_cli_says_what_to_install(monkeypatch):
         ConfigCLI(args=[])
     with pytest.raises(SystemExit, match=r"^mm-lightning-cli: ConfigCLI needs jsonargparse"):
         run([])
+
+
+def test_config_cli_writes_lightnings_setup_lines_to_the_log_file(tmp_path, capsys):
+    """``GPU available: ...`` and Lightning's tips, printed while the Trainer is built, before the run's log file
+    exists: kept, and written to it when the run opens it; not on the console."""
+    cli = ConfigCLI(args=['fit', *_config_args('model', _options(tmp_path)), '--trainer.enable_progress_bar=false'])
+    context = cli.model.context
+    with open(os.path.join(context.log_dir, f'{context.timestamp}.log')) as f:
+        log = f.read()
+    assert 'GPU available: ' in log and 'TPU available: ' in log
+    captured = capsys.readouterr()
+    assert 'GPU available' not in captured.out + captured.err
+
+
+@pytest.mark.parametrize('problem', ['custom_imports', 'loop argument'])
+def test_mm_lightning_cli_reports_a_bad_config_in_one_line_exit_status_2(problem, tmp_path, monkeypatch, capsys):
+    config = tmp_path / 'config.py'
+    base = f'_base_ = [{os.path.abspath(EXAMPLE)!r}]\n'
+    if problem == 'custom_imports':
+        config.write_text(base + "custom_imports = dict(imports=['examples.spiral.components', "
+                                 "'no_such_cli_module'])\n")
+        line = (f"custom_imports: importing 'no_such_cli_module' (listed in {config}) failed: ModuleNotFoundError: "
+                "No module named 'no_such_cli_module'; set PYTHONPATH so that sys.path holds the directory it is in")
+    else:
+        config.write_text(base + 'train_cfg = dict(max_epochss=2)\n')
+        line = ("train_cfg.max_epochss: EpochBasedTrainLoop takes no argument 'max_epochss' (it takes max_epochs, "
+                "val_begin, val_interval, dynamic_intervals); did you mean 'max_epochs'?")
+    with pytest.raises(SystemExit) as exit_:
+        run(['fit', '--model.config', str(config), '--model.cfg_options',
+             json.dumps(_options(tmp_path / 'wd')), *_quiet_trainer(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err and err.splitlines()[-1] == f'mm-lightning-cli: error: {line}', err
