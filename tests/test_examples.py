@@ -1,4 +1,5 @@
 """The examples and benchmarks run end to end (quick settings)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -45,6 +46,44 @@ def test_gpu_strategies_benchmark_plans_every_case(tmp_path):
     output = _run(['benchmarks/gpu_strategies.py', '--plan'], tmp_path)
     assert "FSDP SHARD_GRAD_OP bf16  strategy=FSDP2Strategy precision=['MixedPrecision(bf16-mixed)']" in output
     assert 'DeepSpeed ZeRO-3 bf16' in output
+
+
+def _gpu_strategies_rehearsal(tmp_path, cases):
+    """``gpu_strategies.py --cpu``: the GPU run's job launching, child script and report, on 2 CPU processes."""
+    markdown, report = tmp_path / 'gpu.md', tmp_path / 'gpu.json'
+    output = _run(['benchmarks/gpu_strategies.py', '--cpu', '--repeats', '1', '--cases', *cases,
+                   '--markdown', str(markdown), '--json', str(report)], tmp_path)
+    assert markdown.read_text() in output  # the file holds the printed table
+    with open(report) as f:
+        result = json.load(f)
+    for case in cases:
+        entry = result['cases'][case]
+        assert entry['status'] == 'ran', entry
+        assert entry['runs'][0]['world_size'] == 2 and entry['samples_per_s']['median'] > 0
+        assert entry['peak_memory_mib']['median'] > 0
+    return markdown.read_text(), result
+
+
+def test_gpu_strategies_cpu_rehearsal_reports_every_case(tmp_path):
+    table, result = _gpu_strategies_rehearsal(tmp_path, ['DDP fp32', 'FSDP SHARD_GRAD_OP bf16'])
+    spec = importlib.util.spec_from_file_location('gpu_strategies', os.path.join(ROOT, 'benchmarks',
+                                                                                 'gpu_strategies.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert list(result['cases']) == list(module.CASES)
+    rows = {line.split(' | ')[0][2:]: line for line in table.splitlines() if line.startswith('| ')}
+    assert set(module.CASES) <= set(rows)  # one row per case, run or not
+    for case, entry in result['cases'].items():
+        if entry['status'] == 'skipped':  # never silently: the row says why
+            assert entry['reason'] and f"skipped: {entry['reason']}" in rows[case]
+    assert '| ran |' in rows['DDP fp32'] and '| ran |' in rows['FSDP SHARD_GRAD_OP bf16']
+    assert 'float16 needs a GPU' in rows['DDP fp16']  # mm_lightning's refusal, before any job starts
+    assert 'peak RSS (MiB, rank-0 process)' in table and result['environment']['torch'] in table
+
+
+@pytest.mark.deepspeed  # AnyDeviceDeepSpeedStrategy on CPU processes
+def test_gpu_strategies_cpu_rehearsal_runs_deepspeed(tmp_path):
+    _gpu_strategies_rehearsal(tmp_path, ['DeepSpeed ZeRO-2 bf16', 'DeepSpeed ZeRO-3 bf16'])
 
 
 def test_resume_fast_forward_benchmark_runs(tmp_path):
