@@ -363,6 +363,8 @@ def log_training_tag(trainer: pl.Trainer, runner: Any, batch_idx: int, vis_logge
     where ``after_train_iter`` runs. The loggers ``vis_backends`` became (``vis_loggers``) are left out: the
     visualizer already writes ``LoggerHook``'s scalars through them.
     """
+    if not trainer.loggers:  # the common case, every iteration: nothing to give, nothing else to look up
+        return
     every = getattr(trainer, 'log_every_n_steps')  # the Trainer's argument, set in its __init__, not declared
     loggers = [logger for logger in trainer.loggers if not any(logger is own for own in vis_loggers)]
     if not loggers or every <= 0 or (runner.iter + 1) % every:
