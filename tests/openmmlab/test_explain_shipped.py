@@ -12,14 +12,19 @@ PACKAGES = {'mmdet': None, 'mmseg': None, 'mmpretrain': None, 'mmpose': compat.m
 PER_PACKAGE = 2
 
 
-@pytest.mark.parametrize('package', list(PACKAGES))
-@pytest.mark.parametrize('index', range(PER_PACKAGE))
-def test_shipped_configs_are_explained(package, index, tmp_path, monkeypatch, capsys):
+def _require(package):
+    """Apply the package's import fixes, then skip, naming what is missing, where it does not import."""
     if PACKAGES[package] is not None:
         PACKAGES[package]()
     failures = missing(package)
     if failures:
         pytest.skip(f'needs {failures[0]}')
+
+
+@pytest.mark.parametrize('package', list(PACKAGES))
+@pytest.mark.parametrize('index', range(PER_PACKAGE))
+def test_shipped_configs_are_explained(package, index, tmp_path, monkeypatch, capsys):
+    _require(package)
     monkeypatch.chdir(tmp_path)
     check_explains(sample_configs(package, PER_PACKAGE)[index], capsys)
 
@@ -51,11 +56,7 @@ def test_explain_refuses_no_config_the_suite_trains(package, relative, tmp_path,
     """explain says what the run does: a config that trains gets no refusal (its scope's registrations seen,
     as the run sees them). explain builds no model and no data, so the shipped config is explained as it is."""
     from mm_lightning.tools.explain import REFUSAL, explain
-    if PACKAGES[package] is not None:
-        PACKAGES[package]()
-    failures = missing(package)
-    if failures:
-        pytest.skip(f'needs {failures[0]}')
+    _require(package)
     monkeypatch.chdir(tmp_path)
     report = explain(config_path(package, relative), launcher='none', accelerator='cpu', devices=1, num_nodes=1)
     assert [entry['message'] for entry in report['warnings'] if entry['kind'] == REFUSAL] == []

@@ -21,19 +21,21 @@ CFG = dict(model=dict(type='ToyClassifier'), train_dataloader=data(size=24, batc
            default_hooks=dict(logger=dict(type='LoggerHook', interval=2)))
 
 
-def _tags(log_dir):
+def _events(log_dir):
+    """The TensorBoard events written under ``log_dir``, read from their record files."""
     from tensorboardX.proto import event_pb2  # the test extra's; only the TensorBoard tests read events
-    tags = set()
     for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
         with open(path, 'rb') as f:
             raw = f.read()
         offset = 0
         while offset < len(raw):
             (length,) = struct.unpack('<Q', raw[offset:offset + 8])
-            event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+            yield event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
             offset += 16 + length
-            tags.update(value.tag for value in event.summary.value)
-    return tags
+
+
+def _tags(log_dir):
+    return {value.tag for event in _events(log_dir) for value in event.summary.value}
 
 
 def test_tensorboard_backend_becomes_the_trainers_logger(tmp_path):
@@ -244,15 +246,4 @@ def test_no_training_scalar_twice_on_a_logger_of_vis_backends(tmp_path):
 
 
 def _steps(log_dir, tag):
-    from tensorboardX.proto import event_pb2
-    steps = []
-    for path in glob.glob(os.path.join(log_dir, 'events.out.tfevents.*')):
-        with open(path, 'rb') as f:
-            raw = f.read()
-        offset = 0
-        while offset < len(raw):
-            (length,) = struct.unpack('<Q', raw[offset:offset + 8])
-            event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
-            offset += 16 + length
-            steps += [event.step for value in event.summary.value if value.tag == tag]
-    return sorted(steps)
+    return sorted(event.step for event in _events(log_dir) for value in event.summary.value if value.tag == tag)
