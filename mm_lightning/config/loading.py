@@ -234,7 +234,7 @@ class TextCachingConfig(Config):
 
     @property
     def pretty_text(self) -> str:
-        key = repr(self._cfg_dict)
+        key = repr(self)  # Config's repr: its filename and every key's value
         cached = self.__dict__.get('_cached_pretty_text')
         if cached is None or cached[0] != key:
             cached = (key, super().pretty_text)

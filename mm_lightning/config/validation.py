@@ -38,7 +38,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMI
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import check_type_known, suggestions, type_name, unexpected_arguments
-from mm_lightning.translate.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
+from mm_lightning.ground.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 
 LOG_LEVELS = ('CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
 #: The names of ``mmengine.runner.priority.Priority`` (tests/config/test_validation.py checks they agree).
@@ -296,8 +296,8 @@ STAGES = ('run', *STAGE_KEYS)
 LIGHTNING_STAGES: Dict[str, Tuple[str, ...]] = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}
 
 
-#: Top-level keys that mmengine's Runner, OpenMMLab's tools and mm_lightning read: ``runner.assembly.CONFIG_KEYWORDS``
-#: (tests/runner/test_assembly.py checks they are all here) and the others. A config's other keys are its own
+#: Top-level keys that mmengine's Runner, OpenMMLab's tools and mm_lightning read: ``runtime.assembly.CONFIG_KEYWORDS``
+#: (tests/runtime/test_assembly.py checks they are all here) and the others. A config's other keys are its own
 #: variables (``data_root``, ``train_pipeline``, ``backend_args``...): only a near miss of one of these is named.
 TOP_LEVEL_KEYS = (
     'work_dir', 'experiment_name', 'train_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg',
@@ -511,5 +511,21 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + '...'
 
 
+#: Strategies (mmengine's names, Lightning's names) under which parameters are sharded: an optimizer must be
+#: built after the strategy has wrapped the model.
+SHARDING_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy', 'ModelParallelStrategy', 'FSDP2Strategy',
+                                        'MMFullyShardedDataParallel', 'fsdp', 'deepspeed')
+
+
+def shards_parameters(cfg: Mapping[str, Any]) -> bool:
+    """Whether the config's ``strategy`` (or Runner-style ``model_wrapper_cfg``) shards the parameters."""
+    specs = (cfg.get('strategy'), cfg.get('model_wrapper_cfg'))
+    names = [spec if isinstance(spec, str) else
+             type_name(spec.get('type')) if isinstance(spec, Mapping) else type(spec).__name__
+             for spec in specs if spec is not None]
+    return any(name.split('_')[0] in SHARDING_STRATEGIES or name in SHARDING_STRATEGIES for name in names)
+
+
 __all__: Sequence[str] = ['validate_config', 'RULES', 'TYPE_OPTIONS', 'TYPED_ENTRIES', 'Expect', 'STAGES',
-                          'STAGE_KEYS', 'LIGHTNING_STAGES', 'TOP_LEVEL_KEYS', 'MISSPELLING_CUTOFF', 'misspelt_keys']
+                          'SHARDING_STRATEGIES', 'shards_parameters', 'STAGE_KEYS', 'LIGHTNING_STAGES',
+                          'TOP_LEVEL_KEYS', 'MISSPELLING_CUTOFF', 'misspelt_keys']

@@ -1,7 +1,8 @@
-"""mmengine's runner API: ``FlexibleRunner``, the view hooks receive, and the run's assembly.
+"""mmengine's runner API: ``FlexibleRunner``, a facade over the runtime (the view hooks receive, the run's
+assembly and context live in :mod:`mm_lightning.runtime`).
 
 ``from mm_lightning.runner import FlexibleRunner`` (the path before the package was cut) still works. The
-name is imported on first use: the module builds on the runtime, which imports this package's assembly.
+name is imported on first use, so importing this package pays for neither Lightning nor mmengine.
 """
 import importlib
 from typing import Any

@@ -24,14 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mm_lightning.config.loading import ConfigLike, load_config
-from mm_lightning.runner.assembly import config_keywords, module_parts
-from mm_lightning.runner.view import RunnerView
+from mm_lightning.runtime.assembly import config_keywords, module_parts
 from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.hooks import split_custom_hooks
 from mm_lightning.runtime.module import ConfigModule
+from mm_lightning.runtime.trainer import trainer_kwargs
+from mm_lightning.runtime.view import RunnerView
 from mm_lightning.translate.launchers import check_backend
 from mm_lightning.translate.progress import lightning_info_to_file
-from mm_lightning.translate.trainer import trainer_kwargs
 
 __all__ = ['RUNNER_TRAINER_KEYS', 'FlexibleRunner']
 
@@ -162,8 +162,15 @@ class FlexibleRunner(RunnerView):
         cfg: Optional[Union[Dict, Config]] = None,
     ) -> None:
         # The keywords are assembly.CONFIG_KEYWORDS (a test holds this signature to them), passed on as given.
-        keywords = {name: value for name, value in locals().items() if name not in ('self', 'cfg', '__class__')}
-        parts = module_parts(cfg, **keywords)
+        parts = module_parts(
+            cfg, model=model, work_dir=work_dir, experiment_name=experiment_name, train_dataloader=train_dataloader,
+            optim_wrapper=optim_wrapper, param_scheduler=param_scheduler, train_cfg=train_cfg,
+            val_dataloader=val_dataloader, val_evaluator=val_evaluator, val_cfg=val_cfg,
+            test_dataloader=test_dataloader, test_evaluator=test_evaluator, test_cfg=test_cfg, strategy=strategy,
+            auto_scale_lr=auto_scale_lr, default_hooks=default_hooks, custom_hooks=custom_hooks,
+            data_preprocessor=data_preprocessor, load_from=load_from, resume=resume, launcher=launcher,
+            env_cfg=env_cfg, log_processor=log_processor, log_level=log_level, visualizer=visualizer,
+            default_scope=default_scope, randomness=randomness, compile=compile)
         module = ConfigModule.from_parts(parts)
         super().__init__(module)
         module.attach_runner(self)

@@ -43,6 +43,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
+from mm_lightning.ground.internals import position_fit_loop, run_fit_validation
 from mm_lightning.runtime.contract import RunModule
 from mm_lightning.runtime.data import config_datamodule
 from mm_lightning.runtime.fidelity import (
@@ -50,7 +51,6 @@ from mm_lightning.runtime.fidelity import (
     restore_validation_cadence,
     schedule_validation,
 )
-from mm_lightning.runtime.internals import position_fit_loop, run_fit_validation
 from mm_lightning.runtime.loops import TrainProgress
 from mm_lightning.runtime.metrics import scalar_metrics
 from mm_lightning.runtime.preemption import Preemption, stop

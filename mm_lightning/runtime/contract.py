@@ -1,123 +1,35 @@
-"""What the hook bridge, the checkpoint functions and the runner view need of a run's LightningModule.
+"""The run contract with the runtime's own classes: :class:`mm_lightning.ground.contract.RunModule`, whose
+hooks, run context, training progress and runner view are typed here, where those classes live.
 
-:class:`~mm_lightning.ConfigModule` is the one implementation. The three read and drive it through
-this protocol, so none of them imports the module (which builds all three), and the type checker holds
-the module to it: a member renamed on one side is an error on the other.
+The hook bridge and the runner view take this protocol; the checkpoint functions (a layer below) take
+ground's, the same members with those four as ``Any``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
-import lightning.pytorch as pl
-from mmengine.config import Config
-from mmengine.model import BaseModel
-from mmengine.runner.base_loop import BaseLoop
+from mm_lightning.ground import contract
 
 if TYPE_CHECKING:  # the view, the hooks and the loops' driver import nothing of the module either
-    from mm_lightning.runner.context import RunContext
-    from mm_lightning.runner.view import RunnerView
+    from mm_lightning.runtime.context import RunContext
     from mm_lightning.runtime.hooks import HookList
     from mm_lightning.runtime.loops import TrainProgress
+    from mm_lightning.runtime.view import RunnerView
 
 __all__ = ['RunModule']
 
 
-class RunModule(Protocol):
-    """A config-built run as a LightningModule: its parts, its position, and the steps mmengine orders."""
+class RunModule(contract.RunModule, Protocol):
+    """A config-built run as a LightningModule (see :class:`mm_lightning.ground.contract.RunModule`)."""
 
-    #: The run's config and the runner keywords it was built from.
-    cfg: Config
-    keywords: Mapping[str, Any]
-    #: The parts: mmengine's model (a ``BaseModel`` or an ``nn.Module`` with its step methods), the hooks,
-    #: and the run's identity and outputs.
-    model: BaseModel
     hooks: HookList
     context: RunContext
-    #: ``train_cfg`` and, once built over the training loader, mmengine's loop and Lightning's driver of it.
-    train_cfg: Any
-    train_loop: Optional[BaseLoop]
     progress: Optional[TrainProgress]
-    #: The optim wrapper and parameter schedulers: configs until the Trainer builds them, then mmengine objects.
-    optim_wrapper: Any
-    param_schedulers: Any
-    #: ``load_from``/``resume`` as configured; whether they were applied and whether training state was.
-    load_from: Optional[str]
-    resume: Any
-    loaded: bool
-    resumed: bool
-    #: The last evaluation's metrics per mode (``'val'``, ``'test'``), as mmengine returns them.
-    metrics: Dict[str, dict]
 
     @property
     def runner(self) -> RunnerView:
         """The mmengine runner its hooks receive."""
 
     @property
-    def attached_trainer(self) -> Optional[pl.Trainer]:
-        """The Trainer running it, or None before one does."""
-
-    @property
     def training_progress(self) -> TrainProgress:
         """``progress``, once a fit has built the training loop (raises before)."""
-
-    @property
-    def built_train_loop(self) -> BaseLoop:
-        """``train_loop``, once a fit has built it (raises before)."""
-
-    @property
-    def has_training(self) -> bool:
-        """Whether it is configured to train."""
-
-    def train(self, mode: bool = True) -> Any:
-        """``nn.Module.train``: mmengine's loops set the model's mode at their own points."""
-
-    # -- evaluation loops ------------------------------------------------------------------------------
-    def eval_loop(self, mode: str) -> Optional[BaseLoop]:
-        """The built ValLoop/TestLoop of ``mode``, or None."""
-
-    def eval_settings(self, mode: str) -> Any:
-        """``val_cfg``/``test_cfg`` as configured."""
-
-    def eval_config(self, mode: str) -> Any:
-        """``val_evaluator``/``test_evaluator`` as configured."""
-
-    def build_eval_loop(self, mode: str, loop_cfg: Any, dataloader: Any) -> BaseLoop:
-        """The evaluation loop ``loop_cfg`` describes, over ``dataloader``."""
-
-    def eval_runs_itself(self, mode: str) -> bool:
-        """Whether the ``mode`` loop's own ``run`` runs as one step of Lightning's evaluation."""
-
-    def use_train_loop(self, loop: Any) -> None:
-        """Make a built loop the run's, or a loop config the one built later."""
-
-    # -- the steps the bridge calls, in mmengine's order -----------------------------------------------
-    def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
-        """Config checked, outputs opened, loops bound to the loaders, before ``before_run``."""
-
-    def initialize_weights(self, stage: str) -> None:
-        """``init_weights``, before the strategy wraps the model."""
-
-    def configure_model(self) -> None:
-        """Shard the model where the strategy shards."""
-
-    def start_fit(self) -> None:
-        """``load_from``/``resume``, once the strategy has set up the model."""
-
-    def begin_training(self) -> None:
-        """Room for checkpoints, the accumulation counters and compile, where training starts or continues."""
-
-    def load_for_evaluation(self) -> None:
-        """``load_from`` before a standalone validation or test."""
-
-    def restore_data_position(self, datamodule: Any) -> None:
-        """This rank's position in the training data from the checkpoint being resumed."""
-
-    def restore_continuation_state(self) -> None:
-        """The random state and accumulated gradients of the checkpoint being resumed."""
-
-    # -- what the checkpoint functions call back ------------------------------------------------------
-    def build_optimization(self) -> None:
-        """The optim wrapper and schedulers, built from their configs (a resume before the Trainer did)."""
-
-    def set_resume_state(self, state: Dict[str, Any], meta: Dict[str, Any]) -> None:
-        """Progress, data position and random state from a checkpoint of either format."""

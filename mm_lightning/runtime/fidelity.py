@@ -46,9 +46,9 @@ Each entry: what Lightning does; what mmengine does; how it is neutralised.
 - Loop positions restored from a checkpoint, mid-epoch restarts with Lightning's own
   rules (epoch-start hooks skipped, a due validation skipped or repeated); mmengine
   resumes from ``meta``'s counters; :func:`drop_loop_state`, then the run is positioned
-  from mm_lightning's own state (:func:`~mm_lightning.runtime.internals.position_fit_loop`)
+  from mm_lightning's own state (:func:`~mm_lightning.ground.internals.position_fit_loop`)
   and a validation that was due at the saved point runs first
-  (:func:`~mm_lightning.runtime.internals.run_fit_validation`).
+  (:func:`~mm_lightning.ground.internals.run_fit_validation`).
 - Accumulation, clipping and precision by the Trainer; mmengine's ``optim_wrapper`` and
   ``AmpOptimWrapper``; manual optimization, wrappers routed through Lightning
   (:mod:`mm_lightning.runtime.optim`).
@@ -82,7 +82,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.strategies import Strategy
 
 from mm_lightning.config.loading import ConfigError
-from mm_lightning.runtime.internals import evaluate_without_inference_mode, set_validation_check
+from mm_lightning.ground.internals import evaluate_without_inference_mode, set_validation_check
 from mm_lightning.state.convert import EitherFormatCheckpointIO
 
 __all__ = ['TRAINER_SETTINGS', 'LIGHTNING_DEPRECATIONS', 'neutralise', 'schedule_validation', 'check_after_validation',

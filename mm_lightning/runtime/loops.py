@@ -34,7 +34,7 @@ from mmengine.runner.utils import calc_dynamic_intervals
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import unexpected_arguments
-from mm_lightning.runtime.internals import set_loop_position
+from mm_lightning.ground.internals import set_loop_position
 
 __all__ = ['TRAIN_LOOP_BASES', 'TRAIN_LOOP_DRIVERS', 'EVAL_LOOPS', 'EVAL_LOSSES', 'loop_class', 'train_loop_kind',
            'parse_train_cfg', 'VALIDATION_SETTINGS', 'validation_settings', 'check_drivable', 'build_train_loop',

@@ -28,12 +28,11 @@ from typing_extensions import override
 
 from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, config_error, load_config
 from mm_lightning.config.validation import LIGHTNING_STAGES, validate_config
-from mm_lightning.runner.assembly import ModuleParts, module_parts
-from mm_lightning.runner.view import RunnerView
+from mm_lightning.ground.internals import attached_trainer, batch_size, parse_losses
+from mm_lightning.runtime.assembly import ModuleParts, module_parts
 from mm_lightning.runtime.bridge import HookBridge
 from mm_lightning.runtime.data import config_datamodule
 from mm_lightning.runtime.fidelity import check_after_validation, drop_loop_state, neutralise
-from mm_lightning.runtime.internals import batch_size, parse_losses
 from mm_lightning.runtime.loops import (
     EVAL_LOSSES,
     TrainProgress,
@@ -60,6 +59,7 @@ from mm_lightning.runtime.trainer_settings import (
     lightning_epochs,
     read_settings,
 )
+from mm_lightning.runtime.view import RunnerView
 from mm_lightning.state import checkpoint as ckpt
 from mm_lightning.state import disk, rng
 from mm_lightning.state.convert import HOOK_KEYS, STATE_KEY, own_rank_state
@@ -156,7 +156,7 @@ class ConfigModule(pl.LightningModule):
 
         Args:
             parts: the built model, context and hooks and the stage configs
-                (:func:`~mm_lightning.runner.assembly.module_parts` makes them).
+                (:func:`~mm_lightning.runtime.assembly.module_parts` makes them).
 
         Returns:
             The module over ``parts``; ``parts.cfg`` is its ``cfg``.
@@ -176,14 +176,14 @@ class ConfigModule(pl.LightningModule):
 
         Args:
             runner: the runner view to hand hooks as ``runner`` (and loops as their runner), in place of the
-                module's own :class:`~mm_lightning.runner.view.RunnerView`.
+                module's own :class:`~mm_lightning.runtime.view.RunnerView`.
         """
         self._runner = runner
 
     @property
     def attached_trainer(self) -> Optional[pl.Trainer]:
         """The Trainer running this module, or None before one does."""
-        return self._trainer
+        return attached_trainer(self)
 
     @property
     def training_progress(self) -> TrainProgress:

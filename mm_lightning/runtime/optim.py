@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from types import MethodType
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Union, cast
+from typing import Any, Callable, Iterator, Mapping, Optional, cast
 
 import lightning.pytorch as pl
 import torch
@@ -26,13 +26,13 @@ from torch.optim import Optimizer
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import build, config_key
-from mm_lightning.runtime.internals import clip_grad, count_backward, count_steps, counts_steps
+from mm_lightning.ground.internals import clip_grad, count_backward, count_steps, counts_steps
+from mm_lightning.ground.parts import AnyOptimWrapper, wrappers_of  # noqa: F401  (re-exported)
 from mm_lightning.translate.precision import AMP_WRAPPER, strip_amp
 
 __all__ = ['AnyOptimWrapper', 'build_optim_wrapper', 'wrappers_of', 'scale_lr', 'clip_gradients',
            'route_through_lightning']
 
-AnyOptimWrapper = Union[OptimWrapper, OptimWrapperDict]
 
 
 def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
@@ -66,13 +66,6 @@ def build_optim_wrapper(model: nn.Module, cfg: Any) -> AnyOptimWrapper:
                               f'entry must be a built OptimWrapper), got {wrapper!r}')
         wrappers[name] = wrapper
     return OptimWrapperDict(**wrappers)
-
-
-def wrappers_of(optim_wrapper: AnyOptimWrapper) -> List[OptimWrapper]:
-    """The single wrappers, in the order their optimizers are given to Lightning."""
-    if isinstance(optim_wrapper, OptimWrapperDict):
-        return list(optim_wrapper.values())
-    return [optim_wrapper]
 
 
 def scale_lr(optim_wrapper: AnyOptimWrapper, auto_scale_lr: Optional[Mapping[str, Any]],

@@ -9,16 +9,17 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from mmengine.optim import OptimWrapper, OptimWrapperDict, _ParamScheduler
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner.base_loop import BaseLoop
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import build
+from mm_lightning.ground.internals import ParamScheduler
+from mm_lightning.ground.parts import ParamSchedulers, load_scheduler_states, scheduler_states  # noqa: F401  (re-exported)
 
 __all__ = ['ParamSchedulers', 'build_param_schedulers', 'scheduler_states', 'load_scheduler_states']
 
-ParamSchedulers = Union[List[_ParamScheduler], Dict[str, List[_ParamScheduler]]]
 
 
 def build_param_schedulers(cfg: Any, optim_wrapper: Union[OptimWrapper, OptimWrapperDict],
@@ -26,7 +27,7 @@ def build_param_schedulers(cfg: Any, optim_wrapper: Union[OptimWrapper, OptimWra
     """One list per optimizer; a dict of lists for ``OptimWrapperDict`` (as mmengine)."""
     if not isinstance(optim_wrapper, OptimWrapperDict):
         return _build_for_one(cfg, optim_wrapper, train_loop, 'param_scheduler')
-    schedulers: Dict[str, List[_ParamScheduler]] = {}
+    schedulers: Dict[str, List[ParamScheduler]] = {}
     per_optimizer = isinstance(cfg, Mapping) and 'type' not in cfg
     for name, wrapper in optim_wrapper.items():
         if per_optimizer:
@@ -40,12 +41,12 @@ def build_param_schedulers(cfg: Any, optim_wrapper: Union[OptimWrapper, OptimWra
 
 
 def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[BaseLoop],
-                   key: str) -> List[_ParamScheduler]:
+                   key: str) -> List[ParamScheduler]:
     items: Sequence[Any] = cfg if isinstance(cfg, Sequence) and not isinstance(cfg, str) else [cfg]
-    built: List[_ParamScheduler] = []
+    built: List[ParamScheduler] = []
     for index, item in enumerate(items):
         item_key = f'{key}[{index}]' if len(items) > 1 else key
-        if isinstance(item, _ParamScheduler):
+        if isinstance(item, ParamScheduler):
             built.append(item)
             continue
         if not isinstance(item, Mapping):
@@ -58,22 +59,3 @@ def _build_for_one(cfg: Any, optim_wrapper: OptimWrapper, train_loop: Optional[B
             default_args['epoch_length'] = len(train_loop.dataloader)
         built.append(build(PARAM_SCHEDULERS, item, item_key, default_args=default_args))
     return built
-
-
-
-def scheduler_states(schedulers: ParamSchedulers) -> Any:
-    """The schedulers' states in mmengine's checkpoint layout (a list, or a dict of lists)."""
-    if isinstance(schedulers, dict):
-        return {name: [s.state_dict() for s in group] for name, group in schedulers.items()}
-    return [s.state_dict() for s in schedulers]
-
-
-def load_scheduler_states(schedulers: ParamSchedulers, states: Any) -> None:
-    """Inverse of :func:`scheduler_states`."""
-    if isinstance(schedulers, dict):
-        for name, group in schedulers.items():
-            for scheduler, state in zip(group, states[name]):
-                scheduler.load_state_dict(state)
-    else:
-        for scheduler, state in zip(schedulers, states):
-            scheduler.load_state_dict(state)

@@ -31,15 +31,14 @@ from mmengine.utils import apply_to, get_git_hash
 from torch.distributed.tensor import DTensor
 
 from mm_lightning.config.loading import ConfigError, config_error
-from mm_lightning.runtime.contract import RunModule
-from mm_lightning.runtime.internals import fsdp_state_dict_type, load_state_into_model
-from mm_lightning.runtime.optim import wrappers_of
-from mm_lightning.runtime.schedulers import load_scheduler_states, scheduler_states
+from mm_lightning.config.validation import shards_parameters
+from mm_lightning.ground.contract import RunModule
+from mm_lightning.ground.internals import fsdp_state_dict_type, load_state_into_model
+from mm_lightning.ground.parts import load_scheduler_states, scheduler_states, wrappers_of
 from mm_lightning.state import deepspeed_state, rng, serialization, sharded_state, weights
 from mm_lightning.state.convert import MODULE_PREFIX, STATE_KEY, as_mmengine, check_resumable, own_rank_state
 from mm_lightning.state.serialization import to_safe
-from mm_lightning.translate.sharding import is_sharded, plan_of
-from mm_lightning.translate.strategies import shards_parameters
+from mm_lightning.state.sharded_state import is_sharded
 
 __all__ = ['fsdp1_load_refusal', 'run_meta', 'training_state', 'rank_states', 'check_world_size',
            'restore_buffers', 'restore_gradients',
@@ -221,8 +220,8 @@ def writes_parts(module: RunModule) -> bool:
 
 def writes_shards(module: RunModule) -> bool:
     """Whether checkpoints are sharded directories (FSDP2 with ``state_dict_cfg='local'``; :mod:`.sharded_state`)."""
-    plan = plan_of(_strategy(module))
-    return plan is not None and plan.state_dict_type == 'sharded' and _fsdp2(module)
+    plan = getattr(_strategy(module), 'plan', None)  # FSDP2Strategy's ShardingPlan (translate, a layer above)
+    return getattr(plan, 'state_dict_type', None) == 'sharded' and _fsdp2(module)
 
 
 def fsdp1_load_refusal(state_dict_type: Optional[str]) -> Optional[str]:

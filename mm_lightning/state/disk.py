@@ -22,8 +22,8 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from mmengine.hooks import CheckpointHook
 from torch.distributed.tensor import DTensor
 
-from mm_lightning.runtime.contract import RunModule
-from mm_lightning.runtime.optim import wrappers_of
+from mm_lightning.ground.contract import RunModule
+from mm_lightning.ground.parts import wrappers_of
 
 __all__ = ['FULL_DISK_ERRNOS', 'NEARLY_FULL', 'PROBE_SIDE', 'DiskFullError', 'full_disk_cause', 'free_bytes',
            'size_on_disk', 'format_bytes', 'tensor_bytes', 'state_bytes', 'model_state_bytes', 'optimizer_state_bytes',

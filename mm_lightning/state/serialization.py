@@ -29,7 +29,7 @@ from mmengine.fileio import FileClient, LocalBackend, get_file_backend
 from mmengine.logging import HistoryBuffer
 
 from mm_lightning.config.loading import ConfigError
-from mm_lightning.runtime.internals import load_checkpoint_file
+from mm_lightning.ground.internals import load_checkpoint_file
 from mm_lightning.state.disk import DiskFullError, free_bytes, full_disk_cause, latest_checkpoint, size_on_disk
 
 __all__ = ['HISTORY_BUFFER_TAG', 'NDARRAY_TAG', 'to_safe', 'from_safe', 'UnsafeCheckpointError', 'to_bytes',

@@ -39,8 +39,8 @@ from torch.optim import Optimizer
 from mm_lightning.state.disk import state_bytes
 from mm_lightning.state.serialization import naming_a_full_disk, replace_path
 
-__all__ = ['META_FILE', 'SHARDS_TAG', 'LAYOUT_KEY', 'LAYOUT', 'is_sharded_checkpoint', 'mesh_of', 'gathered',
-           'save_sharded', 'load_sharded', 'read_full', 'shard_optimizer_state', 'numbered']
+__all__ = ['META_FILE', 'SHARDS_TAG', 'LAYOUT_KEY', 'LAYOUT', 'is_sharded', 'is_sharded_checkpoint', 'mesh_of',
+           'gathered', 'save_sharded', 'load_sharded', 'read_full', 'shard_optimizer_state', 'numbered']
 
 #: The file of a sharded checkpoint directory that holds everything but the sharded tensors.
 META_FILE = 'meta.pth'
@@ -54,6 +54,12 @@ SHARDS_TAG = 'dtensor_shards'
 #: the distributed checkpoint, marked ``{_OPTIMIZER_IN_SHARDS: name}`` in the meta file), which still read whole.
 LAYOUT_KEY, LAYOUT = 'mm_lightning_sharded_layout', 2
 _OPTIMIZER_IN_SHARDS, _MODEL_KEY, _OPTIMIZERS_KEY = 'in_shards', 'state_dict', 'optimizers'
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded by FSDP2 (``fully_shard``; :mod:`mm_lightning.translate.sharding`)."""
+    from torch.distributed.fsdp import FSDPModule
+    return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
 def is_sharded_checkpoint(path: str) -> bool:

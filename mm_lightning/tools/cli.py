@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional
 
 # Only argparse and the names it offers at import: ``--help`` must not pay for torch, mmengine or Lightning.
 # Each command imports what it uses; a config error stops before the runner (and Lightning) is imported.
-from mm_lightning.translate.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
+from mm_lightning.ground.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 
 if TYPE_CHECKING:
     from mmengine.config import Config

@@ -34,9 +34,9 @@ from mmengine.runner.priority import Priority, get_priority
 from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config
 from mm_lightning.config.registry import type_name
 from mm_lightning.config.validation import misspelt_keys
-from mm_lightning.runner.assembly import build_hooks, check_stage_groups, require_model
-from mm_lightning.runner.context import build_visualizer, unused_name
+from mm_lightning.runtime.assembly import build_hooks, check_stage_groups, require_model
 from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
+from mm_lightning.runtime.context import build_visualizer, unused_name
 from mm_lightning.runtime.hooks import HookList, build_lightning_callbacks
 from mm_lightning.runtime.loops import (
     ValidationRule,
@@ -45,6 +45,7 @@ from mm_lightning.runtime.loops import (
     train_loop_kind,
     validation_settings,
 )
+from mm_lightning.runtime.trainer import trainer_kwargs
 from mm_lightning.runtime.trainer_settings import LOOP_DEFAULTS, TRANSLATIONS, UNSET
 from mm_lightning.state.checkpoint import fsdp1_load_refusal
 from mm_lightning.state.disk import room_for_latest
@@ -53,7 +54,6 @@ from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.precision import amp_flag
 from mm_lightning.translate.sharding import FSDP2Strategy
 from mm_lightning.translate.strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
-from mm_lightning.translate.trainer import trainer_kwargs
 
 __all__ = ['REFUSAL', 'APPROXIMATION', 'DISK_SPACE', 'UNREAD_KEY', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render',
            'callback_events', 'RUN_TIME_CHECKS', 'format_explanation']

@@ -24,11 +24,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
+from mm_lightning.ground.internals import cli_parser, cli_value, instantiate_cli_trainer
 from mm_lightning.runtime.data import ConfigDataModule
 from mm_lightning.runtime.module import ConfigModule
+from mm_lightning.runtime.trainer import trainer_kwargs
 from mm_lightning.tools.cli import import_from_working_directory
 from mm_lightning.translate.progress import lightning_info_to_file
-from mm_lightning.translate.trainer import trainer_kwargs
 
 __all__ = ['ConfigCLI', 'run']
 
@@ -76,15 +77,17 @@ class ConfigCLI(LightningCLI):
         settings = trainer_kwargs(module.cfg, logger=module.context.lightning_loggers or False)
         given = self._given_trainer_settings()
         callbacks: List[Any] = settings.pop('callbacks') + _as_list(given.pop('callbacks', None))
-        extra_callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        callback_keys = cli_parser(self, self.subcommand).callback_keys
+        extra_callbacks = [cli_value(self, self.config_init, key) for key in callback_keys]
         with lightning_info_to_file(module.context.log_to_file):  # Lightning's setup lines: the run's log file
-            return self._instantiate_trainer({**settings, **given, 'callbacks': callbacks, **kwargs}, extra_callbacks)
+            return instantiate_cli_trainer(self, {**settings, **given, 'callbacks': callbacks, **kwargs},
+                                           extra_callbacks)
 
     def _given_trainer_settings(self) -> Dict[str, Any]:
         """The ``--trainer.*`` values (built) that differ from the parser's defaults: the command line's own."""
-        parsed = vars(self._get(self.config, 'trainer'))
-        defaults = vars(self._get(self._parser(self.subcommand).get_defaults(), 'trainer'))
-        built = self._get(self.config_init, 'trainer')
+        parsed = vars(cli_value(self, self.config, 'trainer'))
+        defaults = vars(cli_value(self, cli_parser(self, self.subcommand).get_defaults(), 'trainer'))
+        built = cli_value(self, self.config_init, 'trainer')
         return {key: built[key] for key, value in parsed.items() if value != defaults.get(key)}
 
 

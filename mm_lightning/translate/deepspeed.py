@@ -4,7 +4,7 @@ Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA, though DeepS
 runs ZeRO-1/2/3 on CPU processes over gloo as well (its CPU accelerator). What in it assumes
 CUDA: the check in ``setup_environment``, and the device index it reads twice, once to check
 that each process has the GPU of its local rank and once as the engine's ``device_rank`` (a
-CPU device has none; see :func:`~mm_lightning.runtime.internals.deepspeed_device_rank`).
+CPU device has none; see :func:`~mm_lightning.ground.internals.deepspeed_device_rank`).
 :class:`AnyDeviceDeepSpeedStrategy` lifts those and nothing else; on GPUs it is Lightning's.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from typing_extensions import override
 
-from mm_lightning.runtime.internals import deepspeed_device_rank
+from mm_lightning.ground.internals import deepspeed_device_rank
 
 __all__ = ['AnyDeviceDeepSpeedStrategy', 'precision_refusal', 'hook_refusals']
 

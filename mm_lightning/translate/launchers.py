@@ -25,7 +25,7 @@ from lightning.fabric.plugins.environments import (
 from mmengine.dist import infer_launcher
 
 from mm_lightning.config.loading import ConfigError
-from mm_lightning.runtime.internals import destroy_dist_connection, init_dist_connection
+from mm_lightning.ground.internals import destroy_dist_connection, init_dist_connection
 
 __all__ = ['LauncherRule', 'LAUNCHERS', 'ACCELERATORS', 'BACKEND_ACCELERATORS', 'Layout', 'resolve_launcher',
            'accelerator_name', 'resolve_accelerator', 'launcher_variables', 'world_layout', 'resolve_layout',

@@ -48,7 +48,7 @@ from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import type_name
-from mm_lightning.runtime.internals import vis_backends_of
+from mm_lightning.ground.internals import vis_backend_initialized, vis_backends_of
 
 Scalar = Union[int, float, torch.Tensor, np.ndarray, np.number]
 
@@ -214,7 +214,7 @@ class WandbLoggerVisBackend(LightningLoggerVisBackend):
         cast(WandbLogger, self._logger).log_image(key=name, images=[image], step=step)
 
     def close(self) -> None:
-        if self._env_initialized:
+        if vis_backend_initialized(self):
             self.experiment.finish()
 
 
@@ -267,7 +267,7 @@ class MLflowLoggerVisBackend(LightningLoggerVisBackend):
         self.experiment.log_image(self._run_id, image, name)
 
     def close(self) -> None:
-        if not self._env_initialized:
+        if not vis_backend_initialized(self):
             return
         if self._work_dir is not None:
             suffix = self._options.get('artifact_suffix', self.DEFAULT_ARTIFACT_SUFFIX)

@@ -34,9 +34,10 @@ from typing_extensions import override
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type
-from mm_lightning.runtime.internals import apply_activation_checkpointing
+from mm_lightning.ground.internals import apply_activation_checkpointing, set_data_parallel_size
 from mm_lightning.state import sharded_state
 from mm_lightning.state.convert import as_lightning
+from mm_lightning.state.sharded_state import is_sharded
 from mm_lightning.translate.sharded_model import shard_like_unsharded, unsharded_template
 
 __all__ = ['SHARDING_STRATEGIES', 'NO_EXACT_EQUIVALENT', 'ShardingPlan', 'plan_from_wrapper', 'wrap_targets',
@@ -199,11 +200,6 @@ def wrap_targets(root: nn.Module, policy: Optional[Callable[..., bool]],
     return targets
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return any(isinstance(module, FSDPModule) for module in model.modules())
-
-
 def _mesh(plan: ShardingPlan, mesh: Any, num_nodes: int) -> Any:
     """The device mesh ``fully_shard`` shards over: 1-D for FULL_SHARD/SHARD_GRAD_OP, 2-D (replicate, shard)
     for HYBRID_SHARD (shards within a node) and NO_SHARD (shards of one rank)."""
@@ -285,7 +281,7 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     @override
     def setup_environment(self) -> None:
-        self._data_parallel_size = self.num_nodes * self.num_processes  # every rank is a data-parallel rank
+        set_data_parallel_size(self, self.num_nodes * self.num_processes)  # every rank is a data-parallel rank
         super().setup_environment()
 
     def shard(self, model: nn.Module) -> None:

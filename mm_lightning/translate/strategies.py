@@ -35,7 +35,8 @@ from mmengine.registry import FUNCTIONS
 
 from mm_lightning.config.loading import ConfigError
 from mm_lightning.config.registry import resolve_type, type_name
-from mm_lightning.runtime.internals import batch_size
+from mm_lightning.config.validation import SHARDING_STRATEGIES, shards_parameters  # noqa: F401  (re-exported)
+from mm_lightning.ground.internals import batch_size
 from mm_lightning.translate.deepspeed import AnyDeviceDeepSpeedStrategy, hook_refusals, precision_refusal
 from mm_lightning.translate.launchers import (  # noqa: F401  (the layout API is re-exported for translation callers)
     LAUNCHERS,
@@ -60,21 +61,6 @@ __all__ = ['GPU_ONLY_STRATEGIES', 'SHARDING_STRATEGIES', 'shards_parameters', 'r
 #: DeepSpeedStrategy translate to strategies that run on CPU processes too (FSDP2Strategy,
 #: AnyDeviceDeepSpeedStrategy).
 GPU_ONLY_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy')
-
-
-#: Strategies (mmengine's names, Lightning's names) under which parameters are sharded: an optimizer must be
-#: built after the strategy has wrapped the model.
-SHARDING_STRATEGIES: Tuple[str, ...] = ('FSDPStrategy', 'DeepSpeedStrategy', 'ModelParallelStrategy', 'FSDP2Strategy',
-                                        'MMFullyShardedDataParallel', 'fsdp', 'deepspeed')
-
-
-def shards_parameters(cfg: Mapping[str, Any]) -> bool:
-    """Whether the config's ``strategy`` (or Runner-style ``model_wrapper_cfg``) shards the parameters."""
-    specs = (cfg.get('strategy'), cfg.get('model_wrapper_cfg'))
-    names = [spec if isinstance(spec, str) else
-             type_name(spec.get('type')) if isinstance(spec, Mapping) else type(spec).__name__
-             for spec in specs if spec is not None]
-    return any(name.split('_')[0] in SHARDING_STRATEGIES or name in SHARDING_STRATEGIES for name in names)
 
 
 def run_time_refusals(strategy: Any, env_cfg: Mapping[str, Any], layout: Layout,

@@ -9,7 +9,7 @@ from mmengine.registry import DATASETS
 from torch.utils.data import Dataset
 
 from mm_lightning import ConfigError, FlexibleRunner
-from mm_lightning.runner.assembly import CONFIG_KEYWORDS
+from mm_lightning.runtime.assembly import CONFIG_KEYWORDS
 
 
 @DATASETS.register_module(force=True)

@@ -1,6 +1,6 @@
-"""The light name lists (mm_lightning.translate.names) agree with the tables they stand for."""
+"""The light name lists (mm_lightning.ground.names) agree with the tables they stand for."""
+from mm_lightning.ground.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 from mm_lightning.translate.launchers import LAUNCHERS
-from mm_lightning.translate.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
 from mm_lightning.translate.profiling import PROFILERS
 from mm_lightning.translate.progress import PROGRESS_BARS
 

@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from mmengine.config import Config
 from mmengine.model import convert_sync_batchnorm, is_model_wrapper, revert_sync_batchnorm
-from mmengine.optim import _ParamScheduler
 from mmengine.registry import MODELS
 from torch import nn
 
@@ -28,7 +27,8 @@ from mm_lightning.config.loading import (
 )
 from mm_lightning.config.registry import build, config_key
 from mm_lightning.config.validation import validate_config
-from mm_lightning.runner.context import RunContext, create_context, setup_environment
+from mm_lightning.ground.internals import ParamScheduler
+from mm_lightning.runtime.context import RunContext, create_context, setup_environment
 from mm_lightning.runtime.hooks import HookList, is_lightning_callback, merged_default_hooks
 from mm_lightning.translate.launchers import (
     config_layout,
@@ -92,7 +92,7 @@ def check_keywords(*, train_dataloader: Any, train_cfg: Any, optim_wrapper: Any,
 
 def check_scheduler_shape(param_scheduler: Any) -> None:
     """mmengine's ``_check_scheduler_cfg``: one optimizer's schedulers, or a dict of them per optimizer."""
-    if param_scheduler is None or isinstance(param_scheduler, _ParamScheduler):
+    if param_scheduler is None or isinstance(param_scheduler, ParamScheduler):
         return
     if isinstance(param_scheduler, (list, tuple)):
         for index, item in enumerate(param_scheduler):
@@ -102,7 +102,7 @@ def check_scheduler_shape(param_scheduler: Any) -> None:
     elif isinstance(param_scheduler, Mapping):
         if 'type' not in param_scheduler:
             for name, item in param_scheduler.items():
-                if not isinstance(item, (Mapping, list, tuple, _ParamScheduler)):
+                if not isinstance(item, (Mapping, list, tuple, ParamScheduler)):
                     raise config_error(f'param_scheduler.{name}: Each value of `param_scheduler` should be a dict '
                                        f'or a list, but got {item!r}', AssertionError)
     else:

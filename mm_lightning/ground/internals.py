@@ -5,31 +5,42 @@ library offers publicly: positioning Lightning's fit loop for an exact resume, r
 loop at a moment of mmengine's choosing, and mmengine's own helpers that its Runner and loops use.
 Each is wrapped here, once, with the version it was read against (CI tests the versions ``setup.cfg``
 allows: lightning 2.6.6, mmengine 0.10.7, torch 2.13.0 and 2.14.1). A release that changes one breaks
-one function here, not resume somewhere else. Nothing outside this module names them.
+one function here, not resume somewhere else. Nothing outside this module names them
+(``tests/ground/test_internals.py`` checks), except the private names we override, which a subclass can
+only name itself:
+
+- ``BaseVisBackend._init_env`` (mmengine 0.10.7; :mod:`mm_lightning.translate.loggers`): the set-up hook
+  every vis backend implements, which ``force_init_env`` runs on a backend's first use.
 """
 from __future__ import annotations
 
 import functools
 import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.fabric.utilities.distributed import _destroy_dist_connection, _init_dist_connection
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
-from mmengine.optim import BaseOptimWrapper, OptimWrapper
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+from mmengine.optim import BaseOptimWrapper, OptimWrapper, _ParamScheduler
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 from mmengine.runner.loops import _parse_losses
 from mmengine.runner.utils import _get_batch_size
+from mmengine.visualization.vis_backend import BaseVisBackend
 from torch import nn
+
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 __all__ = ['position_fit_loop', 'run_fit_validation', 'set_validation_check', 'evaluate_without_inference_mode',
            'fsdp_state_dict_type', 'init_dist_connection', 'destroy_dist_connection', 'parse_losses',
            'batch_size', 'load_checkpoint_file', 'load_state_into_model', 'count_backward', 'count_steps',
            'counts_steps', 'vis_backends_of', 'clip_grad',
-           'set_loop_position', 'apply_activation_checkpointing', 'deepspeed_device_rank']
+           'set_loop_position', 'apply_activation_checkpointing', 'deepspeed_device_rank', 'attached_trainer',
+           'set_data_parallel_size', 'cli_value', 'cli_parser', 'instantiate_cli_trainer', 'ParamScheduler',
+           'vis_backend_initialized']
 
 
 # -- Lightning (read against 2.6.6) --------------------------------------------------------------------
@@ -104,6 +115,36 @@ def deepspeed_device_rank(strategy: DeepSpeedStrategy) -> Iterator[None]:
         strategy.parallel_devices = devices
 
 
+def attached_trainer(module: pl.LightningModule) -> Optional[pl.Trainer]:
+    """The Trainer running ``module``, or None before one does (Lightning 2.6.6 keeps it as ``_trainer``; the
+    public ``trainer`` property raises while there is none)."""
+    return module._trainer
+
+
+def set_data_parallel_size(strategy: ModelParallelStrategy, size: int) -> None:
+    """Set the strategy's data-parallel size before its ``setup_environment`` builds the device mesh
+    (Lightning 2.6.6 keeps ``data_parallel_size`` as ``_data_parallel_size`` and turns ``'auto'`` into
+    ``num_nodes`` there)."""
+    strategy._data_parallel_size = size
+
+
+def cli_value(cli: LightningCLI, config: Any, key: str) -> Any:
+    """``config``'s ``key`` under the CLI's subcommand, if it runs one (Lightning 2.6.6: ``LightningCLI._get``)."""
+    return cli._get(config, key)
+
+
+def cli_parser(cli: LightningCLI, subcommand: Optional[str]) -> LightningArgumentParser:
+    """The CLI's parser for ``subcommand`` (Lightning 2.6.6: ``LightningCLI._parser``; the main one for None)."""
+    return cli._parser(subcommand)
+
+
+def instantiate_cli_trainer(cli: LightningCLI, settings: Dict[str, Any], callbacks: List[Any]) -> pl.Trainer:
+    """The Trainer as ``LightningCLI.instantiate_trainer`` builds it from ``settings``, ``callbacks`` added
+    with the CLI's own (Lightning 2.6.6: ``LightningCLI._instantiate_trainer``; it adds the trainer defaults'
+    callbacks and the config-saving one)."""
+    return cli._instantiate_trainer(settings, callbacks)
+
+
 def init_dist_connection(environment: ClusterEnvironment, backend: str, **kwargs: Any) -> None:
     """The process group as Lightning's strategies create it (Lightning 2.6.6, fabric's distributed
     utilities), for a runner that needs it before a Trainer exists."""
@@ -116,6 +157,10 @@ def destroy_dist_connection() -> None:
 
 
 # -- mmengine (read against 0.10.7) --------------------------------------------------------------------
+#: The parameter schedulers' base class (mmengine 0.10.7 exports it from ``mmengine.optim`` as ``_ParamScheduler``).
+ParamScheduler = _ParamScheduler
+
+
 def parse_losses(losses: Mapping[str, Any], stage: str) -> Dict[str, float]:
     """The evaluation losses a ValLoop/TestLoop reports with its metrics (``mmengine.runner.loops``)."""
     return _parse_losses(losses, stage)
@@ -172,6 +217,12 @@ def counts_steps(wrapper: BaseOptimWrapper) -> bool:
 def vis_backends_of(visualizer: Any) -> List[Any]:
     """The visualizer's backends (mmengine 0.10.7 keeps them in ``Visualizer._vis_backends``, by name)."""
     return list(getattr(visualizer, '_vis_backends', {}).values())
+
+
+def vis_backend_initialized(backend: BaseVisBackend) -> bool:
+    """Whether the backend has set itself up: ``force_init_env`` runs ``_init_env`` on its first use and then sets
+    ``_env_initialized``, which ``BaseVisBackend.__init__`` sets False."""
+    return bool(getattr(backend, '_env_initialized', False))
 
 
 def clip_grad(wrapper: OptimWrapper) -> None:

@@ -8,8 +8,8 @@ from conftest import data
 from mmengine.config import Config
 
 from mm_lightning import ConfigError, FlexibleRunner
-from mm_lightning.runner import context as context_module
-from mm_lightning.runner.context import create_context
+from mm_lightning.runtime import context as context_module
+from mm_lightning.runtime.context import create_context
 
 
 def _context(tmp_path, **changes):
@@ -103,7 +103,7 @@ def test_runners_built_in_the_same_second_log_to_their_own_files(tmp_path, same_
 
 
 def test_checkpoint_files_of_a_work_dir_in_numeric_order(tmp_path):
-    from mm_lightning.runner.context import checkpoint_files
+    from mm_lightning.runtime.context import checkpoint_files
     assert checkpoint_files(str(tmp_path / 'absent')) == []
     for name in ('iter_100.pth', 'iter_20.pth', 'epoch_3.pth', 'best_acc_epoch_2.pth', 'last_checkpoint',
                  'epoch=1-step=4.ckpt', 'scoped.py', 'notes.pth'):

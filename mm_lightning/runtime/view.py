@@ -17,7 +17,7 @@ from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import revert_sync_batchnorm
-from mmengine.optim import OptimWrapper, _ParamScheduler
+from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 from mmengine.runner import LogProcessor
 from mmengine.runner.base_loop import BaseLoop
@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader
 
 from mm_lightning.config.loading import config_error
 from mm_lightning.config.registry import build
-from mm_lightning.runner.context import build_log_processor, build_visualizer, setup_environment
+from mm_lightning.ground.internals import ParamScheduler, batch_size
+from mm_lightning.runtime.context import build_log_processor, build_visualizer, setup_environment
 from mm_lightning.runtime.contract import RunModule
 from mm_lightning.runtime.data import build_dataloader
 from mm_lightning.runtime.hooks import merged_default_hooks
-from mm_lightning.runtime.internals import batch_size
 from mm_lightning.runtime.loops import build_train_loop
 from mm_lightning.runtime.metrics import build_evaluator
 from mm_lightning.runtime.optim import build_optim_wrapper, scale_lr
@@ -124,7 +124,7 @@ class RunnerView:
         trainer = self.module.attached_trainer
         return getattr(trainer.precision_plugin, 'scaler', None) if trainer is not None else None
 
-    # -- identity and outputs (see mm_lightning.runner.context) ------------------------------------------------
+    # -- identity and outputs (see mm_lightning.runtime.context) ------------------------------------------------
     work_dir = _context('work_dir', 'Where checkpoints and logs go.')
     log_dir = _context('log_dir', 'work_dir/<timestamp>.')
     timestamp = _context('timestamp')
@@ -308,7 +308,7 @@ class RunnerView:
 
     def scale_lr(self, optim_wrapper: OptimWrapper, auto_scale_lr: Optional[Dict] = None) -> None:
         """mmengine's linear scaling rule for ``auto_scale_lr``, with the real world size."""
-        if isinstance(self.param_schedulers, list) and any(isinstance(s, _ParamScheduler)
+        if isinstance(self.param_schedulers, list) and any(isinstance(s, ParamScheduler)
                                                            for s in self.param_schedulers):
             raise RuntimeError('`scale_lr` should be called before building ParamScheduler because '
                                'ParamScheduler will store initial lr from optimizer wrappers')
