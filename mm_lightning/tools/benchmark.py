@@ -9,6 +9,8 @@ and no global state passes between runs; the iterations end as described in
 
 ``time_per_iter_ms``      median time between the ends of consecutive iterations, after
                           ``warmup`` iterations (the first iteration never counts)
+``cpu_per_iter_ms``       the same of the process's CPU time (all its threads, not its loader
+                          workers): what other work on a shared machine disturbs least
 ``samples_per_s``         the median batch's samples over the median iteration time (so
                           ``samples_per_s * time_per_iter_ms / 1000`` is the median batch size)
 ``data_loading_share``    share of that time spent between iterations: from one ``after_train_iter``
@@ -20,13 +22,15 @@ and no global state passes between runs; the iterations end as described in
 ``final_loss``            the ``loss`` logged by the last iteration
 ``iterations``            iterations that ran (fewer than ``iters`` when the schedule is shorter)
 
-The report (schema ``mm_lightning.benchmark/2``) gives each figure of ``engines.<name>`` over the
-runs as ``{median, min, max, q1, q3, spread, unreliable, runs}`` (see
+The report (schema ``mm_lightning.benchmark/3``) gives each figure of ``engines.<name>`` over the
+runs as ``{median, low, high, coverage, min, max, q1, q3, spread, unreliable, runs}``: ``low`` and
+``high`` the median's 90% interval, ``spread`` its width (see
 :mod:`mm_lightning.tools.benchmark_statistics`); with both engines, ``ratio`` summarizes the same
 way mm_lightning's figure over mmengine's within each pair of runs, for the timing and memory
-figures, and ``unreliable`` lists the figures whose runs spread wider than ``tolerance``. The
-``schema`` changes only with this layout. :func:`baseline_judgements` judges a report against a
-baseline report, figure by figure, with the spread.
+figures, and ``unreliable`` lists the figures whose interval is wider than ``tolerance`` or whose
+runs are too few for one. The ``schema`` changes only with this layout (schema 2 gave the
+quartile range as ``spread``; its reports still serve as baselines). :func:`baseline_judgements`
+judges a report against a baseline report, figure by figure, with the median's interval.
 """
 from __future__ import annotations
 
@@ -51,10 +55,12 @@ __all__ = ['SCHEMA', 'DEFAULT_REPEATS', 'DEFAULT_TOLERANCE', 'Figure', 'FIGURES'
            'steady_state', 'peak_memory', 'run_figures', 'measure', 'default_threads', 'benchmark', 'benchmark_report',
            'environment', 'read_baseline', 'baseline_judgements', 'format_benchmark']
 
-SCHEMA = 'mm_lightning.benchmark/2'
-#: Runs per engine: five give a median that one slow run cannot move, and a quartile range.
+SCHEMA = 'mm_lightning.benchmark/3'
+#: Earlier schemas whose reports still serve as baselines: the same figures and runs.
+BASELINE_SCHEMAS = (SCHEMA, 'mm_lightning.benchmark/2')
+#: Runs per engine: the fewest with a 90% interval of the median (their minimum and maximum).
 DEFAULT_REPEATS = 5
-#: The change a baseline check detects, and the spread beyond which a figure is unreliable.
+#: The change a baseline check detects, and the interval width beyond which a figure is unreliable.
 DEFAULT_TOLERANCE = 0.2
 
 
@@ -69,6 +75,7 @@ class Figure:
 #: The figures of each engine and how a baseline check reads them.
 FIGURES: Dict[str, Figure] = {
     'time_per_iter_ms': Figure('lower'),
+    'cpu_per_iter_ms': Figure('lower'),
     'samples_per_s': Figure('higher'),
     'data_loading_share': Figure('lower', relative=False),
     'peak_memory_mb': Figure('lower'),
@@ -76,7 +83,7 @@ FIGURES: Dict[str, Figure] = {
     'final_loss': Figure('lower'),
 }
 #: Figures reported as mm_lightning over mmengine when both engines run.
-RATIOS = ('time_per_iter_ms', 'peak_memory_mb', 'time_to_first_iter_s')
+RATIOS = ('time_per_iter_ms', 'cpu_per_iter_ms', 'peak_memory_mb', 'time_to_first_iter_s')
 
 
 class BenchmarkError(RuntimeError):
@@ -85,18 +92,22 @@ class BenchmarkError(RuntimeError):
 
 # -- figures of one run ---------------------------------------------------------------------------
 def steady_state(iterations: Sequence[Iteration], warmup: int) -> Dict[str, Optional[float]]:
-    """Median time per iteration, throughput and data-loading share after ``warmup`` iterations."""
+    """Median time (and CPU time) per iteration, throughput and data-loading share after ``warmup``
+    iterations."""
     steady = [(previous, current) for previous, current in zip(iterations, iterations[1:])
               if current.number > warmup]
     if not steady:
-        return dict(time_per_iter_ms=None, samples_per_s=None, data_loading_share=None)
+        return dict(time_per_iter_ms=None, cpu_per_iter_ms=None, samples_per_s=None, data_loading_share=None)
     durations = [current.ended - previous.ended for previous, current in steady]
+    cpu = [current.cpu_ended - previous.cpu_ended for previous, current in steady
+           if current.cpu_ended is not None and previous.cpu_ended is not None]
     waiting = [current.started - previous.ended for previous, current in steady]
     total, median = sum(durations), statistics.median(durations)
     # Both timing figures come from the median iteration: a validation or a checkpoint between two
     # iterations lengthens one of them, which a sum over all would spread into the throughput.
     samples = statistics.median(current.samples for _, current in steady)
     return dict(time_per_iter_ms=1000 * median,
+                cpu_per_iter_ms=1000 * statistics.median(cpu) if len(cpu) == len(steady) else None,
                 samples_per_s=samples / median if median > 0 else None,
                 data_loading_share=sum(waiting) / total if total > 0 else None)
 
@@ -250,7 +261,7 @@ def read_baseline(path: str) -> Dict[str, Any]:
 
 
 def _check_schema(baseline: Mapping[str, Any]) -> None:
-    if baseline.get('schema') != SCHEMA:
+    if baseline.get('schema') not in BASELINE_SCHEMAS:
         hint = ' (its figures are single runs: write a new baseline with --json)' \
             if baseline.get('schema') == 'mm_lightning.benchmark/1' else ''
         raise ConfigError(f"baseline: schema {baseline.get('schema')!r} is not {SCHEMA!r}{hint}")
@@ -276,7 +287,11 @@ def baseline_judgements(report: Mapping[str, Any], baseline: Mapping[str, Any],
 
 
 def _summary(figure: Mapping[str, Any]) -> Summary:
-    return Summary(figure['median'], figure['min'], figure['max'], figure['q1'], figure['q3'], tuple(figure['runs']))
+    """A report's figure read back from its runs (so a schema-2 report gets its interval too)."""
+    summary = summarize(figure['runs'])
+    if summary is None:
+        raise ConfigError(f"baseline: a figure has no runs: {dict(figure)}")
+    return summary
 
 
 def _baseline_figure(value: Any, tolerance: float, relative: bool) -> Tuple[float, bool]:
@@ -289,7 +304,8 @@ def _baseline_figure(value: Any, tolerance: float, relative: bool) -> Tuple[floa
 
 # -- text -----------------------------------------------------------------------------------------
 def format_benchmark(report: Mapping[str, Any]) -> str:
-    """A table: one row per figure, one column per engine (and the ratio): median [min..max] over the runs."""
+    """A table: one row per figure, one column per engine (and the ratio): median [low..high], its 90%
+    interval, over the runs."""
     engines = list(report['engines'])
     ratio = report.get('ratio') or {}
     env = report['environment']
@@ -308,19 +324,20 @@ def format_benchmark(report: Mapping[str, Any]) -> str:
     lines = [f"{report['config']}: {report['iters']} iterations ({report['warmup']} warm-up), {report['repeats']} "
              f"interleaved runs per engine, {report['threads']} CPU thread(s) each, on {env['device']}, "
              f"torch {env['torch']}, lightning {env['lightning']}, mmengine {env['mmengine']}",
-             'median [min..max] over the runs; ratios per pair of runs',
+             'median [90% interval of the median] over the runs; ratios per pair of runs',
              '  '.join(f'{cell:<{width}}' for cell, width in zip(header, widths)).rstrip()]
     lines += ['  '.join(f'{cell:<{width}}' for cell, width in zip(row, widths)).rstrip() for row in rows]
     if unreliable:
-        lines.append(f"unreliable: {', '.join(sorted(unreliable))}: the runs' interquartile range is wider than "
-                     f"the tolerance ({report['tolerance']:g}); more --repeats or a quieter machine")
+        lines.append(f"unreliable: {', '.join(sorted(unreliable))}: the median's 90% interval is wider than the "
+                     f"tolerance ({report['tolerance']:g}), or the runs are too few for one (5 needed); more "
+                     f"--repeats or a quieter machine")
     return '\n'.join(lines) + '\n'
 
 
 def _cell(summary: Optional[Mapping[str, Any]]) -> str:
     if summary is None:
         return '-'
-    return f"{summary['median']:.4g} [{summary['min']:.4g}..{summary['max']:.4g}]"
+    return f"{summary['median']:.4g} [{summary['low']:.4g}..{summary['high']:.4g}]"
 
 
 # -- the measuring process ------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
                        help="mm_lightning, mmengine's Runner, or both (default: mm_lightning)")
     bench.add_argument('--repeats', type=int, default=5,
                        help='runs per engine, each in a fresh process, engines alternating; figures are their '
-                            'medians and spreads (default: 5)')
+                            'medians with 90%% intervals, which need 5 runs or more (default: 5)')
     bench.add_argument('--threads', type=int,
                        help='CPU threads of each run (default: $OMP_NUM_THREADS, else the usable CPUs less the '
                             "1-minute load average and the training loader's workers, at least 1)")
@@ -238,8 +238,8 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     bench.add_argument('--baseline', metavar='FILE', help='a report written by --json to compare against')
     bench.add_argument('--tolerance', type=float, default=0.2,
                        help='how much worse than the baseline a figure may be: a fraction, e.g. 0.2 for 20%%, '
-                            '(data_loading_share: in share points); runs spread wider than it are unreliable '
-                            '(default: 0.2)')
+                            '(data_loading_share: in share points); medians whose 90%% interval is wider are '
+                            'unreliable (default: 0.2)')
     bench.add_argument('--work-dir', help='parent of the runs\' work_dirs (default: work_dirs/benchmark_<config>)')
 
 

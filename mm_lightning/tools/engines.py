@@ -53,6 +53,7 @@ class Iteration:
     started: float                # perf_counter at before_train_iter (the batch has been loaded)
     ended: float                  # perf_counter at after_train_iter
     samples: int = 0              # samples in the batch
+    cpu_ended: Optional[float] = None  # process_time at after_train_iter: this process's CPU time, all its threads
 
 
 @dataclass
@@ -84,7 +85,8 @@ class IterationRecorder(Hook):
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         losses = {key: scalar for key, value in (outputs or {}).items() if (scalar := _scalar(value)) is not None}
         self.iterations.append(Iteration(len(self.iterations) + 1, runner.epoch, losses, self._lr,
-                                         self._started, time.perf_counter(), batch_size(data_batch)))
+                                         self._started, time.perf_counter(), batch_size(data_batch),
+                                         time.process_time()))
 
     def after_val_epoch(self, runner: Any, metrics: Optional[Dict[str, Any]] = None) -> None:
         self.validations.append(Validation(len(self.iterations), dict(metrics or {})))
