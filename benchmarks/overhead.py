@@ -7,14 +7,17 @@ steady-state time per iteration (each run's median after ``--warmup`` iterations
 as ``mm-lightning benchmark`` times them: :mod:`mm_lightning.tools.benchmark`) and of the time
 from building the runner (or Trainer) to the end of the first iteration.
 
-    python benchmarks/overhead.py [--iters 400] [--repeats 5] [--hooks none|default]
+    python benchmarks/overhead.py [--iters 400] [--repeats 5] [--hooks none|default] [--json OUT]
 
 ``--hooks none`` removes mmengine's default hooks (the engines' floor); ``--hooks default``
-keeps them in both mmengine and mm_lightning (plain Lightning has no equivalent).
+keeps them in both mmengine and mm_lightning (plain Lightning has no equivalent). ``--json``
+also writes every run's figures (``time_per_iter_ms``, ``startup_s``), in repeat order, under
+``runs.mmengine``, ``runs.mm_lightning`` and ``runs.lightning``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -147,6 +150,7 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=50)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--hooks', choices=('none', 'default'), default='none')
+    parser.add_argument('--json', metavar='OUT', help="also write every run's figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings('ignore')
@@ -168,6 +172,14 @@ def main() -> None:
     for engine, m in med.items():
         print(f"| {engine} | {m['per_iter']:.3f} ms | {m['per_iter'] / lightning:.2f}x | "
               f"{m['per_iter'] / mmengine:.2f}x | {1000 * m['startup']:.0f} ms |")
+    if args.json:
+        keys = {'mmengine Runner': 'mmengine', 'mm_lightning': 'mm_lightning', 'plain Lightning': 'lightning'}
+        runs = {keys[engine]: [dict(time_per_iter_ms=r['per_iter'], startup_s=r['startup']) for r in engine_runs]
+                for engine, engine_runs in results.items()}
+        with open(args.json, 'w') as f:
+            json.dump(dict(script='overhead', repeats=args.repeats, iters=args.iters, warmup=args.warmup,
+                           hooks=args.hooks, torch=torch.__version__, runs=runs), f, indent=2)
+            f.write('\n')
 
 
 if __name__ == '__main__':
