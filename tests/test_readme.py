@@ -1,4 +1,5 @@
-"""The README's console transcripts that do not depend on timing print what the command prints today."""
+"""The console transcripts of README.md and docs/*.md that do not depend on timing print what the command prints
+today, and the LightningCLI commands shown run as written (tests/test_docs.py checks every other block)."""
 import os
 import re
 import shlex
@@ -14,10 +15,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKED = ('python -m mm_lightning explain',)
 
 
+def _documents():
+    """The text of README.md and of each docs/*.md, in that order."""
+    docs = os.path.join(ROOT, 'docs')
+    names = ['README.md'] + sorted(os.path.join('docs', name) for name in os.listdir(docs) if name.endswith('.md'))
+    for name in names:
+        with open(os.path.join(ROOT, name)) as f:
+            yield f.read()
+
+
 def _transcripts():
-    """(command, the output lines shown) of each ``$ <command>`` block in the README that CHECKED names."""
-    with open(os.path.join(ROOT, 'README.md')) as f:
-        text = f.read()
+    """(command, the output lines shown) of each ``$ <command>`` block of the documents that CHECKED names."""
+    text = '\n'.join(_documents())
     for block in re.findall(r'```\n(\$ .*?)```', text, flags=re.S):
         lines = block.splitlines()
         command = lines[0][2:]
@@ -53,18 +62,18 @@ def test_a_transcript_matches_what_the_command_prints(command, shown):
 
 
 def _lightning_cli_commands():
-    """The README's LightningCLI ``main.py`` and the commands shown with it, then its ``mm-lightning-cli`` ones."""
-    with open(os.path.join(ROOT, 'README.md')) as f:
-        text = f.read()
+    """The documents' LightningCLI ``main.py`` and the commands shown with it, then their ``mm-lightning-cli``
+    ones (each once)."""
+    text = '\n'.join(_documents())
     script = next(block for block in re.findall(r'```python\n(.*?)```', text, flags=re.S)
                   if 'LightningCLI(ConfigModule, ConfigDataModule)' in block)
     commands = [line[2:] for line in script.splitlines() if line.startswith('# python main.py ')]
     commands += [line for block in re.findall(r'```bash\n(.*?)```', text, flags=re.S)
                  for line in block.splitlines() if line.startswith('mm-lightning-cli ')]
-    return script, commands
+    return script, list(dict.fromkeys(commands))
 
 
-def test_the_readme_lightning_cli_commands_run_as_written(tmp_path):
+def test_the_documented_lightning_cli_commands_run_as_written(tmp_path):
     """In a directory holding the examples, as a user's checkout does: ``main.py`` as shown, each command as shown
     (``mm-lightning-cli`` is the installed console script)."""
     script, commands = _lightning_cli_commands()
