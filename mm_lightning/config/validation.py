@@ -2,8 +2,8 @@
 
 mmengine leaves many values to fail deep inside a run: ``val_interval=0`` is a
 ZeroDivisionError after the first epoch, a string seed a numpy casting error,
-``accumulative_counts=0`` a bare AssertionError. The rules below say, as data, what
-each key must hold; :func:`validate_config` raises one :class:`ConfigError` for the
+``accumulative_counts=0`` a bare AssertionError. The rules (:mod:`mm_lightning.config.rules`)
+say, as data, what each key must hold; :func:`validate_config` raises one :class:`ConfigError` for the
 first value that breaks a rule, whose first line reads
 ``<key path>: expected <what>, got <value>``.
 
@@ -16,273 +16,29 @@ starts, never earlier.
 A key pattern is dotted; ``[]`` stands for every item of a list (a lone dict counts
 as one item, as mmengine takes ``param_scheduler=dict(...)``) and ``*`` for every
 value of a dict. A rule only applies to keys that are present and not ``None``
-(``None`` means "the default" everywhere in mmengine's configs). Both tables are open:
-a package may add rules for its own keys or types.
+(``None`` means "the default" everywhere in mmengine's configs). Both tables (``RULES``,
+``TYPE_OPTIONS``) are open: a package may add rules for its own keys or types.
 """
 from __future__ import annotations
 
-import difflib
-import numbers
-import os
-import os.path as osp
-import sys
-import tempfile
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 # No torch, Lightning or mmengine.runner here (mmengine.runner imports DeepSpeed where installed): a config
-# error is reported before a run imports them. Classes a value may be an instance of are looked up in the
-# loaded modules (loaded_instance_of).
+# error is reported before a run imports them.
 from mmengine.config import Config
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS, Registry
+from mmengine.registry import Registry
 
 from mm_lightning.config.loading import ConfigError, config_error
 from mm_lightning.config.registry import check_type_known, suggestions, type_name, unexpected_arguments
-from mm_lightning.ground.names import LAUNCHER_NAMES, PROFILER_NAMES, PROGRESS_BAR_NAMES
-
-LOG_LEVELS = ('CRITICAL', 'FATAL', 'ERROR', 'WARN', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
-#: The names of ``mmengine.runner.priority.Priority`` (tests/config/test_validation.py checks they agree).
-PRIORITY_NAMES = ('HIGHEST', 'VERY_HIGH', 'HIGH', 'ABOVE_NORMAL', 'NORMAL', 'BELOW_NORMAL', 'LOW', 'VERY_LOW',
-                  'LOWEST')
-
-
-@dataclass(frozen=True)
-class Expect:
-    """What a value must be: ``check`` accepts it; ``what`` says it in the error message.
-
-    ``detail`` may explain a rejected value further (it is added after the value).
-    """
-
-    what: str
-    check: Callable[[Any], bool]
-    detail: Optional[Callable[[Any], str]] = None
-    #: For a ``type`` key: the registry its name must be found in (in the config's scope).
-    registry: Optional[Registry] = None
-
-    def __or__(self, other: 'Expect') -> 'Expect':
-        return Expect(f'{self.what} or {other.what}', lambda v: self.check(v) or other.check(v))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def instance_of(what: str, *types: type) -> Expect:
-    return Expect(what, lambda v: isinstance(v, types))
-
-
-def loaded_instance_of(what: str, module: str, name: str) -> Expect:
-    """An instance of ``module.name``, a class not imported for the check: a value can only be an instance of
-    a class whose module is loaded, so a module that is not needs no import (torch, Lightning) to say no."""
-    def check(value: Any) -> bool:
-        loaded = sys.modules.get(module)
-        return loaded is not None and isinstance(value, getattr(loaded, name))
-    return Expect(what, check)
-
-
-def one_of(*choices: str) -> Expect:
-    what = repr(choices[0]) if len(choices) == 1 else 'one of ' + ', '.join(map(repr, choices))
-    return Expect(what, lambda v: isinstance(v, str) and v in choices)
-
-
-def list_of(item: Expect) -> Expect:
-    return Expect(f'a list of {item.what.removeprefix("a ").removeprefix("an ")}s',
-                  lambda v: isinstance(v, (list, tuple)) and all(item.check(x) for x in v))
-
-
-INT = Expect('an integer', _is_int)
-POSITIVE_INT = Expect('a positive integer', lambda v: _is_int(v) and v > 0)
-NON_NEGATIVE_INT = Expect('a non-negative integer', lambda v: _is_int(v) and v >= 0)
-#: mmengine's loops take a loop length such as ``12.0`` (``int(max_epochs) == max_epochs``).
-LOOP_LENGTH = Expect('a non-negative integer', lambda v: _is_number(v) and v >= 0 and int(v) == v)
-NON_NEGATIVE_NUMBER = Expect('a non-negative number', lambda v: _is_number(v) and v >= 0)
-POSITIVE_NUMBER = Expect('a positive number', lambda v: _is_number(v) and v > 0)
-NUMBER = Expect('a number', _is_number)
-BOOL = instance_of('True or False', bool)
-STR = instance_of('a string', str)
-DICT = instance_of('a dict', Mapping)
-LIST = instance_of('a list', list, tuple)
-SEED = Expect('an integer in [0, 2**32) or None', lambda v: _is_int(v) and 0 <= v < 2 ** 32)
-LOG_LEVEL = Expect(f'a logging level ({", ".join(LOG_LEVELS)}) or an integer',
-                   lambda v: _is_int(v) or (isinstance(v, str) and v.upper() in LOG_LEVELS))
-PRIORITY = Expect(f'a priority ({", ".join(PRIORITY_NAMES)}) or an integer in [0, 100]',
-                  lambda v: (_is_int(v) and 0 <= v <= 100)
-                  or (isinstance(v, str) and v.upper() in PRIORITY_NAMES))
-MILESTONE_INTERVAL = Expect('a (milestone, interval) pair of integers, interval > 0',
-                            lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-                            and NON_NEGATIVE_INT.check(v[0]) and POSITIVE_INT.check(v[1]))
-TYPE_NAME = Expect('a type name or a class', lambda v: isinstance(v, str) or callable(v))
-
-
-def _creatable_dir_problem(path: Any) -> Optional[str]:
-    """Why ``path`` cannot be (or become) a writable directory, or ``None``.
-
-    Tried rather than predicted: ``os.access`` grants root ``/proc``, where nothing can be
-    created. A directory made and removed in the nearest existing ancestor gets the OS's answer.
-    """
-    path = osp.abspath(os.fspath(path))
-    existing = path
-    while not osp.exists(existing):
-        existing = osp.dirname(existing)
-    if not osp.isdir(existing):
-        return f'{existing!r} is not a directory'
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix='.work_dir_check_', dir=existing))
-    except OSError as err:
-        return f'cannot create a directory in {existing!r}: {err.strerror or err}'
-    return None
-
-
-WORK_DIR = Expect('a directory that exists or can be created',
-                  lambda v: isinstance(v, (str, os.PathLike)) and _creatable_dir_problem(v) is None,
-                  detail=lambda v: _creatable_dir_problem(v) or '' if isinstance(v, (str, os.PathLike)) else '')
-
-
-#: ``clip_grad`` type -> (the required argument, the others) of torch's clip_grad_norm_ / clip_grad_value_.
-CLIP_GRAD_ARGUMENTS = dict(norm=('max_norm', ('norm_type', 'error_if_nonfinite', 'foreach')),
-                           value=('clip_value', ('foreach',)))
-
-
-def _clip_grad_problem(clip_grad: Any) -> Optional[str]:
-    if not isinstance(clip_grad, Mapping):
-        return None if clip_grad is None else ''
-    if clip_grad.get('type', 'norm') not in CLIP_GRAD_ARGUMENTS:
-        return None  # the clip_grad.type rule says what it must be
-    required, optional = CLIP_GRAD_ARGUMENTS[clip_grad.get('type', 'norm')]
-    unknown = sorted(set(clip_grad) - {'type', required, *optional})
-    if unknown:
-        return f'unknown argument {unknown[0]!r}'
-    return None if required in clip_grad else f'{required!r} is missing'
-
-
-CLIP_GRAD = Expect("dict(max_norm=..., norm_type=2) or dict(type='value', clip_value=...)",
-                   lambda v: _clip_grad_problem(v) is None, detail=lambda v: _clip_grad_problem(v) or '')
-
-
-_DATALOADER = loaded_instance_of('a DataLoader', 'torch.utils.data', 'DataLoader')
-_PARAM_SCHEDULER = loaded_instance_of('a parameter scheduler', 'mmengine.optim', '_ParamScheduler')
-_HOOK = loaded_instance_of('an mmengine Hook', 'mmengine.hooks', 'Hook')
-_CALLBACK = loaded_instance_of('a Lightning Callback', 'lightning.pytorch.callbacks', 'Callback')
-
-
-def registered(registry: Registry) -> Expect:
-    """A ``type`` naming something in ``registry``, or a class (mmengine builds it without a lookup)."""
-    return Expect(f'a name in the {registry.name} registry or a class', callable, registry=registry)
-
-
-RULES: List[Tuple[str, Expect]] = [
-    ('work_dir', WORK_DIR),
-    ('log_level', LOG_LEVEL),
-    ('launcher', one_of(*LAUNCHER_NAMES)),
-    ('progress_bar', one_of(*PROGRESS_BAR_NAMES)),
-    ('profiler', one_of(*PROFILER_NAMES) | DICT
-     | loaded_instance_of('a Lightning Profiler', 'lightning.pytorch.profilers', 'Profiler')),
-    ('randomness', DICT),
-    ('randomness.seed', SEED),
-    ('randomness.diff_rank_seed', BOOL),
-    ('randomness.deterministic', BOOL),
-    ('train_cfg', DICT),
-    ('train_cfg.by_epoch', BOOL),
-    ('train_cfg.max_epochs', LOOP_LENGTH),
-    ('train_cfg.max_iters', LOOP_LENGTH),
-    ('train_cfg.val_begin', NON_NEGATIVE_INT),
-    ('train_cfg.val_interval', POSITIVE_INT),
-    ('train_cfg.dynamic_intervals', LIST),
-    ('train_cfg.dynamic_intervals[]', MILESTONE_INTERVAL),
-    ('val_cfg', DICT),
-    ('val_cfg.fp16', BOOL),
-    ('test_cfg', DICT),
-    ('test_cfg.fp16', BOOL),
-    ('train_dataloader', DICT | _DATALOADER),
-    # A list of loaders, for evaluation loops that take them (mmagic's MultiValLoop/MultiTestLoop).
-    *[(f'{split}_dataloader', DICT | _DATALOADER | LIST) for split in ('val', 'test')],
-    *[rule for split in ('train', 'val', 'test') for rule in (
-        (f'{split}_dataloader.batch_size', POSITIVE_INT),
-        (f'{split}_dataloader.num_workers', NON_NEGATIVE_INT),
-        (f'{split}_dataloader.persistent_workers', BOOL),
-        (f'{split}_dataloader.pin_memory', BOOL),
-        (f'{split}_dataloader.drop_last', BOOL),
-    )],
-    ('optim_wrapper', DICT | loaded_instance_of('an OptimWrapper', 'mmengine.optim', 'OptimWrapper')),
-    ('optim_wrapper.type', registered(OPTIM_WRAPPERS)),
-    ('optim_wrapper.constructor', registered(OPTIM_WRAPPER_CONSTRUCTORS)),
-    ('optim_wrapper.optimizer', DICT | loaded_instance_of('an Optimizer', 'torch.optim', 'Optimizer')),
-    ('optim_wrapper.optimizer.type', registered(OPTIMIZERS)),
-    ('optim_wrapper.optimizer.lr', NON_NEGATIVE_NUMBER),
-    ('optim_wrapper.optimizer.weight_decay', NON_NEGATIVE_NUMBER),
-    ('optim_wrapper.optimizer.momentum', NON_NEGATIVE_NUMBER),
-    ('optim_wrapper.accumulative_counts', POSITIVE_INT),
-    ('optim_wrapper.clip_grad', CLIP_GRAD),
-    ('optim_wrapper.clip_grad.type', one_of('norm', 'value')),
-    ('optim_wrapper.clip_grad.max_norm', POSITIVE_NUMBER),
-    ('optim_wrapper.clip_grad.norm_type', POSITIVE_NUMBER | one_of('inf')),
-    ('optim_wrapper.clip_grad.clip_value', POSITIVE_NUMBER),
-    ('optim_wrapper.clip_grad.error_if_nonfinite', BOOL),
-    ('optim_wrapper.loss_scale', one_of('dynamic') | POSITIVE_NUMBER | DICT),
-    ('auto_scale_lr', DICT),
-    ('auto_scale_lr.enable', BOOL),
-    ('auto_scale_lr.base_batch_size', POSITIVE_INT),
-    ('param_scheduler', DICT | LIST | _PARAM_SCHEDULER),
-    ('param_scheduler[]', DICT | _PARAM_SCHEDULER),
-    ('param_scheduler[].type', TYPE_NAME),
-    ('param_scheduler[].by_epoch', BOOL),
-    ('param_scheduler[].begin', NON_NEGATIVE_INT),
-    ('param_scheduler[].end', POSITIVE_INT | Expect('float(\'inf\')', lambda v: v == float('inf'))),
-    ('param_scheduler[].convert_to_iter_based', BOOL),
-    ('default_hooks', Expect('a dict of hook name -> hook config (dict(logger=dict(type=\'LoggerHook\'), ...))',
-                             lambda v: isinstance(v, Mapping))),
-    ('default_hooks.*', DICT | _HOOK),
-    ('default_hooks.*.type', TYPE_NAME),
-    ('default_hooks.*.priority', PRIORITY),
-    ('custom_hooks', Expect('a list of hook configs', lambda v: isinstance(v, (list, tuple)))),
-    ('custom_hooks[]', DICT | _HOOK | _CALLBACK),
-    ('custom_hooks[].type', TYPE_NAME),
-    ('custom_hooks[].priority', PRIORITY),
-    ('log_processor', DICT | loaded_instance_of('a LogProcessor', 'mmengine.runner', 'LogProcessor')),
-    ('log_processor.window_size', POSITIVE_INT),
-    ('log_processor.by_epoch', BOOL),
-    ('log_processor.num_digits', NON_NEGATIVE_INT),
-    ('log_processor.log_with_hierarchy', BOOL),
-    ('log_processor.custom_cfg', LIST),
-    ('log_processor.custom_cfg[]', DICT),
-    ('log_processor.custom_cfg[].data_src', STR),
-    ('log_processor.custom_cfg[].method', one_of('mean', 'min', 'max', 'current')),
-    ('log_processor.custom_cfg[].window_size', POSITIVE_INT | one_of('global', 'epoch')),
-    ('visualizer', DICT | loaded_instance_of('a Visualizer', 'mmengine.visualization', 'Visualizer')),
-    ('visualizer.vis_backends', DICT | LIST),
-    ('visualizer.vis_backends[]', DICT),
-    ('visualizer.vis_backends[].type', TYPE_NAME),
-]
-
-_STR_OR_STRS = STR | list_of(STR)
-_MULTI_STEP = dict(milestones=list_of(NON_NEGATIVE_INT), gamma=NUMBER)
-_STEP = dict(step_size=POSITIVE_INT, gamma=NUMBER)
-_COSINE = dict(T_max=POSITIVE_INT, eta_min=NUMBER, eta_min_ratio=NUMBER)
-_LINEAR = dict(start_factor=NUMBER, end_factor=NUMBER)
-
-#: Options of well-known types, checked wherever an entry of that type sits.
-TYPE_OPTIONS: Dict[str, Dict[str, Expect]] = {
-    'LoggerHook': dict(interval=POSITIVE_INT, ignore_last=BOOL, interval_exp_name=POSITIVE_INT,
-                       log_metric_by_epoch=BOOL, keep_local=BOOL),
-    'CheckpointHook': dict(interval=Expect('an integer (<= 0: never)', _is_int), by_epoch=BOOL,
-                           save_optimizer=BOOL, save_param_scheduler=BOOL, max_keep_ckpts=INT, save_last=BOOL,
-                           save_begin=NON_NEGATIVE_INT, save_best=_STR_OR_STRS, rule=_STR_OR_STRS,
-                           filename_tmpl=STR, published_keys=_STR_OR_STRS),
-    'EarlyStoppingHook': dict(monitor=STR, patience=POSITIVE_INT, min_delta=NON_NEGATIVE_NUMBER,
-                              strict=BOOL, check_finite=BOOL, stopping_threshold=NUMBER),
-    'EMAHook': dict(begin_iter=NON_NEGATIVE_INT, begin_epoch=NON_NEGATIVE_INT, strict_load=BOOL),
-    'ParamSchedulerHook': {},
-    **{f'{kind}{suffix}': options for suffix in ('LR', 'Momentum', 'ParamScheduler')
-       for kind, options in (('MultiStep', _MULTI_STEP), ('Step', _STEP), ('CosineAnnealing', _COSINE),
-                             ('Linear', _LINEAR))},
-}
-#: Where typed entries sit (their ``type`` selects the options in TYPE_OPTIONS).
-TYPED_ENTRIES: Tuple[str, ...] = ('default_hooks.*', 'custom_hooks[]', 'param_scheduler[]')
-
+from mm_lightning.config.rules import (
+    CHECKED_ARGUMENTS,
+    NEEDS_TYPE,
+    RULES,
+    TYPE_OPTIONS,
+    TYPED_ENTRIES,
+    Expect,
+    is_number,
+)
 
 #: The stage that uses each top-level key, whose rules are checked when that stage starts; every
 #: other key is checked when the runner is built (stage ``'run'``).
@@ -294,56 +50,6 @@ STAGE_KEYS: Dict[str, Tuple[str, ...]] = {
 STAGES = ('run', *STAGE_KEYS)
 #: The stages a Lightning run of each kind starts (fitting validates too).
 LIGHTNING_STAGES: Dict[str, Tuple[str, ...]] = {'fit': ('train', 'val'), 'validate': ('val',), 'test': ('test',)}
-
-
-#: Top-level keys that mmengine's Runner, OpenMMLab's tools and mm_lightning read: ``runtime.assembly.CONFIG_KEYWORDS``
-#: (tests/runtime/test_assembly.py checks they are all here) and the others. A config's other keys are its own
-#: variables (``data_root``, ``train_pipeline``, ``backend_args``...): only a near miss of one of these is named.
-TOP_LEVEL_KEYS = (
-    'work_dir', 'experiment_name', 'train_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg',
-    'val_dataloader', 'val_evaluator', 'val_cfg', 'test_dataloader', 'test_evaluator', 'test_cfg', 'strategy',
-    'auto_scale_lr', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher',
-    'env_cfg', 'log_processor', 'log_level', 'visualizer', 'default_scope', 'randomness', 'compile',
-    'model', 'custom_imports', 'runner_type', 'model_wrapper_cfg', 'sync_bn', 'find_unused_parameters', 'tta_model',
-    'lightning_trainer', 'progress_bar', 'profiler')
-#: How alike (difflib's ratio) a key must be to a known one to be taken for a misspelling of it, and at most how
-#: many letters apart: strict, as configs carry keys of their own (``conv_cfg`` is no ``env_cfg``). Checked on
-#: OpenMMLab's shipped configs (tests/openmmlab/test_misspelt_keys.py).
-MISSPELLING_CUTOFF = 0.85
-MISSPELLING_EDITS = 2
-
-
-def misspelt_keys(cfg: Union[Config, Mapping[str, Any]]) -> List[str]:
-    """A warning for each top-level key of ``cfg`` that is not read but is close to one that is
-    (``param_schedulr``): mmengine ignores it, so the run goes on without what it meant. Never an error.
-
-    A key that extends a known one (``test100_dataloader``, ``val_evaluator_abs``, ``models``) is a variable
-    of the config's own, not a misspelling."""
-    keys = [key for key in (cfg.keys() if isinstance(cfg, (Config, Mapping)) else ())
-            if isinstance(key, str) and not key.startswith('_') and key not in TOP_LEVEL_KEYS]
-    found = []
-    for key in keys:
-        close = [known for known in difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=3, cutoff=MISSPELLING_CUTOFF)
-                 if _edits(key, known) <= MISSPELLING_EDITS and known not in key]
-        if close:
-            found.append(f'{key}: not a key mmengine or mm_lightning reads (the run ignores it); did you mean '
-                         f'{close[0]!r}?')
-    return found
-
-
-def _edits(a: str, b: str) -> int:
-    """Letters inserted, deleted, replaced or swapped with a neighbour to turn ``a`` into ``b``."""
-    previous2: List[int] = []
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
-            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
-                cost = min(cost, previous2[j - 2] + 1)
-            current.append(cost)
-        previous2, previous = previous, current
-    return previous[-1]
 
 
 def stage_of(pattern: str) -> str:
@@ -437,17 +143,6 @@ def _check_value(path: str, value: Any, expect: Expect, cfg: Mapping[str, Any], 
     raise ConfigError(f'{path}: expected {expect.what}, got {_show(value)}' + (f' ({detail})' if detail else ''))
 
 
-#: Registered entries whose arguments are checked against their type's signature -> the arguments their
-#: builder fills in or takes away itself (mmengine's optim wrapper constructor).
-CHECKED_ARGUMENTS: Dict[str, Tuple[str, ...]] = {
-    'optim_wrapper.type': ('optimizer', 'constructor', 'paramwise_cfg'),
-    'optim_wrapper.optimizer.type': ('params',),
-}
-
-#: Entries that need a ``type`` (their builder reads it): a key close to it is named.
-NEEDS_TYPE: Tuple[str, ...] = ('optim_wrapper.optimizer', 'custom_hooks[]', 'param_scheduler[]')
-
-
 def _check_registered(path: str, value: str, registry: Registry, cfg: Mapping[str, Any],
                       scope: Optional[str]) -> None:
     if path == 'optim_wrapper.optimizer.type' and not _default_constructor(cfg.get('optim_wrapper')):
@@ -476,7 +171,7 @@ def _check_scheduler_ranges(cfg: Mapping[str, Any]) -> None:
             end = loop.get(end_key.rpartition('.')[2])
         else:
             continue  # counted in other units than the loop: its length in those is not known here
-        if _is_number(begin) and _is_number(end) and end <= begin:
+        if is_number(begin) and is_number(end) and end <= begin:
             raise ConfigError(f'{path}.begin: the scheduler starts at {begin} and ends at {end_key}={end}; it must '
                               f'start before it ends (lower {path}.begin, or set {end_key} above {begin})')
 
@@ -526,6 +221,5 @@ def shards_parameters(cfg: Mapping[str, Any]) -> bool:
     return any(name.split('_')[0] in SHARDING_STRATEGIES or name in SHARDING_STRATEGIES for name in names)
 
 
-__all__: Sequence[str] = ['validate_config', 'RULES', 'TYPE_OPTIONS', 'TYPED_ENTRIES', 'Expect', 'STAGES',
-                          'SHARDING_STRATEGIES', 'shards_parameters', 'STAGE_KEYS', 'LIGHTNING_STAGES',
-                          'TOP_LEVEL_KEYS', 'MISSPELLING_CUTOFF', 'misspelt_keys']
+__all__: Sequence[str] = ['validate_config', 'STAGES', 'SHARDING_STRATEGIES', 'shards_parameters', 'STAGE_KEYS',
+                          'LIGHTNING_STAGES', 'stage_of', 'find']

@@ -31,10 +31,6 @@ class RunModule(Protocol):
     model: BaseModel
     hooks: Any
     context: Any
-    #: ``train_cfg`` and, once built over the training loader, mmengine's loop and Lightning's driver of it.
-    train_cfg: Any
-    train_loop: Optional[BaseLoop]
-    progress: Any
     #: The optim wrapper and parameter schedulers: configs until the Trainer builds them, then mmengine objects.
     optim_wrapper: Any
     param_schedulers: Any
@@ -55,6 +51,14 @@ class RunModule(Protocol):
         """The Trainer running it, or None before one does."""
 
     @property
+    def train_loop(self) -> Optional[BaseLoop]:
+        """mmengine's training loop, once built over the training loader (None before)."""
+
+    @property
+    def progress(self) -> Any:
+        """Lightning's driver of the training loop, built with it (None before)."""
+
+    @property
     def training_progress(self) -> Any:
         """``progress``, once a fit has built the training loop (raises before)."""
 
@@ -69,25 +73,6 @@ class RunModule(Protocol):
     def train(self, mode: bool = True) -> Any:
         """``nn.Module.train``: mmengine's loops set the model's mode at their own points."""
 
-    # -- evaluation loops ------------------------------------------------------------------------------
-    def eval_loop(self, mode: str) -> Optional[BaseLoop]:
-        """The built ValLoop/TestLoop of ``mode``, or None."""
-
-    def eval_settings(self, mode: str) -> Any:
-        """``val_cfg``/``test_cfg`` as configured."""
-
-    def eval_config(self, mode: str) -> Any:
-        """``val_evaluator``/``test_evaluator`` as configured."""
-
-    def build_eval_loop(self, mode: str, loop_cfg: Any, dataloader: Any) -> BaseLoop:
-        """The evaluation loop ``loop_cfg`` describes, over ``dataloader``."""
-
-    def eval_runs_itself(self, mode: str) -> bool:
-        """Whether the ``mode`` loop's own ``run`` runs as one step of Lightning's evaluation."""
-
-    def use_train_loop(self, loop: Any) -> None:
-        """Make a built loop the run's, or a loop config the one built later."""
-
     # -- the steps the bridge calls, in mmengine's order -----------------------------------------------
     def prepare_run(self, trainer: pl.Trainer, stage: str) -> None:
         """Config checked, outputs opened, loops bound to the loaders, before ``before_run``."""
@@ -98,20 +83,8 @@ class RunModule(Protocol):
     def configure_model(self) -> None:
         """Shard the model where the strategy shards."""
 
-    def start_fit(self) -> None:
-        """``load_from``/``resume``, once the strategy has set up the model."""
-
     def begin_training(self) -> None:
         """Room for checkpoints, the accumulation counters and compile, where training starts or continues."""
-
-    def load_for_evaluation(self) -> None:
-        """``load_from`` before a standalone validation or test."""
-
-    def restore_data_position(self, datamodule: Any) -> None:
-        """This rank's position in the training data from the checkpoint being resumed."""
-
-    def restore_continuation_state(self) -> None:
-        """The random state and accumulated gradients of the checkpoint being resumed."""
 
     # -- what the checkpoint functions call back ------------------------------------------------------
     def build_optimization(self) -> None:

@@ -227,7 +227,7 @@ class FlexibleRunner(RunnerView):
     def train_loop(self) -> Optional[BaseLoop]:
         """mmengine's training loop; asked before ``train()``, it is built then (as mmengine's Runner does)."""
         if self.module.train_loop is None and self.module.has_training:
-            self.module.bind_train(self._datamodule)
+            self.module.loops.bind_train(self.module.model, self.module.runner, self._datamodule)
         return self.module.train_loop
 
     @property
@@ -240,9 +240,9 @@ class FlexibleRunner(RunnerView):
 
     def _eval_loop(self, mode: str) -> Optional[BaseLoop]:
         """mmengine's evaluation loop; asked before a run, it is built over the runner's loader then."""
-        if self.module.eval_loop(mode) is None and self.module.has_eval(mode):
-            self.module.bind_eval(mode, self._datamodule)
-        return self.module.eval_loop(mode)
+        if self.module.loops.eval_loop(mode) is None and self.module.loops.has_eval(mode):
+            self.module.loops.bind_eval(self.module.model, self.module.runner, mode, self._datamodule)
+        return self.module.loops.eval_loop(mode)
 
     # -- running --------------------------------------------------------------------------------------
     def train(self) -> nn.Module:
@@ -318,7 +318,7 @@ class FlexibleRunner(RunnerView):
         return [output for batch in batches or [] for output in batch]
 
     def _require(self, mode: str) -> None:
-        if not self.module.has_eval(mode):
+        if not self.module.loops.has_eval(mode):
             raise RuntimeError(f'`self._{mode}_loop` should not be None when calling {mode} method. Please provide '
                                f'`{mode}_dataloader`, `{mode}_cfg` and `{mode}_evaluator` arguments when '
                                'initializing runner.')

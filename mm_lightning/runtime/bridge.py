@@ -135,7 +135,7 @@ class HookBridge(Callback):
     # -- training ---------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._module.start_fit()
+        self._module.resume_state.start_fit(self._module, trainer.ckpt_path)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -148,11 +148,11 @@ class HookBridge(Callback):
 
     def _continue(self, trainer: pl.Trainer) -> None:
         """Carry on exactly where the checkpoint was taken (see module doc)."""
-        self._module.restore_data_position(config_datamodule(trainer))
+        self._module.resume_state.restore_data_position(config_datamodule(trainer))
         loop, stream = self._progress, config_datamodule(trainer).train_stream
         if not loop.by_epoch or stream.mid_pass:
             self._open_epoch(trainer)
-        self._module.restore_continuation_state()
+        self._module.resume_state.restore_continuation_state(self._module)
         if stream.pass_complete:
             self._close_epoch(trainer)
         if loop.validation_pending:
@@ -251,19 +251,19 @@ class HookBridge(Callback):
     # -- validation and test: the loop's run_iter calls the iteration hooks, as mmengine's does ---------
     def _eval_start(self, trainer: pl.Trainer, mode: str) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
-            self._module.load_for_evaluation()
-        if not self._module.eval_runs_itself(mode):
+            self._module.resume_state.load_for_evaluation(self._module, trainer.ckpt_path)
+        if not self._module.loops.eval_runs_itself(mode):
             self._call(f'before_{mode}')
 
     def _eval_epoch_start(self, mode: str) -> None:
-        if not self._module.eval_runs_itself(mode):
+        if not self._module.loops.eval_runs_itself(mode):
             self._call(f'before_{mode}_epoch')
 
     def _eval_end(self, trainer: pl.Trainer, mode: str) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING
         if fitting:  # evaluated: a file written by after_val_epoch (a new best) continues after it
             self._progress.validation_pending = False
-        if not self._module.eval_runs_itself(mode):
+        if not self._module.loops.eval_runs_itself(mode):
             metrics = self._module.metrics.get(mode)
             with left_to_lightning(self._module.runner.visualizer, scalar_metrics(metrics or {})):
                 self._call(f'after_{mode}_epoch', metrics=metrics)

@@ -28,8 +28,8 @@ from mmengine.utils.dl_utils import collect_env, set_multi_processing
 from mmengine.visualization import Visualizer
 
 from mm_lightning.config.loading import ConfigError, config_error
+from mm_lightning.config.misspellings import misspelt_keys
 from mm_lightning.config.registry import build
-from mm_lightning.config.validation import misspelt_keys
 from mm_lightning.translate.loggers import route_vis_backends
 from mm_lightning.translate.progress import draws, file_only
 

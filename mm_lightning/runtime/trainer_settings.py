@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import lightning.pytorch as pl
 from mmengine.runner.base_loop import BaseLoop
@@ -38,8 +38,12 @@ from mm_lightning.config.loading import ConfigError
 from mm_lightning.runtime.fidelity import TRAINER_SETTINGS
 from mm_lightning.runtime.loops import train_loop_kind
 
+if TYPE_CHECKING:  # the module's protocol; the module itself imports this one
+    from mm_lightning.runtime.contract import RunModule
+
 __all__ = ['LOOP_DEFAULTS', 'UNSET', 'NEUTRAL', 'Translation', 'TRANSLATIONS', 'TrainerSettings', 'read_settings',
-           'config_overrides', 'apply_overrides', 'check_built', 'lightning_epochs', 'hand_over']
+           'config_overrides', 'apply_overrides', 'check_built', 'lightning_epochs', 'hand_over',
+           'take_trainer_settings']
 
 #: mmengine's loop defaults (by ``by_epoch``) for the keys a Trainer setting can set.
 LOOP_DEFAULTS: Dict[bool, Dict[str, Any]] = {True: dict(val_interval=1), False: dict(val_interval=1000)}
@@ -230,3 +234,28 @@ def hand_over(trainer: pl.Trainer, epochs: int) -> None:
     trainer.fit_loop.epoch_loop.max_steps = NEUTRAL['max_steps']
     for setting in ('check_val_every_n_epoch', 'val_check_interval', 'accumulate_grad_batches', 'gradient_clip_val'):
         setattr(trainer, setting, NEUTRAL[setting])
+
+
+def take_trainer_settings(module: RunModule, trainer: pl.Trainer) -> None:
+    """Move ``trainer``'s own settings that config keys decide into ``module``'s config, as ``--cfg-options`` with
+    the same values would set them, before the loop, optim wrapper and schedulers are built from it."""
+    train_loop = module.train_loop
+    train = train_loop if train_loop is not None else module.loops.train_cfg
+    overrides = config_overrides(read_settings(trainer), train, module.optim_wrapper)
+    if train_loop is not None:
+        check_built(overrides, train_loop)
+    elif overrides:
+        for part in ('train_cfg', 'optim_wrapper'):
+            below = {key.partition('.')[2]: value for key, value in overrides.items() if key.startswith(part)}
+            if below:
+                if part == 'train_cfg':
+                    updated = module.loops.train_cfg = apply_overrides(module.loops.train_cfg, below)
+                else:
+                    updated = module.optim_wrapper = apply_overrides(module.optim_wrapper, below)
+                module.cfg[part] = updated  # the config dumped and saved in checkpoints says what runs
+                module.keywords = {**module.keywords, part: updated}
+        module.context.logger.info('Trainer settings taken into the config: ' + ', '.join(
+            f'{key}={value!r}' for key, value in overrides.items()))
+    epochs = lightning_epochs(module.train_loop if module.train_loop is not None else module.loops.train_cfg)
+    if epochs is not None:
+        hand_over(trainer, epochs)

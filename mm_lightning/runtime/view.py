@@ -32,8 +32,8 @@ from mm_lightning.config.registry import build
 from mm_lightning.ground.internals import ParamScheduler, batch_size
 from mm_lightning.runtime.context import build_log_processor, build_visualizer, setup_environment
 from mm_lightning.runtime.contract import RunModule
-from mm_lightning.runtime.data import build_dataloader
 from mm_lightning.runtime.hooks import merged_default_hooks
+from mm_lightning.runtime.loaders import build_dataloader
 from mm_lightning.runtime.loops import build_train_loop
 from mm_lightning.runtime.metrics import build_evaluator
 from mm_lightning.runtime.optim import build_optim_wrapper, scale_lr
@@ -151,11 +151,11 @@ class RunnerView:
 
     @property
     def val_loop(self) -> Optional[BaseLoop]:
-        return self.module.eval_loop('val')
+        return self.module.loops.eval_loop('val')
 
     @property
     def test_loop(self) -> Optional[BaseLoop]:
-        return self.module.eval_loop('test')
+        return self.module.loops.eval_loop('test')
 
     epoch = _loop_value('epoch', 'Epochs finished (advances after after_train_epoch).')
     iter = _loop_value('iter', 'Iterations finished (advances after after_train_iter).')
@@ -184,11 +184,11 @@ class RunnerView:
     def _train_loop(self) -> Any:
         """mmengine's LogProcessor/LoggerHook read it: the built loop, else ``train_cfg`` (nothing is built)."""
         loop = self.module.train_loop
-        return loop if loop is not None else self.module.train_cfg
+        return loop if loop is not None else self.module.loops.train_cfg
 
     @_train_loop.setter
     def _train_loop(self, loop: Any) -> None:
-        self.module.use_train_loop(loop)
+        self.module.loops.use_train_loop(loop)
 
     _log_dir = property(lambda self: self.log_dir, doc="mmengine's LoggerHook reads it.")
 
@@ -204,18 +204,18 @@ class RunnerView:
     @property
     def _val_loop(self) -> Any:
         """The built validation loop, else ``val_cfg`` (mmengine builds it lazily)."""
-        return self.module.eval_loop('val') or self.module.eval_settings('val')
+        return self.module.loops.eval_loop('val') or self.module.loops.eval_settings('val')
 
     @property
     def _test_loop(self) -> Any:
         """The built test loop, else ``test_cfg``."""
-        return self.module.eval_loop('test') or self.module.eval_settings('test')
+        return self.module.loops.eval_loop('test') or self.module.loops.eval_settings('test')
 
     _train_dataloader = property(lambda self: self._loader_spec('train'), doc='train_dataloader as configured.')
     _val_dataloader = property(lambda self: self._loader_spec('val'), doc='val_dataloader as configured.')
     _test_dataloader = property(lambda self: self._loader_spec('test'), doc='test_dataloader as configured.')
-    _val_evaluator = property(lambda self: self.module.eval_config('val'), doc='val_evaluator as configured.')
-    _test_evaluator = property(lambda self: self.module.eval_config('test'), doc='test_evaluator as configured.')
+    _val_evaluator = property(lambda self: self.module.loops.eval_config('val'), doc='val_evaluator as configured.')
+    _test_evaluator = property(lambda self: self.module.loops.eval_config('test'), doc='test_evaluator as configured.')
 
     @property
     def _resume(self) -> Union[bool, str]:
@@ -365,11 +365,11 @@ class RunnerView:
 
     def build_val_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
         """mmengine's ``build_val_loop``: with the loader and evaluator configs (a built loop as it is)."""
-        return self.module.build_eval_loop('val', loop, self._loader_spec('val'))
+        return self.module.loops.build_eval_loop('val', loop, self.module.runner, self._loader_spec('val'))
 
     def build_test_loop(self, loop: Union[BaseLoop, Dict]) -> BaseLoop:
         """mmengine's ``build_test_loop``: with the loader and evaluator configs (a built loop as it is)."""
-        return self.module.build_eval_loop('test', loop, self._loader_spec('test'))
+        return self.module.loops.build_eval_loop('test', loop, self.module.runner, self._loader_spec('test'))
 
     def _loader_spec(self, split: str) -> Any:
         datamodule = self.datamodule

@@ -183,7 +183,8 @@ def _explain(args: argparse.Namespace) -> int:
     """Exit 0 when a run on the layout would start, 1 when the report lists a refusal."""
     with _stdout_to_stderr() if args.json else contextlib.redirect_stdout(sys.stderr):  # what imports print
         from mm_lightning.config.loading import load_config
-        from mm_lightning.tools.explain import REFUSAL, explain, format_explanation
+        from mm_lightning.tools.explain import REFUSAL, explain
+        from mm_lightning.tools.explanation_text import format_explanation
     with _stdout_to_stderr() if args.json else contextlib.nullcontext():
         cfg = load_config(args.config, args.cfg_options)
         if cfg.get('work_dir') is None:  # where `train` would put it

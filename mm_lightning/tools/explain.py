@@ -6,7 +6,8 @@ dict: the ``lightning.Trainer`` arguments, the strategy and precision with their
 settings, the schedule (epochs and iterations, validation and checkpoint points,
 parameter scheduler steps), the mmengine hooks by stage with the Lightning event that
 calls each, the Lightning callbacks, the loggers, and every approximation or refusal a
-real run would meet on that layout. :func:`format_explanation` renders it as text.
+real run would meet on that layout. :func:`~mm_lightning.tools.explanation_text.format_explanation` renders it
+as text.
 
 Only hooks, callbacks and loggers are instantiated (they are cheap and their settings
 decide the schedule); a part that cannot be translated becomes a refusal in
@@ -20,7 +21,7 @@ import functools
 import inspect
 import warnings
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -32,8 +33,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.priority import Priority, get_priority
 
 from mm_lightning.config.loading import CfgOptions, ConfigError, ConfigLike, load_config
+from mm_lightning.config.misspellings import misspelt_keys
 from mm_lightning.config.registry import type_name
-from mm_lightning.config.validation import misspelt_keys
 from mm_lightning.runtime.assembly import build_hooks, check_stage_groups, require_model
 from mm_lightning.runtime.bridge import ITERATION_BASED_EVENTS, STAGE_EVENTS, HookBridge
 from mm_lightning.runtime.context import build_visualizer, unused_name
@@ -56,7 +57,7 @@ from mm_lightning.translate.sharding import FSDP2Strategy
 from mm_lightning.translate.strategies import StrategySpec, run_time_refusals, strategy_context, translate_strategy
 
 __all__ = ['REFUSAL', 'APPROXIMATION', 'DISK_SPACE', 'UNREAD_KEY', 'LOG_DIR', 'MAX_POINTS', 'explain', 'render',
-           'callback_events', 'RUN_TIME_CHECKS', 'format_explanation']
+           'callback_events', 'RUN_TIME_CHECKS']
 
 REFUSAL = 'refusal'
 APPROXIMATION = 'approximation'
@@ -423,130 +424,3 @@ def _checkpoint_io(cfg: Config, spec: Any) -> Optional[Tuple[str, str]]:
 RUN_TIME_CHECKS: List[Callable[[Config, Any], Optional[Tuple[str, str]]]] = [
     _needs_model, _groups_complete, _eval_loops, _checkpoint_io,
 ]
-
-
-# -- text -----------------------------------------------------------------------------------------
-def format_explanation(report: Mapping[str, Any]) -> str:
-    """The report as text: one section per part, in the order a reader checks them."""
-    sections = [_format_layout, _format_trainer, _format_strategy, _format_schedule, _format_trainer_settings,
-                _format_hooks,
-                _format_loggers, _format_warnings]
-    return '\n\n'.join(section(report) for section in sections) + '\n'
-
-
-def _table(rows: Sequence[Tuple[str, Any]], indent: str = '  ') -> str:
-    width = max((len(name) for name, _ in rows), default=0)
-    return '\n'.join(f'{indent}{name:<{width}}  {value}' for name, value in rows)
-
-
-def _points(entry: Mapping[str, Any]) -> str:
-    """``after epochs 2, 4, 6, ..., 20 (10 times)``: where a validation or checkpoint happens."""
-    points, count, unit = entry.get('at'), entry.get('count'), entry['unit']
-    if points is None:
-        return f"every {entry['interval']} {unit}s (the epoch length is known once the data is built)"
-    if not points:
-        return 'never'
-    shown = points if len(points) <= 6 else points[:3] + ['...'] + points[-2:]
-    text = ', '.join(map(str, shown))
-    return f'after {unit}s {text} ({count} times)' if (count or 0) > 1 else f'after {unit} {text}'
-
-
-def _format_layout(report: Mapping[str, Any]) -> str:
-    layout = report['layout']
-    return (f"Explaining {report.get('config') or 'the config'}\n"
-            f"Layout: launcher={layout['launcher']}, accelerator={layout['accelerator']}, "
-            f"{layout['devices']} device(s) per node x {layout['num_nodes']} node(s)")
-
-
-def _format_trainer(report: Mapping[str, Any]) -> str:
-    if report['trainer'] is None:
-        return 'lightning.Trainer arguments: not translated (see warnings)'
-    return 'lightning.Trainer arguments\n' + _table(sorted(report['trainer'].items()))
-
-
-def _format_strategy(report: Mapping[str, Any]) -> str:
-    strategy, precision = report['strategy'], report['precision']
-    if strategy is None:
-        return 'Strategy: not translated (see warnings)'
-    lines = [f"Strategy: {strategy['name']}"]
-    if strategy['settings']:
-        rows = []
-        for key, value in strategy['settings'].items():
-            if key == 'plan':  # FSDP2's sharding plan, a row per field (its notes are warnings)
-                rows += [(f'plan.{field}', entry) for field, entry in value.items() if field != 'notes']
-            else:
-                rows.append((key, value))
-        if strategy['buffers']:
-            rows.append(('buffers', strategy['buffers']))
-        lines.append(_table(rows))
-    if precision is None:
-        return '\n'.join(lines)
-    plugin = f" ({precision['plugin']}" + (f", scaler {precision['scaler']}" if precision['scaler'] else '') + ')' \
-        if precision['plugin'] else ''
-    scale = f", loss scale {precision['loss_scale']}" if precision['loss_scale'] is not None else ''
-    lines.append(f"Precision: {precision['precision']}{plugin}{scale}")
-    return '\n'.join(lines)
-
-
-def _format_schedule(report: Mapping[str, Any]) -> str:
-    schedule = report['schedule']
-    if schedule is None:
-        return 'Schedule: no training (no train_cfg)'
-    if schedule['by_epoch']:
-        length = f"{schedule['max_epochs']} epochs of len(train_dataloader) iterations"
-    else:
-        length = f"{schedule['max_iters']} iterations (one Lightning epoch)"
-    rows = [('training', length)]
-    if schedule['lightning']:
-        rows.append(('Lightning', ', '.join(f'{k}={v}' for k, v in schedule['lightning'].items())))
-    validation = schedule['validation']
-    rows.append(('validation', 'none' if validation is None else _points(validation)))
-    for hook in schedule['checkpoints']:
-        best = f"; best by {', '.join(hook['save_best'])}" if hook['save_best'] else ''
-        keep = f"; keeps {hook['max_keep_ckpts']}" if hook['max_keep_ckpts'] > 0 else ''
-        rows.append(('checkpoints', f"{_points(hook)}{keep}{best}"))
-    for item in schedule['param_schedulers']:
-        owner = f"[{item['optimizer']}] " if item['optimizer'] else ''
-        end = 'the end' if item['end'] is None else item['end']
-        rows.append((f"{owner}{item['type']}", f"steps after every {item['steps_after']}, "
-                                               f"{item['range_unit']}s [{item['begin']}, {end})"))
-    return 'Schedule\n' + _table(rows)
-
-
-def _format_trainer_settings(report: Mapping[str, Any]) -> str:
-    settings = report['trainer_settings']
-    if settings is None:
-        return 'Trainer settings: no training loop to decide'
-    rows = [(entry['setting'], f"-> {entry['key']} (now {entry['configured']}): {entry['reads']}" if entry['key']
-             else f"only {' or '.join(map(str, entry['unset']))}: {entry['reads']}") for entry in settings]
-    return ("A Trainer's own settings (unset: the config decides; set: the key below, as --cfg-options would)\n"
-            + _table(rows))
-
-
-def _format_hooks(report: Mapping[str, Any]) -> str:
-    hooks = report['hooks']
-    if hooks is None:
-        return 'Hooks: not built (see warnings)'
-    rows = [(f"{entry['stage']} <- {entry['lightning_event']}", ', '.join(entry['hooks']))
-            for entry in hooks['by_stage']]
-    callbacks = [(entry['name'], f"{entry['source']}: {', '.join(entry['events'])}")
-                 for entry in hooks['lightning_callbacks']]
-    return ('mmengine hooks by stage (bridged: stage <- Lightning event)\n' + _table(rows)
-            + '\nLightning callbacks (native)\n' + _table(callbacks))
-
-
-def _format_loggers(report: Mapping[str, Any]) -> str:
-    loggers = report['loggers']
-    if loggers is None:
-        return 'Loggers: not built (see warnings)'
-    rows = [(entry['vis_backend'], f"Lightning {entry['lightning_logger']} (shared with the Trainer)"
-             if entry['lightning_logger'] else "mmengine's own backend")
-            for entry in loggers['vis_backends']]
-    rows.append(('LoggerHook', f"mmengine log lines, {loggers['log_file']}"))
-    return 'Loggers\n' + _table(rows)
-
-
-def _format_warnings(report: Mapping[str, Any]) -> str:
-    if not report['warnings']:
-        return 'Warnings: none'
-    return 'Warnings\n' + '\n'.join(f"  [{entry['kind']}] {entry['message']}" for entry in report['warnings'])

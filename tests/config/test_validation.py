@@ -234,28 +234,3 @@ def test_schedulers_by_optimizer_name_are_not_mistaken_for_one_without_a_type():
     """An OptimWrapperDict's schedulers: ``param_scheduler=dict(<optimizer name>=scheduler(s), ...)``."""
     validate_config(dict(VALID, param_scheduler=dict(generator=dict(type='LinearLR', by_epoch=False, end=4),
                                                      discriminator=[dict(type='MultiStepLR', milestones=[1])])))
-
-
-def test_priority_names_are_mmengines():
-    from mmengine.runner.priority import Priority
-
-    from mm_lightning.config.validation import PRIORITY_NAMES
-    assert PRIORITY_NAMES == tuple(Priority.__members__)
-
-
-@pytest.mark.parametrize('key, meant', [('param_schedulr', 'param_scheduler'), ('default_hook', 'default_hooks'),
-                                        ('trian_cfg', 'train_cfg'), ('visualiser', 'visualizer'),
-                                        ('lighting_trainer', 'lightning_trainer')])
-def test_a_top_level_key_close_to_a_known_one_is_named_with_it(key, meant):
-    from mm_lightning.config.validation import misspelt_keys
-    assert misspelt_keys({**VALID, key: []}) == [
-        f"{key}: not a key mmengine or mm_lightning reads (the run ignores it); did you mean '{meant}'?"]
-    validate_config({**VALID, key: []})  # a warning, never an error: configs carry keys of their own
-
-
-def test_a_configs_own_keys_are_not_taken_for_typos():
-    from mm_lightning.config.validation import misspelt_keys
-    own = ['dataset_type', 'data_root', 'backend_args', 'train_pipeline', 'test_pipeline', 'img_scale', 'max_epochs',
-           'base_lr', 'models', 'test100_dataloader', 'val_evaluator_abs', 'conv_cfg', 'norm_cfg', 'vis_backends',
-           'env_config', '_base_', 'work_dirs']
-    assert misspelt_keys({**VALID, **dict.fromkeys(own)}) == []

@@ -7,7 +7,7 @@ import os
 import pytest
 from mmengine.config import Config
 
-from mm_lightning.config.validation import misspelt_keys
+from mm_lightning.config.misspellings import misspelt_keys
 
 PACKAGES = ('mmdet', 'mmseg', 'mmpretrain', 'mmpose', 'mmaction', 'mmocr', 'mmagic', 'mmyolo')
 #: Shipped configs loaded per package (with their _base_ files): 200 in all.

@@ -113,6 +113,6 @@ def test_what_the_machine_cannot_run_is_refused_before_anything_is_built(tmp_pat
 
 
 def test_every_runner_keyword_is_a_known_top_level_key():
-    from mm_lightning.config.validation import TOP_LEVEL_KEYS
+    from mm_lightning.config.misspellings import TOP_LEVEL_KEYS
     from mm_lightning.runtime.assembly import CONFIG_KEYWORDS
     assert set(CONFIG_KEYWORDS) <= set(TOP_LEVEL_KEYS)

@@ -9,7 +9,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.runner import Runner as MMRunner
 
 from mm_lightning import ConfigError, FlexibleRunner
-from mm_lightning.runtime.data import build_dataloader
+from mm_lightning.runtime.loaders import build_dataloader
 from mm_lightning.runtime.loops import (
     TrainProgress,
     ValidationRule,

@@ -12,7 +12,8 @@ from mm_lightning import ConfigModule, FlexibleRunner, load_config
 from mm_lightning.runtime.bridge import HookBridge
 from mm_lightning.state.disk import format_bytes
 from mm_lightning.tools.cli import main
-from mm_lightning.tools.explain import DISK_SPACE, STAGE_EVENTS, explain, format_explanation
+from mm_lightning.tools.explain import DISK_SPACE, STAGE_EVENTS, explain
+from mm_lightning.tools.explanation_text import format_explanation
 from mm_lightning.translate.launchers import LAUNCHERS, config_layout
 from mm_lightning.translate.strategies import strategy_context, translate_strategy
 
